@@ -34,6 +34,8 @@ itself.
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -385,7 +387,6 @@ class FocalFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
-@torch.compiler.disable  # type: ignore[untyped-decorator]
 def focal_loss_sum_or_elementwise(
     logits: Tensor,
     dense: Tensor | None,
@@ -399,10 +400,18 @@ def focal_loss_sum_or_elementwise(
     """The weighted elementwise focal loss or its sum over ``divisor``, via :class:`FocalFunction`.
 
     The one entry point of the loss into this module, where a device-specific kernel would be
-    dispatched; inputs are assumed validated. ``torch.compile`` runs it eagerly (a graph break):
-    its block loop is not worth tracing.
+    dispatched; inputs are assumed validated. Under ``torch.compile`` it runs eagerly (a graph
+    break): its block loop is not worth tracing. The check for that is free when dynamo was never
+    imported, so importing focalrec does not import it.
     """
-    out: Tensor = FocalFunction.apply(  # type: ignore[no-untyped-call]
-        logits, dense, index, alpha, gamma, weight, divisor, elementwise
-    )
+    args = (logits, dense, index, alpha, gamma, weight, divisor, elementwise)
+    if "torch._dynamo" in sys.modules:
+        return _untraced_apply()(*args)
+    out: Tensor = FocalFunction.apply(*args)  # type: ignore[no-untyped-call]
     return out
+
+
+@functools.cache
+def _untraced_apply() -> Callable[..., Tensor]:
+    apply: Callable[..., Tensor] = torch.compiler.disable(FocalFunction.apply)  # type: ignore[no-untyped-call]
+    return apply
