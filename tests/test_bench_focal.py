@@ -43,5 +43,6 @@ def test_quick_run_writes_a_consistent_report(
         if name != "bce_with_logits":
             assert row["rel_diff_vs_focalrec"] < 1e-5, name
         assert row["wall_ms"] > 0
+    assert results["bce_with_logits"]["rel_diff_vs_focalrec"] is None
     assert results["bce_with_logits"]["wall_vs_bce"] == 1.0
     assert "focalrec_index" in capsys.readouterr().out
