@@ -21,8 +21,9 @@ targets ``r`` is ``1 - p`` (``t = 0``) or ``p`` (``t = 1``) and ``log q`` is ``l
 block to block), keeps the gradient for backward and scales it there, in place, by the incoming
 gradient (a no-op for the usual ``loss.backward()``, since the reduction's divisor is applied in
 forward).
-With index-list targets the loss of a row is the ``t = 0`` term summed over all classes plus a
-correction at the positive indices, so no ``(N, C)`` target tensor is ever built.
+With index-list targets every element first gets its ``t = 0`` terms; then the few positives are
+overwritten with their ``t = 1`` terms (a sum adds the difference), so no ``(N, C)`` target
+tensor is ever built. Dense 0/1 targets take the same path, block by block.
 
 Blocks are spread over ``torch.get_num_threads()`` Python threads (contiguous groups, one set of
 scratch buffers each); every op inside a block is small enough to run single-threaded in ATen.
