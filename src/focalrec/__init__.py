@@ -5,14 +5,29 @@ dense. See :mod:`focalrec._indices` for the convention shared by every function.
 """
 
 from focalrec._indices import dense_to_index_list, index_list_to_dense
-from focalrec.ranking import map_at_k, topk_items
+from focalrec.ranking import (
+    hit_rate_at_k,
+    map_at_k,
+    mrr_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    ranking_metrics_at_k,
+    recall_at_k,
+    topk_items,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
     "dense_to_index_list",
+    "hit_rate_at_k",
     "index_list_to_dense",
     "map_at_k",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "precision_at_k",
+    "ranking_metrics_at_k",
+    "recall_at_k",
     "topk_items",
 ]
