@@ -5,6 +5,7 @@ dense. See :mod:`focalrec._indices` for the convention shared by every function.
 """
 
 from focalrec._indices import dense_to_index_list, index_list_to_dense
+from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
 from focalrec.ranking import (
     hit_rate_at_k,
     map_at_k,
@@ -19,6 +20,8 @@ from focalrec.ranking import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MeanAveragePrecisionAtK",
+    "RankingMetricsAtK",
     "__version__",
     "dense_to_index_list",
     "hit_rate_at_k",
