@@ -38,6 +38,31 @@ __all__ = [
 ]
 
 
+def _batch_state(
+    preds: Tensor,
+    targets: Tensor,
+    exclude: Tensor | None,
+    k: int,
+    metrics: tuple[str, ...],
+    denominator: str,
+    empty_targets: str,
+    validate_args: bool,
+) -> tuple[Tensor, Tensor]:
+    """The float64 sums of the per-row values of ``metrics`` over a batch, and its row count.
+
+    Rows without a relevant item are counted only with ``empty_targets="zero"``; a mask rather
+    than indexing keeps this free of device-to-host syncs.
+    """
+    with torch.no_grad():
+        rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
+        values = torch.stack([_per_row(name, rel, num_relevant, denominator) for name in metrics])
+        if empty_targets == "skip":
+            counted = num_relevant > 0
+            return (values * counted).sum(dim=1), counted.sum().to(torch.float64)
+        count = torch.tensor(float(rel.shape[0]), dtype=torch.float64, device=rel.device)
+        return values.sum(dim=1), count
+
+
 class _RankingState(nn.Module):
     """The state and update shared by the streaming classes: per-metric sums and a row count."""
 
@@ -72,21 +97,18 @@ class _RankingState(nn.Module):
 
     def update(self, preds: Tensor, targets: Tensor, exclude: Tensor | None = None) -> None:
         """Add a batch of rows: ``preds``, ``targets`` and ``exclude`` as in :func:`map_at_k`."""
-        with torch.no_grad():
-            rel, num_relevant = _ranked_relevance(
-                preds, targets, self.k, exclude, self.validate_args
-            )
-            values = torch.stack(
-                [_per_row(name, rel, num_relevant, self.denominator) for name in self.metrics]
-            )
-            if self.empty_targets == "skip":
-                # A mask rather than indexing: no device-to-host sync.
-                counted = num_relevant > 0
-                values = values * counted
-                self.count += counted.sum().to(self.count)
-            else:
-                self.count += rel.shape[0]
-            self.total += values.sum(dim=1).to(self.total)
+        total, count = _batch_state(
+            preds,
+            targets,
+            exclude,
+            self.k,
+            self.metrics,
+            self.denominator,
+            self.empty_targets,
+            self.validate_args,
+        )
+        self.total += total.to(self.total)
+        self.count += count.to(self.count)
 
     def _means(self) -> Tensor:
         """Float32 mean of each metric over the rows seen, by every process when synced."""

@@ -475,13 +475,16 @@ def map_at_k(
     where :math:`\mathrm{rel}(i) = 1` iff :math:`L_i \in R` and :math:`L_i` is not a repeat of an
     earlier item. The field disagrees on the denominator :math:`D`:
 
-    ===============  =========================  ===============================================
-    ``denominator``  :math:`D`                  used by
-    ===============  =========================  ===============================================
-    ``"min_k"``      :math:`\min(|R|, k)`       Kaggle / ml_metrics ``apk``, recmetrics (default)
-    ``"relevant"``   :math:`|R|`                trec_eval, pytrec_eval, ranx
+    ===============  ==============================  ========================================
+    ``denominator``  :math:`D`                       used by
+    ===============  ==============================  ========================================
+    ``"min_k"``      :math:`\min(|R|, k)`            Kaggle, ml_metrics ``apk`` (default)
+    ``"relevant"``   :math:`|R|`                     trec_eval ``map_cut``, pytrec_eval, ranx
     ``"hits"``       :math:`\sum_i \mathrm{rel}(i)`  torchmetrics ``RetrievalMAP(top_k=k)``
-    ===============  =========================  ===============================================
+    ===============  ==============================  ========================================
+
+    (torchmetrics also counts a relevant item scored ``<= 0`` as irrelevant; with positive scores,
+    ``denominator="hits"`` reproduces it, as the tests check.)
 
     A row with no hit scores 0 under all three. A row with an empty :math:`R` scores 0 and counts
     in the mean with ``empty_targets="zero"`` (Kaggle, the default), or is left out of the mean
