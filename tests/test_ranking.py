@@ -213,6 +213,21 @@ def test_topk_items_history_on_top_in_small_chunks(
     assert got.tolist() == expected
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_topk_items_same_on_cuda_as_on_cpu() -> None:
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 4, (500, 700), generator=gen).float()
+    exclude = torch.randint(-1, 700, (500, 30), generator=gen)
+    targets = torch.randint(-1, 700, (500, 3), generator=gen)
+    for k in (1, 3, 50):
+        cpu = topk_items(scores, k, exclude=exclude)
+        cuda = topk_items(scores.cuda(), k, exclude=exclude.cuda())
+        assert torch.equal(cpu, cuda.cpu())
+        assert map_at_k(scores, targets, k, exclude=exclude) == (
+            map_at_k(scores.cuda(), targets.cuda(), k, exclude=exclude.cuda()).cpu()
+        )
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_topk_items_dtypes(dtype: torch.dtype) -> None:
     scores = torch.tensor([[0.5, 2.0, 2.0, -1.0, 0.5]], dtype=dtype)

@@ -20,11 +20,15 @@ fewer than ``k`` eligible items is padded with ``-1``. ``-0.0`` and ``0.0`` tie;
 eligible and rank last; NaN scores are rejected (``validate_args=True``, the default) or, without
 validation, give an unspecified (but valid) list.
 
-**Cost.** One :func:`torch.topk` of width ``k + 1`` over the scores, untouched, plus work on
-``(N, k + 1)`` candidates. Only rows whose result could depend on items outside the candidates
-(an exact tie at the cut, or an excluded item among the candidates) get more work, on those rows
-alone and in chunks of rows: a second top-k of width ``k + h + 1``, then, for rows still tied at
-the cut, an exact pass that finds the lowest-index items of the tied value.
+**Cost.** One :func:`torch.topk` of width ``k + 1`` over the untouched scores, plus work on the
+``(N, k + 1)`` candidates. Only the rows whose list could depend on items outside the candidates
+get more work, on those rows alone: rows with an excluded item among their candidates and fewer
+than ``k + 1`` eligible ones get a second top-k of width ``k + h + 1`` (``h`` = width of
+``exclude``), and rows tied at the cut get an exact pass that picks the lowest-index eligible
+items of the tied value. Where rows must be copied (to mask exclusions or to scan one value),
+they are copied in chunks of about ``2**24`` elements, so no ``(N, C)`` temporary is made; when
+most rows need the second top-k (exclusions that are each user's best-scored items), it runs in
+place over all rows instead.
 """
 
 from __future__ import annotations
@@ -156,11 +160,13 @@ def _pick(
     ``complete`` says the candidates are all the items of the row: then every row is settled.
     Otherwise every item outside them scores at most the last candidate's value ``vals[:, -1]``,
     so a row is settled iff it has ``k`` eligible candidates and the ``k``-th scores strictly
-    more. Open rows are ``short`` (fewer than ``k`` eligible candidates: only possible with
-    exclusions) or ``tied`` (the ``k``-th eligible candidate ties with an item outside). ``None``
-    stands for ``excluded`` all false, and for no row left open.
+    more. Open rows are ``short`` (with exclusions only: fewer than ``k + 1`` eligible candidates,
+    so that the ``k``-th pick is missing or is the last candidate, which a wider pass settles) or
+    ``tied`` (the ``k``-th pick ties with the last candidate, and maybe with items outside).
+    ``None`` stands for ``excluded`` all false, and for no row left open.
     """
     width = min(k, idx.shape[1])
+    order = None
     if excluded is None:
         items, picked = idx[:, :width], vals[:, :width]
     else:
@@ -171,8 +177,9 @@ def _pick(
         return items, picked, None, None
     tied = ~(picked[:, -1] > vals[:, -1])  # also true for a NaN at the cut (no validation)
     short = None
-    if excluded is not None:
-        short = items[:, -1] == PAD
+    if order is not None:
+        # The k-th pick is the last candidate (nothing to compare it with), or is missing.
+        short = (order[:, -1] == idx.shape[1] - 1) | (items[:, -1] == PAD)
         tied &= ~short
     return items, picked, short, tied
 
@@ -231,28 +238,41 @@ def _topk_items(scores: Tensor, k: int, exclude: Tensor | None, validate_args: b
         # torch.topk orders NaN above every number, so a row holding a NaN shows one first.
         row = int(torch.isnan(vals[:, 0]).nonzero()[0, 0])
         raise ValueError(f"`scores` must not contain NaN; row {row} holds a NaN score")
-    excluded = _isin_rows(idx, exclude) if exclude is not None else None
-    if excluded is not None and not bool(excluded.any()):
-        excluded = None  # no candidate is excluded: the plain path is exact
-    items, picked, short, tied = _pick(vals, idx, excluded, k, complete=idx.shape[1] == num_cols)
+    complete = idx.shape[1] == num_cols
+    items, picked, _, tied = _pick(vals, idx, None, k, complete)
     if items.shape[1] < k:
         items = torch.cat([items, items.new_full((n, k - items.shape[1]), PAD)], dim=1)
-    items = items.contiguous()
-    if short is not None and bool(short.any()):
-        # Second pass, wide enough to hold k eligible items, over the short rows only: copied in
-        # chunks when they are few, in place when most rows are short (a copy costs about a pass).
-        # Here k + 1 < C, so each pass returns k items per row and no row is short after it.
+    items, picked = items.contiguous(), picked.contiguous()
+    short_rows = None
+    if exclude is not None:
+        # Rows with an excluded candidate (usually few) are picked again, on their own.
+        rows = _isin_rows(idx, exclude).any(dim=1).nonzero().squeeze(1)
+        if rows.numel() > 0:
+            ex = exclude[rows]
+            items_r, picked_r, short_r, tied_r = _pick(
+                vals[rows], idx[rows], _isin_rows(idx[rows], ex), k, complete
+            )
+            items[rows, : items_r.shape[1]] = items_r
+            picked[rows] = picked_r
+            if tied is not None and tied_r is not None and short_r is not None:
+                tied[rows] = tied_r
+                short_rows = rows[short_r]
+    if short_rows is not None and short_rows.numel() > 0:
+        # Second pass, wide enough to hold k + 1 eligible items, over the short rows only: copied
+        # in chunks when they are few, in place when most rows are short (a copy costs about a
+        # pass). Here k + 1 < C, so it returns k items per row and leaves no row short.
         assert exclude is not None
         assert tied is not None
         width = min(k + exclude.shape[1] + 1, num_cols)
-        if 2 * int(short.sum()) > n:
+        if 2 * short_rows.numel() > n:
+            short = torch.zeros(n, dtype=torch.bool, device=scores.device)
+            short[short_rows] = True
             items2, picked2, _, tied2 = _topk_pass(scores, k, width, exclude)
             items = torch.where(short.unsqueeze(1), items2, items)
             picked = torch.where(short.unsqueeze(1), picked2, picked)
             tied = torch.where(short, tied2 if tied2 is not None else False, tied)
         else:
-            picked = picked.contiguous()
-            for sel in _row_chunks(short.nonzero().squeeze(1), num_cols):
+            for sel in _row_chunks(short_rows, num_cols):
                 ex = exclude.index_select(0, sel)
                 items2, picked2, _, tied2 = _topk_pass(scores.index_select(0, sel), k, width, ex)
                 items[sel] = items2
@@ -409,7 +429,7 @@ def _per_row(metric: str, rel: Tensor, num_relevant: Tensor, denominator: str) -
     hits = relf.sum(dim=1)
     nrel = num_relevant.to(torch.float64)
     if metric == "map":
-        total = (relf.cumsum(dim=1) / _ranks(k, rel.device) * relf).sum(dim=1)
+        total = (relf.cumsum(dim=1) * relf) @ (1.0 / _ranks(k, rel.device))
         if denominator == "min_k":
             denom = nrel.clamp(max=k)
         elif denominator == "relevant":
