@@ -201,9 +201,12 @@ def test_topk_items_history_on_top_in_small_chunks(
     monkeypatch: pytest.MonkeyPatch, short_rows: int
 ) -> None:
     # The excluded items are the best-scored ones of `short_rows` rows, so those rows need the
-    # wide second pass (in chunks of rows when they are few, in place when most rows are short);
-    # a tiny chunk size makes every chunked loop run several times.
+    # wide pass (in chunks of rows when they are few, in place when most rows are short, and
+    # directly for the rows after the probe when most probed rows are short); a tiny chunk size
+    # makes every chunked loop run several times.
     monkeypatch.setattr("focalrec.ranking._CHUNK_ELEMENTS", 7 * 200)
+    # The first 16 rows decide whether the other rows go straight to the wide pass.
+    monkeypatch.setattr("focalrec.ranking._PROBE_ROWS", 16)
     gen = torch.Generator().manual_seed(short_rows)
     scores = torch.randint(0, 6, (64, 200), generator=gen).float()
     exclude = torch.full((64, 12), -1)
@@ -234,7 +237,7 @@ def test_topk_items_dtypes(dtype: torch.dtype) -> None:
     assert topk_items(scores, 4).tolist() == [[1, 2, 0, 4]]
 
 
-def test_topk_items_rejects_nan() -> None:
+def test_topk_items_rejects_nan(monkeypatch: pytest.MonkeyPatch) -> None:
     scores = torch.zeros(3, 50)
     scores[2, 17] = float("nan")
     with pytest.raises(ValueError, match=r"`scores` must not contain NaN; row 2"):
@@ -243,6 +246,11 @@ def test_topk_items_rejects_nan() -> None:
     exclude = torch.full((3, 1), 17)
     with pytest.raises(ValueError, match="NaN"):
         topk_items(scores, 3, exclude=exclude)
+    # Also found by the wide pass that follows a probe of mostly short rows.
+    monkeypatch.setattr("focalrec.ranking._PROBE_ROWS", 1)
+    history = scores.nan_to_num(nan=1.0).argsort(dim=1, descending=True)[:, :2]
+    with pytest.raises(ValueError, match=r"`scores` must not contain NaN; row 2"):
+        topk_items(scores, 3, exclude=history)
     # Without validation, no error and a list of valid indices.
     out = topk_items(scores, 3, validate_args=False)
     assert out.shape == (3, 3)

@@ -61,6 +61,8 @@ _EMPTY = ("zero", "skip")
 _DENOMINATORS = ("min_k", "relevant", "hits")
 _CHUNK_ELEMENTS = 1 << 24
 _BROADCAST_PAIRS = 64
+_PROBE_ROWS = 2048
+"""With exclusions, the first rows show whether the rest should go straight to the wide pass."""
 """Row-wise membership compares all pairs up to this many per row, else binary-searches."""
 """Where rows must be copied, they are copied in chunks of about this many elements."""
 
@@ -226,18 +228,41 @@ def _resolve_ties(
         items[sel] = merged.gather(1, order)
 
 
-def _topk_items(scores: Tensor, k: int, exclude: Tensor | None, validate_args: bool) -> Tensor:
-    """:func:`topk_items` on checked arguments (the passes are described in the module doc)."""
-    n, num_cols = scores.shape
-    if n == 0 or num_cols == 0:
-        return torch.full((n, k), PAD, dtype=torch.long, device=scores.device)
-    if exclude is not None and exclude.shape[1] == 0:
-        exclude = None
-    vals, idx = _topk_candidates(scores, min(k + 1, num_cols))
-    if validate_args and bool(torch.isnan(vals[:, 0]).any()):
-        # torch.topk orders NaN above every number, so a row holding a NaN shows one first.
-        row = int(torch.isnan(vals[:, 0]).nonzero()[0, 0])
+def _check_no_nan(top_vals: Tensor, first_row: int) -> None:
+    """Reject NaN scores, seen for free: torch.topk orders NaN above every number."""
+    nan_rows = torch.isnan(top_vals[:, 0])
+    if bool(nan_rows.any()):
+        row = first_row + int(nan_rows.nonzero()[0, 0])
         raise ValueError(f"`scores` must not contain NaN; row {row} holds a NaN score")
+
+
+def _topk_wide(
+    scores: Tensor, k: int, exclude: Tensor, validate_args: bool, first_row: int
+) -> Tensor:
+    """One top-k of width ``k + h + 1``, enough for ``k + 1`` eligible candidates in every row."""
+    num_cols = scores.shape[1]
+    vals, idx = _topk_candidates(scores, min(k + exclude.shape[1] + 1, num_cols))
+    if validate_args:
+        _check_no_nan(vals, first_row)
+    # Only reached when a narrow pass found short rows, so k + 1 < C: k items per row.
+    complete = idx.shape[1] == num_cols
+    items, picked, _, tied = _pick(vals, idx, _isin_rows(idx, exclude), k, complete)
+    if tied is not None and bool(tied.any()):
+        _resolve_ties(scores, tied.nonzero().squeeze(1), items, picked, exclude, k)
+    return items
+
+
+def _topk_narrow(
+    scores: Tensor, k: int, exclude: Tensor | None, validate_args: bool, first_row: int = 0
+) -> tuple[Tensor, int]:
+    """Top-k lists from one top-k of width ``k + 1``; a wider pass for the short rows alone.
+
+    Also returns the number of short rows (those whose exclusions reach into the candidates).
+    """
+    n, num_cols = scores.shape
+    vals, idx = _topk_candidates(scores, min(k + 1, num_cols))
+    if validate_args:
+        _check_no_nan(vals, first_row)
     complete = idx.shape[1] == num_cols
     items, picked, _, tied = _pick(vals, idx, None, k, complete)
     if items.shape[1] < k:
@@ -280,7 +305,30 @@ def _topk_items(scores: Tensor, k: int, exclude: Tensor | None, validate_args: b
                 tied[sel] = tied2 if tied2 is not None else False
     if tied is not None and bool(tied.any()):
         _resolve_ties(scores, tied.nonzero().squeeze(1), items, picked, exclude, k)
-    return items
+    return items, 0 if short_rows is None else short_rows.numel()
+
+
+def _topk_items(scores: Tensor, k: int, exclude: Tensor | None, validate_args: bool) -> Tensor:
+    """:func:`topk_items` on checked arguments (the passes are described in the module doc).
+
+    With exclusions, the first rows are a probe: when most of them are short (the excluded items
+    are among the best-scored ones, as a user's history often is), the other rows skip the
+    narrow pass and go straight to the wide one, which then costs one top-k instead of two.
+    """
+    n, num_cols = scores.shape
+    if n == 0 or num_cols == 0:
+        return torch.full((n, k), PAD, dtype=torch.long, device=scores.device)
+    if exclude is not None and exclude.shape[1] == 0:
+        exclude = None
+    if exclude is None or n <= _PROBE_ROWS:
+        return _topk_narrow(scores, k, exclude, validate_args)[0]
+    p = _PROBE_ROWS
+    head, num_short = _topk_narrow(scores[:p], k, exclude[:p], validate_args)
+    if 2 * num_short > p:
+        tail = _topk_wide(scores[p:], k, exclude[p:], validate_args, p)
+    else:
+        tail = _topk_narrow(scores[p:], k, exclude[p:], validate_args, p)[0]
+    return torch.cat([head, tail])
 
 
 def topk_items(
