@@ -548,3 +548,37 @@ def test_family_bounds_and_orderings() -> None:
 def test_ranking_metrics_at_k_errors(metrics: object, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         ranking_metrics_at_k(torch.zeros(1, 2), torch.zeros(1, 2), 1, metrics=metrics)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.int16])
+def test_index_lists_of_any_integer_dtype(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.randn(30, 40, generator=gen)
+    targets = torch.randint(-1, 40, (30, 3), generator=gen)
+    exclude = torch.randint(-1, 40, (30, 5), generator=gen)
+    ranked = torch.randint(-1, 40, (30, 6), generator=gen)
+    for preds in (scores, ranked):
+        expected = map_at_k(preds, targets, 4, exclude=exclude)
+        got = map_at_k(
+            preds if preds.is_floating_point() else preds.to(dtype),
+            targets.to(dtype),
+            4,
+            exclude=exclude.to(dtype),
+        )
+        assert torch.equal(got, expected)
+    assert torch.equal(
+        topk_items(scores, 4, exclude=exclude.to(dtype)), topk_items(scores, 4, exclude=exclude)
+    )
+
+
+def test_validate_args_false_gives_the_same_result_on_valid_inputs() -> None:
+    gen = torch.Generator().manual_seed(6)
+    scores = torch.randint(0, 3, (50, 30), generator=gen).float()
+    targets = torch.randint(-1, 30, (50, 3), generator=gen)
+    exclude = torch.randint(-1, 30, (50, 8), generator=gen)
+    for name, fn in FUNCTIONS.items():
+        checked = fn(scores, targets, 5, exclude=exclude, reduction="none")  # type: ignore[operator]
+        unchecked = fn(  # type: ignore[operator]
+            scores, targets, 5, exclude=exclude, reduction="none", validate_args=False
+        )
+        assert torch.equal(checked, unchecked), name
