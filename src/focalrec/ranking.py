@@ -26,9 +26,10 @@ get more work, on those rows alone: rows with an excluded item among their candi
 than ``k + 1`` eligible ones get a second top-k of width ``k + h + 1`` (``h`` = width of
 ``exclude``), and rows tied at the cut get an exact pass that picks the lowest-index eligible
 items of the tied value. Where rows must be copied (to mask exclusions or to scan one value),
-they are copied in chunks of about ``2**24`` elements, so no ``(N, C)`` temporary is made; when
-most rows need the second top-k (exclusions that are each user's best-scored items), it runs in
-place over all rows instead.
+they are copied in chunks of about ``2**24`` elements, so no ``(N, C)`` temporary is made. When
+most rows need the second top-k (exclusions that are each user's best-scored items, as a history
+often is), it runs in place over all rows instead, and once the first 2,048 rows show this, the
+rows after them go straight to it.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ _REDUCTIONS = ("mean", "sum", "none")
 _EMPTY = ("zero", "skip")
 _DENOMINATORS = ("min_k", "relevant", "hits")
 _CHUNK_ELEMENTS = 1 << 24
+"""Where rows must be copied, they are copied in chunks of about this many elements."""
 _BROADCAST_PAIRS = 64
+"""Row-wise membership compares all pairs up to this many per row, else binary-searches."""
 _PROBE_ROWS = 2048
 """With exclusions, the first rows show whether the rest should go straight to the wide pass."""
-"""Row-wise membership compares all pairs up to this many per row, else binary-searches."""
-"""Where rows must be copied, they are copied in chunks of about this many elements."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -435,7 +436,8 @@ def _ranked_relevance(
         valid = items != PAD
     else:
         _check_index_rows(preds, "preds", n, num_classes, validate_args)
-        items = preds.long()
+        # At most h excluded items are dropped, so the first k + h ranks are all that matter.
+        items = preds[:, : k + (exclude.shape[1] if exclude is not None else 0)].long()
         if exclude is not None:
             drop = _isin_rows(items, exclude) & (items != PAD)
             order = torch.argsort(drop.to(torch.uint8), dim=1, stable=True)
