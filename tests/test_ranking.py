@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -131,8 +132,15 @@ def ref_ranked(preds: list[int], exclude: list[int]) -> list[int]:
 # strategies
 
 
+class Case(NamedTuple):
+    scores: torch.Tensor
+    targets: torch.Tensor
+    exclude: torch.Tensor
+    k: int
+
+
 @st.composite
-def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> dict[str, object]:
+def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> Case:
     n = draw(st.integers(0, 5))
     c = draw(st.integers(1, max_classes))
     k = draw(st.integers(1, 8))
@@ -144,12 +152,23 @@ def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> dict[str, object]:
     scores = [[draw(st.sampled_from(SCORE_VALUES)) for _ in range(c)] for _ in range(n)]
     targets = [[draw(st.integers(-1, c - 1)) for _ in range(m)] for _ in range(n)]
     exclude = [[draw(st.integers(-1, c - 1)) for _ in range(h)] for _ in range(n)]
-    return {
-        "scores": torch.tensor(scores, dtype=torch.float32).reshape(n, c),
-        "targets": torch.tensor(targets, dtype=torch.long).reshape(n, m),
-        "exclude": torch.tensor(exclude, dtype=torch.long).reshape(n, h),
-        "k": k,
-    }
+    return Case(
+        torch.tensor(scores, dtype=torch.float32).reshape(n, c),
+        torch.tensor(targets, dtype=torch.long).reshape(n, m),
+        torch.tensor(exclude, dtype=torch.long).reshape(n, h),
+        k,
+    )
+
+
+def assert_rows(
+    got: torch.Tensor, expected: list[float], relevant: list[set[int]], empty: str
+) -> None:
+    """Per-row values against the reference; rows skipped as empty must be NaN."""
+    for g, e, rel in zip(got.tolist(), expected, relevant, strict=True):
+        if empty == "skip" and not rel:
+            assert math.isnan(g)
+        else:
+            assert g == pytest.approx(e, abs=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,11 +176,8 @@ def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> dict[str, object]:
 
 
 @given(ranking_cases(), st.booleans())
-def test_topk_items_matches_reference(case: dict[str, object], use_exclude: bool) -> None:
-    scores, exclude, k = case["scores"], case["exclude"], case["k"]
-    assert isinstance(scores, torch.Tensor)
-    assert isinstance(exclude, torch.Tensor)
-    assert isinstance(k, int)
+def test_topk_items_matches_reference(case: Case, use_exclude: bool) -> None:
+    scores, _, exclude, k = case
     before = scores.clone()
     got = topk_items(scores, k, exclude=exclude if use_exclude else None)
     expected = [
@@ -300,13 +316,9 @@ def test_topk_items_errors(kwargs: dict[str, object], error: type[Exception], ma
     st.booleans(),
 )
 def test_map_at_k_scores_match_reference(
-    case: dict[str, object], denominator: str, empty: str, use_exclude: bool
+    case: Case, denominator: str, empty: str, use_exclude: bool
 ) -> None:
-    scores, targets, exclude, k = case["scores"], case["targets"], case["exclude"], case["k"]
-    assert isinstance(scores, torch.Tensor)
-    assert isinstance(targets, torch.Tensor)
-    assert isinstance(exclude, torch.Tensor)
-    assert isinstance(k, int)
+    scores, targets, exclude, k = case
     excl = exclude if use_exclude else None
     relevant = [{t for t in row if t != -1} for row in targets.tolist()]
     lists = [
@@ -316,11 +328,7 @@ def test_map_at_k_scores_match_reference(
     per_row = [ref_ap(r, rel, k, denominator) for r, rel in zip(lists, relevant, strict=True)]
     kw = {"exclude": excl, "denominator": denominator, "empty_targets": empty}
     got = map_at_k(scores, targets, k, reduction="none", **kw)  # type: ignore[arg-type]
-    for g, e, rel in zip(got.tolist(), per_row, relevant, strict=True):
-        if empty == "skip" and not rel:
-            assert math.isnan(g)
-        else:
-            assert g == pytest.approx(e, abs=1e-6)
+    assert_rows(got, per_row, relevant, empty)
     mean = map_at_k(scores, targets, k, **kw)  # type: ignore[arg-type]
     assert mean.item() == pytest.approx(ref_mean(per_row, relevant, empty), abs=1e-6)
     # A dense relevance matrix gives the same result as the index list.
@@ -330,14 +338,9 @@ def test_map_at_k_scores_match_reference(
 
 
 @given(ranking_cases(max_classes=12), st.integers(0, 10), st.booleans())
-def test_map_at_k_ranked_lists_match_ml_metrics_apk(
-    case: dict[str, object], r: int, use_exclude: bool
-) -> None:
-    targets, exclude, k = case["targets"], case["exclude"], case["k"]
-    assert isinstance(targets, torch.Tensor)
-    assert isinstance(exclude, torch.Tensor)
-    assert isinstance(k, int)
-    n, c = targets.shape[0], case["scores"].shape[1]  # type: ignore[union-attr]
+def test_map_at_k_ranked_lists_match_ml_metrics_apk(case: Case, r: int, use_exclude: bool) -> None:
+    scores, targets, exclude, k = case
+    n, c = scores.shape
     gen = torch.Generator().manual_seed(n * 1000 + c * 10 + r)
     # Ranked lists with repeats and -1 padding anywhere.
     preds = torch.randint(-1, c, (n, r), generator=gen)
@@ -486,13 +489,9 @@ def test_map_at_k_errors(
 @settings(max_examples=60)
 @given(ranking_cases(), st.sampled_from(["zero", "skip"]), st.booleans(), st.booleans())
 def test_family_matches_reference(
-    case: dict[str, object], empty: str, use_exclude: bool, ranked_input: bool
+    case: Case, empty: str, use_exclude: bool, ranked_input: bool
 ) -> None:
-    scores, targets, exclude, k = case["scores"], case["targets"], case["exclude"], case["k"]
-    assert isinstance(scores, torch.Tensor)
-    assert isinstance(targets, torch.Tensor)
-    assert isinstance(exclude, torch.Tensor)
-    assert isinstance(k, int)
+    scores, targets, exclude, k = case
     excl = exclude if use_exclude else None
     relevant = [{t for t in row if t != -1} for row in targets.tolist()]
     if ranked_input:
@@ -516,11 +515,7 @@ def test_family_matches_reference(
         expected = [REFERENCES[name](r, rel, k) for r, rel in zip(lists, relevant, strict=True)]
         got = FUNCTIONS[name](preds, targets, k, reduction="none", **kw)  # type: ignore[operator]
         torch.testing.assert_close(got, together[name], rtol=0, atol=0, equal_nan=True)
-        for g, e, rel in zip(got.tolist(), expected, relevant, strict=True):
-            if empty == "skip" and not rel:
-                assert math.isnan(g)
-            else:
-                assert g == pytest.approx(e, abs=1e-6), name
+        assert_rows(got, expected, relevant, empty)
         mean = FUNCTIONS[name](preds, targets, k, **kw)  # type: ignore[operator]
         assert mean.item() == pytest.approx(ref_mean(expected, relevant, empty), abs=1e-6)
 
