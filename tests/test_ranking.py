@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import NamedTuple
 
 import pytest
@@ -19,8 +20,8 @@ from focalrec import (
     recall_at_k,
     topk_items,
 )
-from focalrec._indices import index_list_to_dense
-from focalrec.ranking import METRICS, ranking_metrics_at_k
+from focalrec._indices import count_unique, index_list_to_dense
+from focalrec.ranking import METRICS, _count_distinct, ranking_metrics_at_k
 
 INF = math.inf
 # Few distinct values, so that ties (also at the cut) are the rule rather than the exception.
@@ -577,3 +578,9 @@ def test_validate_args_false_gives_the_same_result_on_valid_inputs() -> None:
             scores, targets, 5, exclude=exclude, reduction="none", validate_args=False
         )
         assert torch.equal(checked, unchecked), name
+
+
+@given(st.integers(0, 6), st.integers(0, 12), st.integers(1, 10), st.randoms(use_true_random=False))
+def test_count_distinct_matches_count_unique(n: int, m: int, c: int, rnd: random.Random) -> None:
+    x = torch.tensor([[rnd.randint(-1, c - 1) for _ in range(m)] for _ in range(n)]).reshape(n, m)
+    assert _count_distinct(x).tolist() == count_unique(x).tolist()

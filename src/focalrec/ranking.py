@@ -135,6 +135,17 @@ def _isin_rows(values: Tensor, sets: Tensor) -> Tensor:
     return sorted_sets.gather(1, pos) == values
 
 
+def _count_distinct(x: Tensor) -> Tensor:
+    """Distinct valid indices per row of an index list (as ``count_unique``, in fewer steps for
+    narrow lists: one pairwise comparison instead of a sort)."""
+    m = x.shape[1]
+    if m * m > _BROADCAST_PAIRS:
+        return first_occurrence(x).sum(dim=1)
+    earlier = torch.ones(m, m, dtype=torch.bool, device=x.device).tril_(-1)
+    repeat = ((x.unsqueeze(2) == x.unsqueeze(1)) & earlier).any(dim=2)
+    return ((x != PAD) & ~repeat).sum(dim=1)
+
+
 def _order_candidates(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Sort top-k candidates by (value descending, index ascending): two small stable sorts."""
     idx, perm = idx.sort(dim=1)
@@ -456,7 +467,7 @@ def _ranked_relevance(
         num_relevant = torch.count_nonzero(targets, dim=1)
     else:
         rel = _isin_rows(items, targets) & valid
-        num_relevant = first_occurrence(targets).sum(dim=1)
+        num_relevant = _count_distinct(targets)
     return rel, num_relevant
 
 
@@ -476,30 +487,29 @@ def _per_row(metric: str, rel: Tensor, num_relevant: Tensor, denominator: str) -
     """Float64 ``(N,)`` values of ``metric`` from the relevance of the top-k lists."""
     k = rel.shape[1]
     relf = rel.to(torch.float64)
-    hits = relf.sum(dim=1)
-    nrel = num_relevant.to(torch.float64)
+    inv_ranks = 1.0 / _ranks(k, rel.device)
     if metric == "map":
-        total = (relf.cumsum(dim=1) * relf) @ (1.0 / _ranks(k, rel.device))
+        total = (relf.cumsum(dim=1) * relf) @ inv_ranks
         if denominator == "min_k":
-            denom = nrel.clamp(max=k)
+            denom = num_relevant.clamp(min=1, max=k).to(torch.float64)
         elif denominator == "relevant":
-            denom = nrel
+            denom = num_relevant.clamp(min=1).to(torch.float64)
         else:
-            denom = hits
-        return total / denom.clamp(min=1)
+            denom = relf.sum(dim=1).clamp(min=1)
+        return total / denom
     if metric == "precision":
-        return hits / k
+        return relf.sum(dim=1) / k
     if metric == "recall":
-        return hits / nrel.clamp(min=1)
+        return relf.sum(dim=1) / num_relevant.clamp(min=1).to(torch.float64)
     if metric == "hit_rate":
-        return (hits > 0).to(torch.float64)
+        return rel.any(dim=1).to(torch.float64)
     if metric == "mrr":
-        return (relf / _ranks(k, rel.device)).amax(dim=1)
+        return (relf * inv_ranks).amax(dim=1)
     # ndcg: binary gains, discount 1 / log2(i + 1), ideal list = min(|R|, k) hits on top.
     discount = 1.0 / torch.log2(_ranks(k, rel.device) + 1.0)
-    ideal = torch.cat([discount.new_zeros(1), discount.cumsum(dim=0)])
-    idcg = ideal[num_relevant.clamp(max=k)]
-    return (relf * discount).sum(dim=1) / idcg.clamp(min=1e-300)
+    # ideal[0] = 1 only avoids 0 / 0: a row without relevant items has DCG 0.
+    ideal = torch.cat([discount.new_ones(1), discount.cumsum(dim=0)])
+    return (relf @ discount) / ideal[num_relevant.clamp(max=k)]
 
 
 def _reduce(values: Tensor, num_relevant: Tensor, empty_targets: str, reduction: str) -> Tensor:
