@@ -63,7 +63,9 @@ _DENOMINATORS = ("min_k", "relevant", "hits")
 _CHUNK_ELEMENTS = 1 << 24
 """Where rows must be copied, they are copied in chunks of about this many elements."""
 _BROADCAST_PAIRS = 64
-"""Row-wise membership compares all pairs up to this many per row, else binary-searches."""
+"""Distinct targets are counted by comparing all pairs up to this many per row, else by a sort."""
+_BROADCAST_VALUES = 32
+"""Row-wise membership compares all pairs up to this many values per row, else binary-searches."""
 _PROBE_ROWS = 2048
 """With exclusions, the first rows show whether the rest should go straight to the wide pass."""
 
@@ -121,14 +123,21 @@ def _check_index_rows(
 def _isin_rows(values: Tensor, sets: Tensor) -> Tensor:
     """``out[i, j] = values[i, j] in sets[i]`` for integer tensors ``(N, a)`` and ``(N, b)``.
 
-    Small ``a * b`` (the usual case: a few recommendations against a few targets or exclusions)
-    compares all pairs in one broadcast; larger ones sort ``sets`` and binary-search it.
+    A few values per row (the usual case: the top-k candidates against targets or a history)
+    are compared with every set member in one broadcast, in chunks of rows; many values per row
+    binary-search the sorted sets instead.
     """
     a, b = values.shape[1], sets.shape[1]
     if a == 0 or b == 0:
         return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
-    if a * b <= _BROADCAST_PAIRS:
-        return (values.unsqueeze(2) == sets.unsqueeze(1)).any(dim=2)
+    if a <= _BROADCAST_VALUES:
+        rows = max(1, _CHUNK_ELEMENTS // (a * b))
+        return torch.cat(
+            [
+                (v.unsqueeze(2) == t.unsqueeze(1)).any(dim=2)
+                for v, t in zip(torch.split(values, rows), torch.split(sets, rows), strict=True)
+            ]
+        )
     sorted_sets = sets.to(values.dtype).sort(dim=1).values
     values = values.contiguous()
     pos = torch.searchsorted(sorted_sets, values).clamp_(max=b - 1)
