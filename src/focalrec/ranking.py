@@ -156,7 +156,8 @@ def _count_distinct(x: Tensor) -> Tensor:
     m = x.shape[1]
     if m * m > _BROADCAST_PAIRS:
         return first_occurrence(x).sum(dim=1)
-    earlier = torch.ones(m, m, dtype=torch.bool, device=x.device).tril_(-1)
+    pos = torch.arange(m, device=x.device)
+    earlier = pos.unsqueeze(1) > pos  # earlier[j, i]: i comes before j (tril_ would use threads)
     repeat = ((x.unsqueeze(2) == x.unsqueeze(1)) & earlier).any(dim=2)
     return ((x != PAD) & ~repeat).sum(dim=1)
 
