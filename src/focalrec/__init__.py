@@ -7,6 +7,7 @@ dense. See :mod:`focalrec._indices` for the convention shared by every function.
 from focalrec._indices import dense_to_index_list, index_list_to_dense
 from focalrec.losses import FocalLoss, sigmoid_focal_loss
 from focalrec.priors import class_priors, focal_prior_bias, init_prior_bias_, prior_bias
+from focalrec.ranking import map_at_k, topk_items
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,8 @@ __all__ = [
     "focal_prior_bias",
     "index_list_to_dense",
     "init_prior_bias_",
+    "map_at_k",
     "prior_bias",
     "sigmoid_focal_loss",
+    "topk_items",
 ]
