@@ -9,8 +9,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from focalrec import map_at_k, topk_items
+from focalrec import (
+    hit_rate_at_k,
+    map_at_k,
+    mrr_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+    topk_items,
+)
 from focalrec._indices import index_list_to_dense
+from focalrec.ranking import METRICS, ranking_metrics_at_k
 
 INF = math.inf
 # Few distinct values, so that ties (also at the cut) are the rule rather than the exception.
@@ -62,6 +71,49 @@ def ref_ap(ranked: list[int], relevant: set[int], k: int, denominator: str) -> f
             total += hits / (i + 1)
     denom = {"min_k": min(len(relevant), k), "relevant": len(relevant), "hits": hits}[denominator]
     return total / denom if denom > 0 else 0.0
+
+
+def ref_precision(ranked: list[int], relevant: set[int], k: int) -> float:
+    return sum(ref_rel(ranked, relevant, k)) / k
+
+
+def ref_recall(ranked: list[int], relevant: set[int], k: int) -> float:
+    return sum(ref_rel(ranked, relevant, k)) / len(relevant) if relevant else 0.0
+
+
+def ref_hit_rate(ranked: list[int], relevant: set[int], k: int) -> float:
+    return 1.0 if any(ref_rel(ranked, relevant, k)) else 0.0
+
+
+def ref_mrr(ranked: list[int], relevant: set[int], k: int) -> float:
+    for i, r in enumerate(ref_rel(ranked, relevant, k)):
+        if r:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def ref_ndcg(ranked: list[int], relevant: set[int], k: int) -> float:
+    dcg = sum(1.0 / math.log2(i + 2) for i, r in enumerate(ref_rel(ranked, relevant, k)) if r)
+    idcg = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+REFERENCES = {
+    "hit_rate": ref_hit_rate,
+    "map": lambda ranked, relevant, k: ref_ap(ranked, relevant, k, "min_k"),
+    "mrr": ref_mrr,
+    "ndcg": ref_ndcg,
+    "precision": ref_precision,
+    "recall": ref_recall,
+}
+FUNCTIONS = {
+    "hit_rate": hit_rate_at_k,
+    "map": map_at_k,
+    "mrr": mrr_at_k,
+    "ndcg": ndcg_at_k,
+    "precision": precision_at_k,
+    "recall": recall_at_k,
+}
 
 
 def ref_mean(values: list[float], relevant_sets: list[set[int]], empty: str) -> float:
@@ -360,3 +412,74 @@ def test_map_at_k_errors(
 ) -> None:
     with pytest.raises(error, match=match):
         map_at_k(*args, **kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+# the family
+
+
+@settings(max_examples=60)
+@given(ranking_cases(), st.sampled_from(["zero", "skip"]), st.booleans(), st.booleans())
+def test_family_matches_reference(
+    case: dict[str, object], empty: str, use_exclude: bool, ranked_input: bool
+) -> None:
+    scores, targets, exclude, k = case["scores"], case["targets"], case["exclude"], case["k"]
+    assert isinstance(scores, torch.Tensor)
+    assert isinstance(targets, torch.Tensor)
+    assert isinstance(exclude, torch.Tensor)
+    assert isinstance(k, int)
+    excl = exclude if use_exclude else None
+    relevant = [{t for t in row if t != -1} for row in targets.tolist()]
+    if ranked_input:
+        # Ranked lists with repeats and padding: the first columns of a full ranking, shuffled.
+        gen = torch.Generator().manual_seed(scores.numel() + k)
+        preds = torch.randint(-1, scores.shape[1], (scores.shape[0], k + 2), generator=gen)
+        lists = [
+            ref_ranked(p, e if use_exclude else [])
+            for p, e in zip(preds.tolist(), exclude.tolist(), strict=True)
+        ]
+    else:
+        preds = scores
+        lists = [
+            ref_topk(s, k, e if use_exclude else [])
+            for s, e in zip(scores.tolist(), exclude.tolist(), strict=True)
+        ]
+    kw = {"exclude": excl, "empty_targets": empty}
+    together = ranking_metrics_at_k(preds, targets, k, reduction="none", **kw)  # type: ignore[arg-type]
+    assert list(together) == list(METRICS)
+    for name in METRICS:
+        expected = [REFERENCES[name](r, rel, k) for r, rel in zip(lists, relevant, strict=True)]
+        got = FUNCTIONS[name](preds, targets, k, reduction="none", **kw)  # type: ignore[operator]
+        torch.testing.assert_close(got, together[name], rtol=0, atol=0, equal_nan=True)
+        for g, e, rel in zip(got.tolist(), expected, relevant, strict=True):
+            if empty == "skip" and not rel:
+                assert math.isnan(g)
+            else:
+                assert g == pytest.approx(e, abs=1e-6), name
+        mean = FUNCTIONS[name](preds, targets, k, **kw)  # type: ignore[operator]
+        assert mean.item() == pytest.approx(ref_mean(expected, relevant, empty), abs=1e-6)
+
+
+def test_family_bounds_and_orderings() -> None:
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(200, 50, generator=gen)
+    targets = torch.randint(-1, 50, (200, 4), generator=gen)
+    out = ranking_metrics_at_k(scores, targets, 5, reduction="none")
+    for value in out.values():
+        assert bool(((value >= 0) & (value <= 1)).all())
+    # Each metric is 0 on a row without a hit, and at most 1: so it never exceeds the hit rate.
+    for name in ("map", "mrr", "precision", "ndcg", "recall"):
+        assert bool((out[name] <= out["hit_rate"] + 1e-7).all())
+
+
+@pytest.mark.parametrize(
+    ("metrics", "error", "match"),
+    [
+        ("map", TypeError, r"`metrics` must be a tuple of metric names.*got 'map'"),
+        (("map", "auc"), ValueError, r"`metrics` must be a non-empty tuple.*got \('map', 'auc'\)"),
+        ((), ValueError, r"`metrics` must be a non-empty tuple.*got \(\)"),
+    ],
+)
+def test_ranking_metrics_at_k_errors(metrics: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        ranking_metrics_at_k(torch.zeros(1, 2), torch.zeros(1, 2), 1, metrics=metrics)  # type: ignore[arg-type]

@@ -37,7 +37,14 @@ from torch import Tensor
 from focalrec._indices import PAD, check_index_list, first_occurrence, is_index_list
 
 __all__ = [
+    "METRICS",
+    "hit_rate_at_k",
     "map_at_k",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "precision_at_k",
+    "ranking_metrics_at_k",
+    "recall_at_k",
     "topk_items",
 ]
 
@@ -366,22 +373,42 @@ def _ranked_relevance(
 # per-row formulas and reduction
 
 
+METRICS = ("hit_rate", "map", "mrr", "ndcg", "precision", "recall")
+"""Names of the metrics of :func:`ranking_metrics_at_k` and the streaming classes."""
+
+
 def _ranks(k: int, device: torch.device) -> Tensor:
     return torch.arange(1, k + 1, dtype=torch.float64, device=device)
 
 
-def _average_precision(rel: Tensor, num_relevant: Tensor, denominator: str) -> Tensor:
-    relf = rel.to(torch.float64)
+def _per_row(metric: str, rel: Tensor, num_relevant: Tensor, denominator: str) -> Tensor:
+    """Float64 ``(N,)`` values of ``metric`` from the relevance of the top-k lists."""
     k = rel.shape[1]
-    precision_at_i = relf.cumsum(dim=1) / _ranks(k, rel.device)
-    total = (precision_at_i * relf).sum(dim=1)
-    if denominator == "min_k":
-        denom = num_relevant.clamp(max=k)
-    elif denominator == "relevant":
-        denom = num_relevant
-    else:
-        denom = rel.sum(dim=1)
-    return total / denom.clamp(min=1).to(torch.float64)
+    relf = rel.to(torch.float64)
+    hits = relf.sum(dim=1)
+    nrel = num_relevant.to(torch.float64)
+    if metric == "map":
+        total = (relf.cumsum(dim=1) / _ranks(k, rel.device) * relf).sum(dim=1)
+        if denominator == "min_k":
+            denom = nrel.clamp(max=k)
+        elif denominator == "relevant":
+            denom = nrel
+        else:
+            denom = hits
+        return total / denom.clamp(min=1)
+    if metric == "precision":
+        return hits / k
+    if metric == "recall":
+        return hits / nrel.clamp(min=1)
+    if metric == "hit_rate":
+        return (hits > 0).to(torch.float64)
+    if metric == "mrr":
+        return (relf / _ranks(k, rel.device)).amax(dim=1)
+    # ndcg: binary gains, discount 1 / log2(i + 1), ideal list = min(|R|, k) hits on top.
+    discount = 1.0 / torch.log2(_ranks(k, rel.device) + 1.0)
+    ideal = torch.cat([discount.new_zeros(1), discount.cumsum(dim=0)])
+    idcg = ideal[num_relevant.clamp(max=k)]
+    return (relf * discount).sum(dim=1) / idcg.clamp(min=1e-300)
 
 
 def _reduce(values: Tensor, num_relevant: Tensor, empty_targets: str, reduction: str) -> Tensor:
@@ -400,6 +427,29 @@ def _reduce(values: Tensor, num_relevant: Tensor, empty_targets: str, reduction:
     if reduction == "sum":
         return total.to(torch.float32)
     return (total / count.clamp(min=1)).to(torch.float32)
+
+
+def _check_options(denominator: str, empty_targets: str, reduction: str) -> None:
+    _check_choice(denominator, "denominator", _DENOMINATORS)
+    _check_choice(empty_targets, "empty_targets", _EMPTY)
+    _check_choice(reduction, "reduction", _REDUCTIONS)
+
+
+def _metric_at_k(
+    metric: str,
+    preds: Tensor,
+    targets: Tensor,
+    k: int,
+    exclude: Tensor | None,
+    empty_targets: str,
+    reduction: str,
+    validate_args: bool,
+    denominator: str = "min_k",
+) -> Tensor:
+    _check_options(denominator, empty_targets, reduction)
+    rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
+    values = _per_row(metric, rel, num_relevant, denominator)
+    return _reduce(values, num_relevant, empty_targets, reduction)
 
 
 def map_at_k(
@@ -425,13 +475,16 @@ def map_at_k(
     where :math:`\mathrm{rel}(i) = 1` iff :math:`L_i \in R` and :math:`L_i` is not a repeat of an
     earlier item. The field disagrees on the denominator :math:`D`:
 
-    ===============  =========================  ===============================================
-    ``denominator``  :math:`D`                  used by
-    ===============  =========================  ===============================================
-    ``"min_k"``      :math:`\min(|R|, k)`       Kaggle / ml_metrics ``apk``, recmetrics (default)
-    ``"relevant"``   :math:`|R|`                trec_eval, pytrec_eval, ranx
+    ===============  ==============================  ========================================
+    ``denominator``  :math:`D`                       used by
+    ===============  ==============================  ========================================
+    ``"min_k"``      :math:`\min(|R|, k)`            Kaggle, ml_metrics ``apk`` (default)
+    ``"relevant"``   :math:`|R|`                     trec_eval ``map_cut``, pytrec_eval, ranx
     ``"hits"``       :math:`\sum_i \mathrm{rel}(i)`  torchmetrics ``RetrievalMAP(top_k=k)``
-    ===============  =========================  ===============================================
+    ===============  ==============================  ========================================
+
+    (torchmetrics also counts a relevant item scored ``<= 0`` as irrelevant; with positive scores,
+    ``denominator="hits"`` reproduces it, as the tests check.)
 
     A row with no hit scores 0 under all three. A row with an empty :math:`R` scores 0 and counts
     in the mean with ``empty_targets="zero"`` (Kaggle, the default), or is left out of the mean
@@ -461,10 +514,260 @@ def map_at_k(
         >>> map_at_k(torch.tensor([[2, 2, 3]]), targets[:1], 3)  # ranked list with a repeat
         tensor(0.8333)
     """
-    _check_choice(denominator, "denominator", _DENOMINATORS)
-    _check_choice(empty_targets, "empty_targets", _EMPTY)
-    _check_choice(reduction, "reduction", _REDUCTIONS)
-    rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
-    return _reduce(
-        _average_precision(rel, num_relevant, denominator), num_relevant, empty_targets, reduction
+    return _metric_at_k(
+        "map", preds, targets, k, exclude, empty_targets, reduction, validate_args, denominator
     )
+
+
+def precision_at_k(
+    preds: Tensor,
+    targets: Tensor,
+    k: int,
+    *,
+    exclude: Tensor | None = None,
+    empty_targets: EmptyTargets = "zero",
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Precision at ``k``: the fraction of the ``k`` recommendations that are relevant.
+
+    .. math:: \mathrm{P@k} = \frac{1}{k} \sum_{i=1}^{k} \mathrm{rel}(i)
+
+    The denominator is always ``k``: a list shorter than ``k`` (fewer eligible items, a short ranked
+    list) counts its missing ranks as misses.
+
+    Args:
+        preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
+        targets: relevant items, as in :func:`map_at_k`.
+        k: cut-off, an int ``>= 1``.
+        exclude: items never to recommend, as in :func:`map_at_k`.
+        empty_targets: ``"zero"`` (rows with no relevant item score 0 and count) or ``"skip"``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        validate_args: check index ranges and reject NaN scores.
+
+    Returns:
+        A float32 scalar, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> precision_at_k(torch.tensor([[0.9, 0.1, 0.8, 0.3]]), torch.tensor([[2, 3]]), 2)
+        tensor(0.5000)
+    """
+    return _metric_at_k(
+        "precision", preds, targets, k, exclude, empty_targets, reduction, validate_args
+    )
+
+
+def recall_at_k(
+    preds: Tensor,
+    targets: Tensor,
+    k: int,
+    *,
+    exclude: Tensor | None = None,
+    empty_targets: EmptyTargets = "zero",
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Recall at ``k``: the fraction of the relevant items found in the ``k`` recommendations.
+
+    .. math:: \mathrm{R@k} = \frac{1}{|R|} \sum_{i=1}^{k} \mathrm{rel}(i)
+
+    A row with an empty :math:`R` scores 0 (``empty_targets="zero"``) or is skipped.
+
+    Args:
+        preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
+        targets: relevant items, as in :func:`map_at_k`.
+        k: cut-off, an int ``>= 1``.
+        exclude: items never to recommend, as in :func:`map_at_k`.
+        empty_targets: ``"zero"`` or ``"skip"``, as in :func:`map_at_k`.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        validate_args: check index ranges and reject NaN scores.
+
+    Returns:
+        A float32 scalar, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> recall_at_k(torch.tensor([[0.9, 0.1, 0.8, 0.3]]), torch.tensor([[2, 3, 1]]), 2)
+        tensor(0.3333)
+    """
+    return _metric_at_k(
+        "recall", preds, targets, k, exclude, empty_targets, reduction, validate_args
+    )
+
+
+def hit_rate_at_k(
+    preds: Tensor,
+    targets: Tensor,
+    k: int,
+    *,
+    exclude: Tensor | None = None,
+    empty_targets: EmptyTargets = "zero",
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Hit rate at ``k``: 1 for a row whose ``k`` recommendations hold a relevant item, else 0.
+
+    .. math:: \mathrm{HR@k} = \max_{i \le k} \mathrm{rel}(i)
+
+    Args:
+        preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
+        targets: relevant items, as in :func:`map_at_k`.
+        k: cut-off, an int ``>= 1``.
+        exclude: items never to recommend, as in :func:`map_at_k`.
+        empty_targets: ``"zero"`` or ``"skip"``, as in :func:`map_at_k`.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        validate_args: check index ranges and reject NaN scores.
+
+    Returns:
+        A float32 scalar, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> scores = torch.tensor([[0.9, 0.1, 0.8, 0.3], [0.9, 0.1, 0.8, 0.3]])
+        >>> hit_rate_at_k(scores, torch.tensor([[2], [1]]), 2, reduction="none")
+        tensor([1., 0.])
+    """
+    return _metric_at_k(
+        "hit_rate", preds, targets, k, exclude, empty_targets, reduction, validate_args
+    )
+
+
+def mrr_at_k(
+    preds: Tensor,
+    targets: Tensor,
+    k: int,
+    *,
+    exclude: Tensor | None = None,
+    empty_targets: EmptyTargets = "zero",
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Mean reciprocal rank at ``k``: one over the rank of the first relevant recommendation.
+
+    .. math:: \mathrm{RR@k} = \max_{i \le k} \frac{\mathrm{rel}(i)}{i}
+
+    A row without a relevant item in its first ``k`` recommendations scores 0.
+
+    Args:
+        preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
+        targets: relevant items, as in :func:`map_at_k`.
+        k: cut-off, an int ``>= 1``.
+        exclude: items never to recommend, as in :func:`map_at_k`.
+        empty_targets: ``"zero"`` or ``"skip"``, as in :func:`map_at_k`.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        validate_args: check index ranges and reject NaN scores.
+
+    Returns:
+        A float32 scalar, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> mrr_at_k(torch.tensor([[3, 1, 2]]), torch.tensor([[2, 1]]), 3)
+        tensor(0.5000)
+    """
+    return _metric_at_k("mrr", preds, targets, k, exclude, empty_targets, reduction, validate_args)
+
+
+def ndcg_at_k(
+    preds: Tensor,
+    targets: Tensor,
+    k: int,
+    *,
+    exclude: Tensor | None = None,
+    empty_targets: EmptyTargets = "zero",
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Normalized discounted cumulative gain at ``k``, with binary relevance.
+
+    .. math::
+
+        \mathrm{nDCG@k} = \frac{\sum_{i=1}^{k} \mathrm{rel}(i) / \log_2(i + 1)}
+        {\sum_{i=1}^{\min(|R|, k)} 1 / \log_2(i + 1)}
+
+    The ideal list puts :math:`\min(|R|, k)` relevant items first (as trec_eval, ranx and
+    torchmetrics do); a relevance matrix counts every nonzero entry as a gain of 1.
+
+    Args:
+        preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
+        targets: relevant items, as in :func:`map_at_k`.
+        k: cut-off, an int ``>= 1``.
+        exclude: items never to recommend, as in :func:`map_at_k`.
+        empty_targets: ``"zero"`` or ``"skip"``, as in :func:`map_at_k`.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        validate_args: check index ranges and reject NaN scores.
+
+    Returns:
+        A float32 scalar, or ``(N,)`` with ``reduction="none"``.
+
+    Example:
+        >>> ndcg_at_k(torch.tensor([[3, 1, 2]]), torch.tensor([[1]]), 3)  # 1 / log2(3)
+        tensor(0.6309)
+    """
+    return _metric_at_k("ndcg", preds, targets, k, exclude, empty_targets, reduction, validate_args)
+
+
+def ranking_metrics_at_k(
+    preds: Tensor,
+    targets: Tensor,
+    k: int,
+    *,
+    metrics: tuple[str, ...] = METRICS,
+    exclude: Tensor | None = None,
+    denominator: Denominator = "min_k",
+    empty_targets: EmptyTargets = "zero",
+    reduction: Reduction = "mean",
+    validate_args: bool = True,
+) -> dict[str, Tensor]:
+    """Several metrics @k from one top-k pass: a dict from metric name to its value.
+
+    The values equal those of :func:`map_at_k`, :func:`precision_at_k`, :func:`recall_at_k`,
+    :func:`ndcg_at_k`, :func:`hit_rate_at_k` and :func:`mrr_at_k` called one by one
+    (``denominator`` applies to ``"map"`` only), for the price of one.
+
+    Args:
+        preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
+        targets: relevant items, as in :func:`map_at_k`.
+        k: cut-off, an int ``>= 1``.
+        metrics: names among ``"hit_rate"``, ``"map"``, ``"mrr"``, ``"ndcg"``, ``"precision"``,
+            ``"recall"``.
+        exclude: items never to recommend, as in :func:`map_at_k`.
+        denominator: the AP@k denominator, as in :func:`map_at_k`.
+        empty_targets: ``"zero"`` or ``"skip"``, as in :func:`map_at_k`.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        validate_args: check index ranges and reject NaN scores.
+
+    Returns:
+        ``{name: float32 value}`` in the order of ``metrics``.
+
+    Example:
+        >>> scores = torch.tensor([[0.9, 0.1, 0.8, 0.3], [0.2, 0.7, 0.1, 0.4]])
+        >>> out = ranking_metrics_at_k(scores, torch.tensor([[2, 3], [0, -1]]), 3)
+        >>> for name, value in out.items():
+        ...     print(f"{name}: {value.item():.4f}")
+        hit_rate: 1.0000
+        map: 0.4583
+        mrr: 0.4167
+        ndcg: 0.5967
+        precision: 0.5000
+        recall: 1.0000
+    """
+    _check_metrics(metrics)
+    _check_options(denominator, empty_targets, reduction)
+    rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
+    return {
+        name: _reduce(
+            _per_row(name, rel, num_relevant, denominator), num_relevant, empty_targets, reduction
+        )
+        for name in metrics
+    }
+
+
+def _check_metrics(metrics: object) -> tuple[str, ...]:
+    if isinstance(metrics, str) or not isinstance(metrics, tuple | list):
+        raise TypeError(
+            f"`metrics` must be a tuple of metric names among {METRICS}, got {metrics!r}"
+        )
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(
+            f"`metrics` must be a non-empty tuple of names among {METRICS}, got {tuple(metrics)!r}"
+        )
+    return tuple(metrics)
