@@ -41,6 +41,7 @@ __all__ = [
     "history_windows",
     "infer_history_len",
     "load_challenge_data",
+    "pad_sequences",
     "read_challenges",
     "read_sequences",
     "sliding_windows",
@@ -523,6 +524,16 @@ def _padded(seqs: Sequence[np.ndarray], left: int, right: int) -> tuple[np.ndarr
     for i, s in enumerate(seqs):
         out[i, left : left + len(s)] = s
     return out, lengths
+
+
+def pad_sequences(seqs: Sequence[np.ndarray]) -> np.ndarray:
+    """Sequences as the rows of one int64 matrix ``(N, longest)``, right-padded with -1.
+
+    Example:
+        >>> pad_sequences([np.array([3, 1]), np.array([2])]).tolist()
+        [[3, 1], [2, -1]]
+    """
+    return _padded(seqs, 0, 0)[0]
 
 
 def sliding_windows(

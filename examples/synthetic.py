@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from challenge_data import CHALLENGE_COLUMNS, SEQUENCE_COLUMNS
+
 __all__ = ["SyntheticConfig", "generate", "write_dataset"]
 
 
@@ -123,7 +125,7 @@ def generate(cfg: SyntheticConfig | None = None) -> dict[str, list[list[str]]]:
     cfg = cfg or SyntheticConfig()
     rng = np.random.default_rng(cfg.seed)
     cat = _catalogue(cfg, rng)
-    header = ["user_sequence", "user_id", "challenge_sequence", "challenge"]
+    header = list(SEQUENCE_COLUMNS)
     files: dict[str, list[list[str]]] = {"train.csv": [header], "test.csv": [header]}
     user_ids = rng.permutation(cfg.num_train_users + cfg.num_test_users) + 1
     for i, user in enumerate(user_ids):
@@ -139,19 +141,7 @@ def generate(cfg: SyntheticConfig | None = None) -> dict[str, list[list[str]]]:
     category_of_series = rng.integers(1, 30, size=cfg.num_series)
     first_day = date(2002, 1, 1)
     series_day = rng.integers(0, 5000, size=cfg.num_series)
-    catalogue = [
-        [
-            "challenge_ID",
-            "programming_language",
-            "challenge_series_ID",
-            "total_submissions",
-            "publish_date",
-            "author_ID",
-            "author_gender",
-            "author_org_ID",
-            "category_id",
-        ]
-    ]
+    catalogue = [list(CHALLENGE_COLUMNS)]
     total = cat.popularity / cat.popularity.max() * 2000
     for k in np.argsort(cat.ids):
         s = int(cat.series[k])
