@@ -117,92 +117,125 @@ RESUMABLE = ("epochs", "patience")  # options that --resume may change
 # -------------------------------------------------------------------------------------------------
 
 
+def _per_optimizer(name: str) -> str:
+    values = ", ".join(f"{o}: {getattr(v, name)}" for o, v in OPTIMIZER_DEFAULTS.items())
+    return f"default per optimizer ({values})"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = DEFAULTS
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     g = p.add_argument_group("data and outputs")
     g.add_argument(
         "--data",
         type=Path,
-        default=None,
-        help="directory with train.csv [test.csv] [challenge_data.csv]; "
-        "default: a built-in deterministic synthetic dataset",
+        metavar="DIR",
+        help="directory with train.csv [test.csv] [challenge_data.csv] "
+        "(default: a built-in deterministic synthetic dataset)",
     )
     g.add_argument(
         "--output",
         type=Path,
+        metavar="OUT",
         default=Path("challenge-output"),
-        help="directory for metrics.json, the curve, checkpoints and submission.csv",
+        help="directory for the outputs (default: %(default)s)",
     )
     g.add_argument(
         "--history-len",
         type=int,
-        default=None,
-        help="L, the challenges a model sees; default: inferred (see above)",
+        metavar="L",
+        help="challenges a model sees (default: inferred, see above)",
     )
     g.add_argument(
         "--val-fraction",
         type=float,
         default=d.val_fraction,
-        help="fraction of train.csv users held out for validation",
+        help="fraction of train.csv users held out for validation (default: %(default)s)",
     )
     g.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --output from its last checkpoint",
+        "--resume", action="store_true", help="continue the run in OUT from its last checkpoint"
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     g = p.add_argument_group("model")
-    g.add_argument("--embedding-dim", type=int, default=d.embedding_dim)
+    g.add_argument(
+        "--embedding-dim",
+        type=int,
+        default=d.embedding_dim,
+        help="size of each item embedding (default: %(default)s)",
+    )
     g.add_argument(
         "--hidden-sizes",
         type=int,
         nargs="*",
         default=list(d.hidden_sizes),
-        help="widths of the hidden layers",
+        help="widths of the hidden layers (default: %(default)s)",
     )
-    g.add_argument("--dropout", type=float, default=d.dropout)
+    g.add_argument(
+        "--dropout",
+        type=float,
+        default=d.dropout,
+        help="dropout probability (default: %(default)s)",
+    )
     g.add_argument(
         "--metadata",
         action=argparse.BooleanOptionalAction,
         default=d.metadata,
-        help="use challenge_data.csv's item features",
+        help="use challenge_data.csv's item features (default: %(default)s)",
     )
     g.add_argument(
         "--prior",
         default=d.prior,
-        help="positive rate the output bias starts from: 'frequency' or a number",
+        help="positive rate the output bias starts from: 'frequency' (each item's "
+        "rate among the training targets) or a number (default: %(default)s)",
     )
     g = p.add_argument_group("training")
-    g.add_argument("--loss", choices=LOSSES, default=d.loss)
-    g.add_argument("--alpha", type=float, default=d.alpha, help="focal loss alpha")
-    g.add_argument("--gamma", type=float, default=d.gamma, help="focal loss gamma")
+    g.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=d.loss,
+        help="sigmoid focal loss, binary cross-entropy or softmax cross-entropy "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--alpha", type=float, default=d.alpha, help="focal loss alpha (default: %(default)s)"
+    )
+    g.add_argument(
+        "--gamma", type=float, default=d.gamma, help="focal loss gamma (default: %(default)s)"
+    )
     g.add_argument(
         "--optimizer",
         choices=sorted(OPTIMIZER_DEFAULTS),
         default=d.optimizer,
-        help="sgd = the write-up's SGD (lr 0.1, momentum 0.9, weight decay 1e-4, batch 256)",
+        help="sgd with its defaults is the write-up's optimizer (default: %(default)s)",
     )
-    g.add_argument("--lr", type=float, default=None, help="default: per optimizer")
-    g.add_argument("--weight-decay", type=float, default=None, help="default: per optimizer")
-    g.add_argument("--momentum", type=float, default=None, help="SGD only; default: per optimizer")
+    g.add_argument("--lr", type=float, help=_per_optimizer("lr"))
+    g.add_argument("--weight-decay", type=float, help=_per_optimizer("weight_decay"))
+    g.add_argument("--momentum", type=float, help=f"SGD only; {_per_optimizer('momentum')}")
     g.add_argument(
         "--batch-size",
         type=int,
-        default=None,
-        help="global batch (split over processes); default: per optimizer",
+        help=f"global batch, split over processes; {_per_optimizer('batch_size')}",
     )
-    g.add_argument("--epochs", type=int, default=d.epochs, help="at most this many epochs")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help="at most this many epochs (default: %(default)s)",
+    )
     g.add_argument(
         "--patience",
         type=int,
         default=d.patience,
-        help="stop after this many epochs without a better validation mAP@3",
+        help="stop after this many epochs without a better validation mAP@3 (default: %(default)s)",
     )
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the split, the initialization and the shuffling (default: %(default)s)",
+    )
     args = p.parse_args(argv)
     opt = OPTIMIZER_DEFAULTS[args.optimizer]
     for name in ("lr", "weight_decay", "momentum", "batch_size"):

@@ -25,7 +25,7 @@ from challenge_data import load_challenge_data  # noqa: E402
 TINY = synthetic.SyntheticConfig(
     num_series=8, num_loose_items=12, num_train_users=150, num_test_users=20, seed=5
 )
-FAST = ["--quiet", "--embedding-dim", "8", "--hidden-sizes", "32", "--batch-size", "128"]
+FAST = ["--embedding-dim", "8", "--hidden-sizes", "32", "--batch-size", "128"]
 OUTPUTS = ("metrics.json", "training_curve.png", "best_model.pt", "checkpoint.pt", "submission.csv")
 
 
@@ -62,9 +62,21 @@ def finished_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """An uninterrupted run of 4 epochs (no early stop), in a subprocess."""
     out = tmp_path_factory.mktemp("run") / "out"
     result = run(
-        ["--data", str(tiny_data), "--output", str(out), "--epochs", "4", "--patience", "10", *FAST]
+        [
+            "--data",
+            str(tiny_data),
+            "--output",
+            str(out),
+            "--epochs",
+            "4",
+            "--patience",
+            "10",
+            *FAST,
+            "--quiet",
+        ]
     )
     assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # --quiet: no per-epoch lines
     return out
 
 
@@ -187,6 +199,7 @@ def test_two_process_ddp_run(tiny_data: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("best epoch") == 1  # only rank 0 reports and writes
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
