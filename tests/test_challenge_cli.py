@@ -57,24 +57,16 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def four_epochs(data: Path, out: Path) -> list[str]:
+    """Options of a tiny run of exactly 4 epochs (no early stop)."""
+    return ["--data", str(data), "--output", str(out), "--epochs", "4", "--patience", "10", *FAST]
+
+
 @pytest.fixture(scope="module")
 def finished_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted run of 4 epochs (no early stop), in a subprocess."""
     out = tmp_path_factory.mktemp("run") / "out"
-    result = run(
-        [
-            "--data",
-            str(tiny_data),
-            "--output",
-            str(out),
-            "--epochs",
-            "4",
-            "--patience",
-            "10",
-            *FAST,
-            "--quiet",
-        ]
-    )
+    result = run([*four_epochs(tiny_data, out), "--quiet"])
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # --quiet: no per-epoch lines
     return out
@@ -135,17 +127,7 @@ def test_resume_after_kill_9_replays_the_uninterrupted_run(
     tiny_data: Path, finished_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    args = [
-        "--data",
-        str(tiny_data),
-        "--output",
-        str(out),
-        "--epochs",
-        "4",
-        "--patience",
-        "10",
-        *FAST,
-    ]
+    args = four_epochs(tiny_data, out)
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), *args],
         env=env(),
