@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output",
         type=Path,
         metavar="OUT",
-        default=Path("challenge-output"),
+        default=Path("runs/challenge"),
         help="directory for the outputs (default: %(default)s)",
     )
     g.add_argument(
