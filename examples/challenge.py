@@ -751,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = {
             "config": config,
             "data": {
-                "files": data.files,
+                "files": data.files if args.data else [Path(f).name for f in data.files],
                 "fingerprint": digest,
                 "history_len": data.history_len,
                 "num_items": data.num_items,
