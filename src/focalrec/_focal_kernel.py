@@ -34,6 +34,7 @@ itself.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -95,8 +96,8 @@ def negative_terms_into(
         torch.mul(sp, mod, out=value)
     if grad is None:
         return
-    # p + gamma (1 - p) s(x), with 1 - p = sigmoid(-x) (no cancellation); sp's buffer takes p.
-    one_minus_p_sp = torch.neg(x, out=grad).sigmoid_().mul_(sp)
+    # p + gamma (1 - p) s(x), with 1 - p = exp(-s(x)) (no cancellation); sp's buffer takes p.
+    one_minus_p_sp = _exp_(torch.neg(sp, out=grad)).mul_(sp)
     torch.add(torch.sigmoid(x, out=sp), one_minus_p_sp, alpha=gamma, out=grad)
     if mod is not None:
         grad.mul_(mod)
@@ -227,13 +228,13 @@ class _Problem:
         )
 
     def block(
-        self, block: int, value: Tensor, grad: Tensor | None, scratch: Tensor, with_correction: bool
+        self, block: int, value: Tensor, grad: Tensor | None, scratch: Tensor, correct_grad: bool
     ) -> None:
         """Write the weighted loss and (if ``grad``) gradient of one block of rows.
 
-        ``value``, ``grad`` and ``scratch`` have the block's shape and the compute dtype. The value
-        lacks the positive correction unless ``with_correction`` (a sum adds it once, see
-        :meth:`correction_sum`); the gradient always has it.
+        ``value``, ``grad`` and ``scratch`` have the block's shape and the compute dtype. The
+        positive correction is left to the caller (:meth:`correct`), except for the gradient
+        when ``correct_grad``.
         """
         rows = self.rows(block)
         cd = self.compute_dtype
@@ -250,12 +251,10 @@ class _Problem:
             torch.mul(soft_value, 1.0 if factor is None else factor, out=value)
             if grad is not None and soft_grad is not None:
                 torch.mul(soft_grad, 1.0 if factor is None else factor, out=grad)
-        if self.correction is not None:
-            cols, corr_value, corr_grad = self.correction
-            if with_correction:
-                value.scatter_add_(1, cols[rows], corr_value[rows])
-            if grad is not None and corr_grad is not None:
-                grad.scatter_add_(1, cols[rows], corr_grad[rows])
+        if correct_grad and grad is not None and self.correction is not None:
+            cols, _, _, corr_grad = self.correction
+            assert corr_grad is not None
+            grad.scatter_add_(1, cols[rows], corr_grad[rows])
 
     def _with_inverse(self, factor: Factor) -> Factor:
         if self.inverse is None:
@@ -264,10 +263,20 @@ class _Problem:
 
     def correction_sum(self) -> Tensor | None:
         """Sum of the value corrections at the positives (None without index-list targets)."""
-        return None if self.correction is None else self.correction[1].sum()
+        return None if self.correction is None else self.correction[2].sum()
 
-    def _positive_correction(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Columns, value and gradient that turn the ``t = 0`` terms into ``t = 1`` at positives.
+    def correct(self, values: Tensor | None, grad: Tensor | None) -> None:
+        """Add the positive corrections to a full ``(rows, C)`` loss and gradient, in place."""
+        if self.correction is None:
+            return
+        _, flat, corr_value, corr_grad = self.correction
+        if values is not None:
+            values.view(-1).index_add_(0, flat, corr_value.view(-1))
+        if grad is not None and corr_grad is not None:
+            grad.view(-1).index_add_(0, flat, corr_grad.view(-1))
+
+    def _positive_correction(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Columns, flat positions, value and gradient that turn ``t = 0`` into ``t = 1``.
 
         Padding and repeated indices get a zero correction (their column is clamped to 0).
         """
@@ -292,7 +301,9 @@ class _Problem:
         grad = None
         if pos_grad is not None and neg_grad is not None:
             grad = (pos_grad * a_pos - neg_grad * a_neg) * scale
-        return cols, value, grad
+        rows = torch.arange(cols.shape[0], device=cols.device).unsqueeze(1)
+        flat = (rows * self.num_classes + cols).view(-1)
+        return cols, flat, value, grad
 
 
 def _evaluate(problem: _Problem, elementwise: bool) -> tuple[Tensor, Tensor | None]:
@@ -313,13 +324,14 @@ def _evaluate(problem: _Problem, elementwise: bool) -> tuple[Tensor, Tensor | No
             block_grad = None
             if need_grad:
                 block_grad = grad[rows] if direct_grad else grad_buf[:n]
-            problem.block(block, value, block_grad, scratch[:n], elementwise)
+            problem.block(block, value, block_grad, scratch[:n], not direct_grad)
             if need_grad and not direct_grad:
                 grad[rows] = grad_buf[:n]
             if not elementwise:
                 sums[block] = value.sum()
 
     _run_groups(run, problem.num_blocks)
+    problem.correct(out if elementwise else None, grad if need_grad and direct_grad else None)
     if elementwise:
         out = out.reshape(problem.shape)
     else:
@@ -385,7 +397,6 @@ class FocalFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None
 
 
-@torch.compiler.disable  # type: ignore[untyped-decorator]
 def focal_loss_sum_or_elementwise(
     logits: Tensor,
     dense: Tensor | None,
@@ -399,10 +410,23 @@ def focal_loss_sum_or_elementwise(
     """The weighted elementwise focal loss or its sum over ``divisor``, via :class:`FocalFunction`.
 
     The one entry point of the loss into this module, where a device-specific kernel would be
-    dispatched; inputs are assumed validated. ``torch.compile`` runs it eagerly (a graph break):
-    its block loop is not worth tracing.
+    dispatched; inputs are assumed validated. Under ``torch.compile`` it runs eagerly (a graph
+    break): its block loop is not worth tracing. The check for that is free when dynamo was never
+    imported, so importing focalrec does not import it.
     """
-    out: Tensor = FocalFunction.apply(  # type: ignore[no-untyped-call]
-        logits, dense, index, alpha, gamma, weight, divisor, elementwise
-    )
+    args = (logits, dense, index, alpha, gamma, weight, divisor, elementwise)
+    if "torch._dynamo" in sys.modules:
+        return _untraced_apply()(*args)
+    out: Tensor = FocalFunction.apply(*args)  # type: ignore[no-untyped-call]
     return out
+
+
+_untraced: Callable[..., Tensor] | None = None
+
+
+def _untraced_apply() -> Callable[..., Tensor]:
+    """``FocalFunction.apply`` excluded from dynamo tracing (created on first use)."""
+    global _untraced
+    if _untraced is None:
+        _untraced = torch.compiler.disable(FocalFunction.apply)  # type: ignore[no-untyped-call]
+    return _untraced
