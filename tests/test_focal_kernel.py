@@ -55,6 +55,18 @@ def test_thread_count_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -
     assert torch.equal(one[1], many[1])
 
 
+def test_accelerators_get_large_blocks_and_no_threads() -> None:
+    # The meta device stands in for an accelerator: only the block plan is read, nothing is run.
+    cpu = kernel._Problem(torch.empty(4096, 5501), None, None, 0.25, 2.0, None, None, True)
+    meta = kernel._Problem(
+        torch.empty(4096, 5501, device="meta"), None, None, 0.25, 2.0, None, None, True
+    )
+    assert cpu.rows_per_block * 5501 <= kernel.BLOCK_ELEMENTS
+    assert cpu.max_workers == torch.get_num_threads()
+    assert meta.num_blocks == 1
+    assert meta.max_workers == 1
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_second_backward_with_retained_graph_recomputes(reduction: str) -> None:
     g = torch.Generator().manual_seed(2)

@@ -25,8 +25,10 @@ With index-list targets every element first gets its ``t = 0`` terms; then the f
 overwritten with their ``t = 1`` terms (a sum adds the difference), so no ``(N, C)`` target
 tensor is ever built. Dense 0/1 targets take the same path, block by block.
 
-Blocks are spread over ``torch.get_num_threads()`` Python threads (contiguous groups, one set of
-scratch buffers each); every op inside a block is small enough to run single-threaded in ATen.
+On CPU, blocks are spread over ``torch.get_num_threads()`` Python threads (contiguous groups, one
+set of scratch buffers each); every op inside a block is small enough to run single-threaded in
+ATen. On an accelerator, where every op is a kernel launch, blocks hold up to
+:data:`DEVICE_BLOCK_ELEMENTS` elements and run one after another.
 ``exp`` is evaluated as ``exp2(x log2 e)``: on CPU, ``torch.exp`` and ``torch.log`` go to MKL's
 vector math in 2048-element parallel tasks, whose synchronization stalls badly when other
 processes share the cores, while ``exp2``, ``sigmoid`` and ``softplus`` are vectorized in ATen
@@ -49,6 +51,7 @@ from focalrec._indices import first_occurrence
 
 __all__ = [
     "BLOCK_ELEMENTS",
+    "DEVICE_BLOCK_ELEMENTS",
     "FocalFunction",
     "focal_loss_sum_or_elementwise",
     "hard_negative_terms",
@@ -58,7 +61,11 @@ __all__ = [
 ]
 
 BLOCK_ELEMENTS = 1 << 15
-"""Elements per block of rows (128 KiB of float32 per buffer), at most ATen's grain size."""
+"""Elements per block of rows on CPU (128 KiB of float32 per buffer), at most ATen's grain size."""
+
+DEVICE_BLOCK_ELEMENTS = 1 << 26
+"""Elements per block of rows on accelerators, where each op is one kernel launch: blocks large
+enough that launches are amortized, small enough to bound the temporaries (256 MiB of float32)."""
 
 _LOG2_E = 1.4426950408889634
 
@@ -164,9 +171,9 @@ def _factor(alpha: float | Tensor | None, weight: Tensor | None, t: Tensor | Non
     return weight if factor is None else weight * factor
 
 
-def _run_groups(fn: Callable[[Sequence[int]], None], num_blocks: int) -> None:
-    """Call ``fn`` on contiguous groups of block numbers, one per thread."""
-    workers = min(torch.get_num_threads(), num_blocks // 4)
+def _run_groups(fn: Callable[[Sequence[int]], None], num_blocks: int, max_workers: int) -> None:
+    """Call ``fn`` on contiguous groups of block numbers, at most ``max_workers`` threads."""
+    workers = min(max_workers, num_blocks // 4)
     if workers <= 1:
         fn(range(num_blocks))
         return
@@ -204,7 +211,11 @@ class _Problem:
             self.weight = weight.expand(self.shape).reshape(-1, self.num_classes)
         self.inverse = None if divisor is None else torch.reciprocal(divisor.to(self.compute_dtype))
         self.need_grad = need_grad
-        self.rows_per_block = max(1, BLOCK_ELEMENTS // max(self.num_classes, 1))
+        on_cpu = self.x.device.type == "cpu"
+        block_elements = BLOCK_ELEMENTS if on_cpu else DEVICE_BLOCK_ELEMENTS
+        self.rows_per_block = max(1, block_elements // max(self.num_classes, 1))
+        # Python threads spread CPU blocks over the cores; an accelerator runs one block at a time.
+        self.max_workers = torch.get_num_threads() if on_cpu else 1
         self.cast = self.x.dtype != self.compute_dtype
         # Without weights or dense targets the t = 0 factor is the same for every block.
         self.const_factor: Factor = None
@@ -381,7 +392,7 @@ def _evaluate(problem: _Problem, elementwise: bool) -> tuple[Tensor, Tensor | No
             if not elementwise:
                 sums[block] = value.sum()
 
-    _run_groups(run, problem.num_blocks)
+    _run_groups(run, problem.num_blocks, problem.max_workers)
     problem.correct(
         out_flat if elementwise else None, grad_flat if need_grad and direct_grad else None
     )
