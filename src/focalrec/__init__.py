@@ -5,11 +5,19 @@ dense. See :mod:`focalrec._indices` for the convention shared by every function.
 """
 
 from focalrec._indices import dense_to_index_list, index_list_to_dense
+from focalrec.losses import FocalLoss, sigmoid_focal_loss
+from focalrec.priors import class_priors, focal_prior_bias, init_prior_bias_, prior_bias
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FocalLoss",
     "__version__",
+    "class_priors",
     "dense_to_index_list",
+    "focal_prior_bias",
     "index_list_to_dense",
+    "init_prior_bias_",
+    "prior_bias",
+    "sigmoid_focal_loss",
 ]
