@@ -6,18 +6,39 @@ dense. See :mod:`focalrec._indices` for the convention shared by every function.
 
 from focalrec._indices import dense_to_index_list, index_list_to_dense
 from focalrec.losses import FocalLoss, sigmoid_focal_loss
+from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
 from focalrec.priors import class_priors, focal_prior_bias, init_prior_bias_, prior_bias
+from focalrec.ranking import (
+    hit_rate_at_k,
+    map_at_k,
+    mrr_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    ranking_metrics_at_k,
+    recall_at_k,
+    topk_items,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FocalLoss",
+    "MeanAveragePrecisionAtK",
+    "RankingMetricsAtK",
     "__version__",
     "class_priors",
     "dense_to_index_list",
     "focal_prior_bias",
+    "hit_rate_at_k",
     "index_list_to_dense",
     "init_prior_bias_",
+    "map_at_k",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "precision_at_k",
     "prior_bias",
+    "ranking_metrics_at_k",
+    "recall_at_k",
     "sigmoid_focal_loss",
+    "topk_items",
 ]
