@@ -186,9 +186,9 @@ def test_state_dict_round_trip() -> None:
         ({"embedding_dim": True}, ValueError, r"`embedding_dim` must be a positive int"),
         ({"hidden_sizes": [8, 0]}, ValueError, r"`hidden_sizes` must be positive ints"),
         ({"dropout": 1.0}, ValueError, r"`dropout` must lie in \[0, 1\), got 1.0"),
-        ({"prior": 0.0}, ValueError, r"`prior` must lie strictly between 0 and 1"),
-        ({"prior": torch.full((3,), 0.1)}, ValueError, r"`prior` must be .* shape \(11,\)"),
-        ({"prior": "0.1"}, TypeError, r"`prior` must be a float or a tensor, got str"),
+        ({"prior": 0.0}, ValueError, r"`prior` must be in \(0, 1\) \(exclusive\), got 0.0"),
+        ({"prior": torch.full((3,), 0.1)}, ValueError, r"`prior` of shape \(3,\) does not"),
+        ({"prior": "0.1"}, TypeError, r"`prior` must be a real number, got str"),
         (
             {"item_features": torch.zeros(C, 2)},
             TypeError,

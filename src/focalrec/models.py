@@ -13,29 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from focalrec._indices import PAD, check_index_list
+from focalrec.priors import init_prior_bias_
 
 __all__ = ["SequenceMLP"]
-
-
-def _logit_of_prior(prior: float | Tensor, num_items: int) -> Tensor:
-    """The bias ``b = -log((1 - pi) / pi)`` whose sigmoid is the prior ``pi``, shape ``(C,)``."""
-    if isinstance(prior, Tensor):
-        if prior.shape not in ((), (num_items,)):
-            raise ValueError(
-                f"`prior` must be a scalar or a tensor of shape ({num_items},) (one per item), "
-                f"got shape {tuple(prior.shape)}"
-            )
-        pi = prior.detach().to(torch.float64).expand(num_items)
-    elif isinstance(prior, (int, float)) and not isinstance(prior, bool):
-        pi = torch.full((num_items,), float(prior), dtype=torch.float64)
-    else:
-        raise TypeError(f"`prior` must be a float or a tensor, got {type(prior).__name__}")
-    if not bool(((pi > 0) & (pi < 1)).all()):
-        raise ValueError(
-            f"`prior` must lie strictly between 0 and 1, got values in "
-            f"[{float(pi.min()):.3g}, {float(pi.max()):.3g}]"
-        )
-    return (-torch.log((1 - pi) / pi)).to(torch.float32)
 
 
 class _ItemMetadata(nn.Module):
@@ -100,7 +80,8 @@ class SequenceMLP(nn.Module):
     The padding value ``-1`` embeds as a zero vector, so a short history is left-padded with ``-1``
     (the most recent item in the last column); a history narrower than ``L`` is left-padded here.
 
-    The output bias starts at the logit of the prior, :math:`b_i = -\log\frac{1-\pi_i}{\pi_i}`,
+    The output bias starts at the logit of the prior (:func:`focalrec.init_prior_bias_`),
+    :math:`b_i = -\log\frac{1-\pi_i}{\pi_i}`,
     so that :math:`\sigma(z_i) \approx \pi_i` at initialization (Lin et al., 2017): with focal
     loss and thousands of negatives per positive, this keeps the first steps from being swamped by
     the easy negatives.
@@ -185,8 +166,7 @@ class SequenceMLP(nn.Module):
         self.output = nn.Linear(width, num_items)
         if self.metadata is not None:
             self.metadata_query = nn.Linear(width, embedding_dim, bias=False)
-        with torch.no_grad():
-            self.output.bias.copy_(_logit_of_prior(prior, num_items))
+        init_prior_bias_(self.output, prior)
 
     @staticmethod
     def _check_metadata(features: Tensor | None, numeric: Tensor | None, num_items: int) -> None:
