@@ -196,6 +196,38 @@ def test_topk_items_large_exclusion_ties_and_padding(width: int) -> None:
     assert got.tolist() == expected
 
 
+@pytest.mark.parametrize("short_rows", [3, 60])
+def test_topk_items_history_on_top_in_small_chunks(
+    monkeypatch: pytest.MonkeyPatch, short_rows: int
+) -> None:
+    # The excluded items are the best-scored ones of `short_rows` rows, so those rows need the
+    # wide second pass (in chunks of rows when they are few, in place when most rows are short);
+    # a tiny chunk size makes every chunked loop run several times.
+    monkeypatch.setattr("focalrec.ranking._CHUNK_ELEMENTS", 7 * 200)
+    gen = torch.Generator().manual_seed(short_rows)
+    scores = torch.randint(0, 6, (64, 200), generator=gen).float()
+    exclude = torch.full((64, 12), -1)
+    exclude[:short_rows] = scores[:short_rows].argsort(dim=1, descending=True)[:, :12]
+    got = topk_items(scores, 5, exclude=exclude)
+    expected = [ref_topk(s, 5, e) for s, e in zip(scores.tolist(), exclude.tolist(), strict=True)]
+    assert got.tolist() == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_topk_items_same_on_cuda_as_on_cpu() -> None:
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 4, (500, 700), generator=gen).float()
+    exclude = torch.randint(-1, 700, (500, 30), generator=gen)
+    targets = torch.randint(-1, 700, (500, 3), generator=gen)
+    for k in (1, 3, 50):
+        cpu = topk_items(scores, k, exclude=exclude)
+        cuda = topk_items(scores.cuda(), k, exclude=exclude.cuda())
+        assert torch.equal(cpu, cuda.cpu())
+        assert map_at_k(scores, targets, k, exclude=exclude) == (
+            map_at_k(scores.cuda(), targets.cuda(), k, exclude=exclude.cuda()).cpu()
+        )
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_topk_items_dtypes(dtype: torch.dtype) -> None:
     scores = torch.tensor([[0.5, 2.0, 2.0, -1.0, 0.5]], dtype=dtype)
@@ -327,6 +359,12 @@ def test_map_at_k_known_values() -> None:
     )
 
 
+def test_no_items_at_all() -> None:
+    assert map_at_k(torch.full((2, 3), -1), torch.zeros(2, 0, dtype=torch.bool), 2).item() == 0.0
+    assert topk_items(torch.zeros(2, 0), 2).tolist() == [[-1, -1], [-1, -1]]
+    assert topk_items(torch.zeros(0, 5), 2).shape == (0, 2)
+
+
 def test_map_at_k_does_not_modify_inputs() -> None:
     gen = torch.Generator().manual_seed(1)
     scores = torch.randn(20, 30, generator=gen)
@@ -380,6 +418,25 @@ def test_map_at_k_does_not_modify_inputs() -> None:
             r"`exclude` holds item index -3",
         ),
         ((torch.zeros(4), torch.zeros(4), 1), {}, ValueError, r"`preds` must be a score matrix"),
+        (
+            (torch.zeros(1, 2), [[1]], 1),
+            {},
+            TypeError,
+            r"`targets` must be a torch.Tensor, got list",
+        ),
+        (
+            (torch.zeros(2, 4), torch.zeros(2, 4, 1), 1),
+            {},
+            ValueError,
+            r"`targets` must be a relevance matrix \(N, C\) or an index list \(N, m\), "
+            r"got shape \(2, 4, 1\)",
+        ),
+        (
+            (torch.tensor([[0]]), torch.zeros(2, 4, dtype=torch.bool), 1),
+            {},
+            ValueError,
+            r"`targets` must have 1 rows \(one per row of `preds`\), got shape \(2, 4\)",
+        ),
         (
             (torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.complex64), 1),
             {},

@@ -20,11 +20,15 @@ fewer than ``k`` eligible items is padded with ``-1``. ``-0.0`` and ``0.0`` tie;
 eligible and rank last; NaN scores are rejected (``validate_args=True``, the default) or, without
 validation, give an unspecified (but valid) list.
 
-**Cost.** One :func:`torch.topk` of width ``k + 1`` over the scores, untouched, plus work on
-``(N, k + 1)`` candidates. Only rows whose result could depend on items outside the candidates
-(an exact tie at the cut, or an excluded item among the candidates) get more work, on those rows
-alone and in chunks of rows: a second top-k of width ``k + h + 1``, then, for rows still tied at
-the cut, an exact pass that finds the lowest-index items of the tied value.
+**Cost.** One :func:`torch.topk` of width ``k + 1`` over the untouched scores, plus work on the
+``(N, k + 1)`` candidates. Only the rows whose list could depend on items outside the candidates
+get more work, on those rows alone: rows with an excluded item among their candidates and fewer
+than ``k + 1`` eligible ones get a second top-k of width ``k + h + 1`` (``h`` = width of
+``exclude``), and rows tied at the cut get an exact pass that picks the lowest-index eligible
+items of the tied value. Where rows must be copied (to mask exclusions or to scan one value),
+they are copied in chunks of about ``2**24`` elements, so no ``(N, C)`` temporary is made; when
+most rows need the second top-k (exclusions that are each user's best-scored items), it runs in
+place over all rows instead.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ _REDUCTIONS = ("mean", "sum", "none")
 _EMPTY = ("zero", "skip")
 _DENOMINATORS = ("min_k", "relevant", "hits")
 _CHUNK_ELEMENTS = 1 << 24
+_BROADCAST_PAIRS = 64
+"""Row-wise membership compares all pairs up to this many per row, else binary-searches."""
 """Where rows must be copied, they are copied in chunks of about this many elements."""
 
 
@@ -109,17 +115,20 @@ def _check_index_rows(
 # top-k
 
 
-def _sorted_rows(x: Tensor) -> Tensor:
-    """Each row of an index list sorted ascending, as int64 (for :func:`_isin_rows`)."""
-    return x.long().sort(dim=1).values
+def _isin_rows(values: Tensor, sets: Tensor) -> Tensor:
+    """``out[i, j] = values[i, j] in sets[i]`` for integer tensors ``(N, a)`` and ``(N, b)``.
 
-
-def _isin_rows(values: Tensor, sorted_sets: Tensor) -> Tensor:
-    """``out[i, j] = values[i, j] in sorted_sets[i]`` for int64 inputs, ``O(a log b)`` per row."""
-    if sorted_sets.shape[1] == 0 or values.shape[1] == 0:
+    Small ``a * b`` (the usual case: a few recommendations against a few targets or exclusions)
+    compares all pairs in one broadcast; larger ones sort ``sets`` and binary-search it.
+    """
+    a, b = values.shape[1], sets.shape[1]
+    if a == 0 or b == 0:
         return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    if a * b <= _BROADCAST_PAIRS:
+        return (values.unsqueeze(2) == sets.unsqueeze(1)).any(dim=2)
+    sorted_sets = sets.to(values.dtype).sort(dim=1).values
     values = values.contiguous()
-    pos = torch.searchsorted(sorted_sets, values).clamp_(max=sorted_sets.shape[1] - 1)
+    pos = torch.searchsorted(sorted_sets, values).clamp_(max=b - 1)
     return sorted_sets.gather(1, pos) == values
 
 
@@ -131,110 +140,147 @@ def _order_candidates(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     return vals, idx.gather(1, perm)
 
 
-def _pick(
-    vals: Tensor, idx: Tensor, excluded: Tensor, k: int, complete: bool
-) -> tuple[Tensor, Tensor]:
-    """The first ``k`` eligible ordered candidates, and whether that choice is final for each row.
+def _topk_candidates(scores: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """The ``width`` best items of each row, ordered by (value descending, index ascending).
 
-    ``complete`` says the candidates are all the items of the row. Otherwise every item outside
-    them scores at most the last candidate's value ``vals[:, -1]``, so the choice is final iff
-    there are ``k`` eligible candidates and the ``k``-th of them scores strictly more.
+    :func:`torch.topk` returns values in descending order but tied values in any order, so the
+    candidates are re-sorted only when some row holds a tie among them.
+    """
+    vals, idx = scores.topk(width, dim=1)
+    if width > 1 and bool((vals[:, 1:] == vals[:, :-1]).any()):
+        vals, idx = _order_candidates(vals, idx)
+    return vals, idx
+
+
+def _pick(
+    vals: Tensor, idx: Tensor, excluded: Tensor | None, k: int, complete: bool
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The first ``k`` eligible ordered candidates, their values, and the rows left open.
+
+    ``complete`` says the candidates are all the items of the row: then every row is settled.
+    Otherwise every item outside them scores at most the last candidate's value ``vals[:, -1]``,
+    so a row is settled iff it has ``k`` eligible candidates and the ``k``-th scores strictly
+    more. Open rows are ``short`` (with exclusions only: fewer than ``k + 1`` eligible candidates,
+    so that the ``k``-th pick is missing or is the last candidate, which a wider pass settles) or
+    ``tied`` (the ``k``-th pick ties with the last candidate, and maybe with items outside).
+    ``None`` stands for ``excluded`` all false, and for no row left open.
     """
     width = min(k, idx.shape[1])
-    order = torch.argsort(excluded.to(torch.uint8), dim=1, stable=True)[:, :width]
-    items = idx.gather(1, order).masked_fill_(excluded.gather(1, order), PAD)
-    if complete:
-        final = torch.ones(idx.shape[0], dtype=torch.bool, device=idx.device)
+    order = None
+    if excluded is None:
+        items, picked = idx[:, :width], vals[:, :width]
     else:
-        kth = vals.gather(1, order[:, k - 1 :])[:, 0]
-        final = (kth > vals[:, -1]) & ~excluded.gather(1, order[:, k - 1 :])[:, 0]
-    return items, final
+        order = torch.argsort(excluded.to(torch.uint8), dim=1, stable=True)[:, :width]
+        items = idx.gather(1, order).masked_fill_(excluded.gather(1, order), PAD)
+        picked = vals.gather(1, order)
+    if complete:
+        return items, picked, None, None
+    tied = ~(picked[:, -1] > vals[:, -1])  # also true for a NaN at the cut (no validation)
+    short = None
+    if order is not None:
+        # The k-th pick is the last candidate (nothing to compare it with), or is missing.
+        short = (order[:, -1] == idx.shape[1] - 1) | (items[:, -1] == PAD)
+        tied &= ~short
+    return items, picked, short, tied
 
 
-def _topk_exact_ties(
-    scores: Tensor, items: Tensor, vals: Tensor, excl_sorted: Tensor | None, k: int
-) -> Tensor:
-    """Resolve rows tied at the cut exactly: keep the candidates that beat the tied value, then the
-    lowest-index eligible items equal to it. ``vals``/``items`` are the ordered eligible picks."""
-    tie = vals[:, k - 1 : k]
-    keep = vals > tie
+def _topk_pass(
+    scores: Tensor, k: int, width: int, exclude: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """One top-k pass of ``width`` candidates over ``scores``, then :func:`_pick`."""
+    vals, idx = _topk_candidates(scores, width)
+    excluded = _isin_rows(idx, exclude) if exclude is not None else None
+    return _pick(vals, idx, excluded, k, complete=width == scores.shape[1])
+
+
+def _row_chunks(rows: Tensor, num_cols: int) -> list[Tensor]:
+    return list(torch.split(rows, max(1, _CHUNK_ELEMENTS // max(num_cols, 1))))
+
+
+def _resolve_ties(
+    scores: Tensor, rows: Tensor, items: Tensor, picked: Tensor, exclude: Tensor | None, k: int
+) -> None:
+    """Rows tied at the cut, exactly and in chunks: keep the picks that beat the tied value, then
+    the lowest-index eligible items equal to it. Writes ``items[rows]``."""
     num_cols = scores.shape[1]
     # Descending keys over the columns: the largest key among the tied items is the lowest index.
     keys = torch.arange(num_cols, 0, -1, device=scores.device, dtype=torch.int32)
-    eq = scores == tie
-    if excl_sorted is not None and excl_sorted.shape[1] > 0:
-        eq.scatter_(1, excl_sorted.clamp(min=0), False)
-        # A padding entry was clamped to item 0: restore item 0 where the row does not exclude it.
-        zero_excluded = (excl_sorted == 0).any(dim=1)
-        eq[:, 0] = (scores[:, 0] == tie[:, 0]) & ~zero_excluded
-    top_eq = torch.where(eq, keys, 0).topk(min(k, num_cols), dim=1)
-    tied_items = num_cols - top_eq.values.long()
-    tied_items = tied_items.masked_fill_(top_eq.values == 0, PAD)
-    # Rank 0: candidates above the tie, 1: tied items by index, 2: dropped; a stable sort merges.
-    merged = torch.cat([torch.where(keep, items, PAD), tied_items], dim=1)
-    rank = torch.cat([(~keep).to(torch.uint8) * 2, torch.ones_like(keep, dtype=torch.uint8)], dim=1)
-    order = torch.argsort(rank, dim=1, stable=True)[:, :k]
-    return merged.gather(1, order)
-
-
-def _topk_rows(
-    scores: Tensor,
-    rows: Tensor,
-    k: int,
-    width: int,
-    excl_sorted: Tensor | None,
-    out: Tensor,
-) -> None:
-    """Second and third passes on ``rows`` only, in chunks of rows copied out of ``scores``."""
-    num_cols = scores.shape[1]
-    chunk = max(1, _CHUNK_ELEMENTS // max(num_cols, 1))
-    for start in range(0, rows.numel(), chunk):
-        sel = rows[start : start + chunk]
+    for sel in _row_chunks(rows, num_cols):
         sub = scores.index_select(0, sel)
-        ex = excl_sorted.index_select(0, sel) if excl_sorted is not None else None
-        vals, idx = _order_candidates(*sub.topk(width, dim=1))
-        excluded = (
-            _isin_rows(idx, ex) if ex is not None else torch.zeros_like(idx, dtype=torch.bool)
+        tie = picked[sel, k - 1 : k]
+        keep = picked[sel] > tie
+        eq = sub == tie
+        if exclude is not None:
+            ex = exclude.index_select(0, sel).long()
+            eq.scatter_(1, ex.clamp(min=0), False)
+            # A padding entry was clamped to item 0: restore item 0 unless the row excludes it.
+            eq[:, 0] = (sub[:, 0] == tie[:, 0]) & ~(ex == 0).any(dim=1)
+        top_eq = torch.where(eq, keys, 0).topk(min(k, num_cols), dim=1)
+        tied_items = (num_cols - top_eq.values.long()).masked_fill_(top_eq.values == 0, PAD)
+        # Rank 0: picks above the tie, 1: tied items by index, 2: dropped; a stable sort merges.
+        merged = torch.cat([torch.where(keep, items[sel], PAD), tied_items], dim=1)
+        rank = torch.cat(
+            [(~keep).to(torch.uint8) * 2, torch.ones_like(keep, dtype=torch.uint8)], dim=1
         )
-        items, final = _pick(vals, idx, excluded, k, complete=width == num_cols)
-        if not bool(final.all()):
-            tied = (~final).nonzero().squeeze(1)
-            order = torch.argsort(excluded[tied].to(torch.uint8), dim=1, stable=True)[:, :k]
-            items[tied] = _topk_exact_ties(
-                sub[tied],
-                items[tied],
-                vals[tied].gather(1, order),
-                ex[tied] if ex is not None else None,
-                k,
-            )
-        out[sel] = items
+        order = torch.argsort(rank, dim=1, stable=True)[:, :k]
+        items[sel] = merged.gather(1, order)
 
 
-def _topk_items(scores: Tensor, k: int, excl_sorted: Tensor | None, validate_args: bool) -> Tensor:
-    """:func:`topk_items` on checked arguments; ``excl_sorted``: each row's exclusions, sorted."""
+def _topk_items(scores: Tensor, k: int, exclude: Tensor | None, validate_args: bool) -> Tensor:
+    """:func:`topk_items` on checked arguments (the passes are described in the module doc)."""
     n, num_cols = scores.shape
-    out = torch.full((n, k), PAD, dtype=torch.long, device=scores.device)
     if n == 0 or num_cols == 0:
-        return out
-    width = min(k + 1, num_cols)
-    vals, idx = _order_candidates(*scores.topk(width, dim=1))
+        return torch.full((n, k), PAD, dtype=torch.long, device=scores.device)
+    if exclude is not None and exclude.shape[1] == 0:
+        exclude = None
+    vals, idx = _topk_candidates(scores, min(k + 1, num_cols))
     if validate_args and bool(torch.isnan(vals[:, 0]).any()):
         # torch.topk orders NaN above every number, so a row holding a NaN shows one first.
         row = int(torch.isnan(vals[:, 0]).nonzero()[0, 0])
         raise ValueError(f"`scores` must not contain NaN; row {row} holds a NaN score")
-    if excl_sorted is not None and excl_sorted.shape[1] > 0:
-        excluded = _isin_rows(idx, excl_sorted)
-    else:
-        excl_sorted = None
-        excluded = torch.zeros_like(idx, dtype=torch.bool)
-    items, final = _pick(vals, idx, excluded, k, complete=width == num_cols)
-    out[:, : items.shape[1]] = items
-    if bool(final.all()):
-        return out
-    rows = (~final).nonzero().squeeze(1)
-    h = excl_sorted.shape[1] if excl_sorted is not None else 0
-    _topk_rows(scores, rows, k, min(k + h + 1, num_cols), excl_sorted, out)
-    return out
+    complete = idx.shape[1] == num_cols
+    items, picked, _, tied = _pick(vals, idx, None, k, complete)
+    if items.shape[1] < k:
+        items = torch.cat([items, items.new_full((n, k - items.shape[1]), PAD)], dim=1)
+    items, picked = items.contiguous(), picked.contiguous()
+    short_rows = None
+    if exclude is not None:
+        # Rows with an excluded candidate (usually few) are picked again, on their own.
+        rows = _isin_rows(idx, exclude).any(dim=1).nonzero().squeeze(1)
+        if rows.numel() > 0:
+            ex = exclude[rows]
+            items_r, picked_r, short_r, tied_r = _pick(
+                vals[rows], idx[rows], _isin_rows(idx[rows], ex), k, complete
+            )
+            items[rows, : items_r.shape[1]] = items_r
+            picked[rows] = picked_r
+            if tied is not None and tied_r is not None and short_r is not None:
+                tied[rows] = tied_r
+                short_rows = rows[short_r]
+    if short_rows is not None and short_rows.numel() > 0:
+        # Second pass, wide enough to hold k + 1 eligible items, over the short rows only: copied
+        # in chunks when they are few, in place when most rows are short (a copy costs about a
+        # pass). Here k + 1 < C, so it returns k items per row and leaves no row short.
+        assert exclude is not None
+        assert tied is not None
+        width = min(k + exclude.shape[1] + 1, num_cols)
+        if 2 * short_rows.numel() > n:
+            short = torch.zeros(n, dtype=torch.bool, device=scores.device)
+            short[short_rows] = True
+            items2, picked2, _, tied2 = _topk_pass(scores, k, width, exclude)
+            items = torch.where(short.unsqueeze(1), items2, items)
+            picked = torch.where(short.unsqueeze(1), picked2, picked)
+            tied = torch.where(short, tied2 if tied2 is not None else False, tied)
+        else:
+            for sel in _row_chunks(short_rows, num_cols):
+                ex = exclude.index_select(0, sel)
+                items2, picked2, _, tied2 = _topk_pass(scores.index_select(0, sel), k, width, ex)
+                items[sel] = items2
+                picked[sel] = picked2
+                tied[sel] = tied2 if tied2 is not None else False
+    if tied is not None and bool(tied.any()):
+        _resolve_ties(scores, tied.nonzero().squeeze(1), items, picked, exclude, k)
+    return items
 
 
 def topk_items(
@@ -269,7 +315,6 @@ def topk_items(
     """
     scores = _check_scores(scores, "scores")
     k = _check_k(k)
-    excl_sorted = None
     if exclude is not None:
         check_index_list(
             exclude,
@@ -278,8 +323,7 @@ def topk_items(
             num_classes=scores.shape[1],
             validate_args=validate_args,
         )
-        excl_sorted = _sorted_rows(exclude)
-    return _topk_items(scores, k, excl_sorted, validate_args)
+    return _topk_items(scores, k, exclude, validate_args)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -338,16 +382,14 @@ def _ranked_relevance(
         _check_index_rows(targets, "targets", n, num_classes, validate_args)
     if exclude is not None:
         _check_index_rows(exclude, "exclude", n, num_classes, validate_args)
-    excl_sorted = _sorted_rows(exclude) if exclude is not None else None
-
     if scored:
-        items = _topk_items(preds, k, excl_sorted, validate_args)
+        items = _topk_items(preds, k, exclude, validate_args)
         valid = items != PAD
     else:
         _check_index_rows(preds, "preds", n, num_classes, validate_args)
         items = preds.long()
-        if excl_sorted is not None:
-            drop = _isin_rows(items, excl_sorted) & (items != PAD)
+        if exclude is not None:
+            drop = _isin_rows(items, exclude) & (items != PAD)
             order = torch.argsort(drop.to(torch.uint8), dim=1, stable=True)
             items = items.gather(1, order).masked_fill_(drop.gather(1, order), PAD)
         items = items[:, :k]
@@ -363,8 +405,7 @@ def _ranked_relevance(
             rel = (targets.gather(1, items.clamp(min=0)) != 0) & valid
         num_relevant = torch.count_nonzero(targets, dim=1)
     else:
-        tgt_sorted = _sorted_rows(targets)
-        rel = _isin_rows(items, tgt_sorted) & valid
+        rel = _isin_rows(items, targets) & valid
         num_relevant = first_occurrence(targets).sum(dim=1)
     return rel, num_relevant
 
@@ -388,7 +429,7 @@ def _per_row(metric: str, rel: Tensor, num_relevant: Tensor, denominator: str) -
     hits = relf.sum(dim=1)
     nrel = num_relevant.to(torch.float64)
     if metric == "map":
-        total = (relf.cumsum(dim=1) / _ranks(k, rel.device) * relf).sum(dim=1)
+        total = (relf.cumsum(dim=1) * relf) @ (1.0 / _ranks(k, rel.device))
         if denominator == "min_k":
             denom = nrel.clamp(max=k)
         elif denominator == "relevant":
