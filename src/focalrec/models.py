@@ -18,6 +18,25 @@ from focalrec.priors import init_prior_bias_
 __all__ = ["SequenceMLP"]
 
 
+def _check_item_table(x: Tensor | None, name: str, num_items: int, *, floating: bool) -> None:
+    """Check an optional per-item metadata table: a ``(C, columns)`` tensor of the right kind."""
+    if x is None:
+        return
+    kind = "a floating tensor (C, G)" if floating else "an integer tensor (C, F) of categorical ids"
+    if not isinstance(x, Tensor) or x.is_floating_point() != floating:
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"`{name}` must be {kind}, got {got}")
+    if x.ndim != 2 or x.shape[0] != num_items:
+        raise ValueError(
+            f"`{name}` must have shape ({num_items}, {'G' if floating else 'F'}), one row per "
+            f"item, got shape {tuple(x.shape)}"
+        )
+    if not floating and x.numel() > 0 and int(x.min()) < PAD:
+        raise ValueError(
+            f"`{name}` must hold ids >= 0 or -1 for unknown, got minimum {int(x.min())}"
+        )
+
+
 class _ItemMetadata(nn.Module):
     """Embeds each item's metadata into one vector per item, ``(C, dim)``.
 
@@ -143,7 +162,8 @@ class SequenceMLP(nn.Module):
             raise ValueError(f"`hidden_sizes` must be positive ints, got {hidden_sizes!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must lie in [0, 1), got {dropout!r}")
-        self._check_metadata(item_features, item_numeric, num_items)
+        _check_item_table(item_features, "item_features", num_items, floating=False)
+        _check_item_table(item_numeric, "item_numeric", num_items, floating=True)
 
         self.num_items = num_items
         self.history_length = history_length
@@ -167,36 +187,6 @@ class SequenceMLP(nn.Module):
         if self.metadata is not None:
             self.metadata_query = nn.Linear(width, embedding_dim, bias=False)
         init_prior_bias_(self.output, prior)
-
-    @staticmethod
-    def _check_metadata(features: Tensor | None, numeric: Tensor | None, num_items: int) -> None:
-        if features is not None:
-            if not isinstance(features, Tensor) or features.is_floating_point():
-                raise TypeError(
-                    "`item_features` must be an integer tensor (C, F) of categorical ids, got "
-                    f"{features.dtype if isinstance(features, Tensor) else type(features).__name__}"
-                )
-            if features.ndim != 2 or features.shape[0] != num_items:
-                raise ValueError(
-                    f"`item_features` must have shape ({num_items}, F), one row per item, "
-                    f"got shape {tuple(features.shape)}"
-                )
-            if features.numel() > 0 and int(features.min()) < PAD:
-                raise ValueError(
-                    "`item_features` must hold ids >= 0 or -1 for unknown, "
-                    f"got minimum {int(features.min())}"
-                )
-        if numeric is not None:
-            if not isinstance(numeric, Tensor) or not numeric.is_floating_point():
-                raise TypeError(
-                    "`item_numeric` must be a floating tensor (C, G), got "
-                    f"{numeric.dtype if isinstance(numeric, Tensor) else type(numeric).__name__}"
-                )
-            if numeric.ndim != 2 or numeric.shape[0] != num_items:
-                raise ValueError(
-                    f"`item_numeric` must have shape ({num_items}, G), one row per item, "
-                    f"got shape {tuple(numeric.shape)}"
-                )
 
     def forward(self, history: Tensor) -> Tensor:
         """Logits ``(N, C)`` for histories ``(N, L')`` left-padded with ``-1``."""

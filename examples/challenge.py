@@ -1,0 +1,788 @@
+"""Predict the next 3 programming challenges a user solves (Analytics Vidhya challenge, mAP@3).
+
+Reads top to bottom: load -> encode -> windows -> train -> evaluate -> submit.
+
+    python examples/challenge.py                       # built-in synthetic data, about a minute
+    python examples/challenge.py --data DIR --output OUT
+    python examples/challenge.py --data DIR --output OUT --resume     # after an interruption
+    torchrun --nproc_per_node=2 examples/challenge.py --data DIR      # DistributedDataParallel
+
+``DIR`` holds the challenge's ``train.csv`` (required), ``test.csv`` and ``challenge_data.csv``
+(optional); see ``challenge_data.py`` for the schema and the checks. A model sees the last ``L``
+challenges of a user (``L`` = the number of rows of a ``test.csv`` user, 10 in the original
+challenge; without ``test.csv``, the most common number of rows of a ``train.csv`` user minus 3)
+and scores every challenge; the 3 best ones the user has not solved yet are the prediction.
+
+Data: users of ``train.csv`` are split into training and validation users. Training windows are
+every (last ``L`` challenges, next 3) window of the training users, plus the windows *inside* the
+first ``L`` challenges of the validation and test users (what is known about them at prediction
+time). Each validation user is scored on their first ``L`` challenges -> next 3, as test users are.
+
+Outputs, each written atomically into OUT (a reader never sees a half-written file):
+``metrics.json`` (configuration, per-epoch loss and validation mAP@3, baselines, timings),
+``training_curve.png``, ``best_model.pt`` (the best epoch's weights and the vocabulary),
+``checkpoint.pt`` (the last epoch, for ``--resume``) and, with ``test.csv``, ``submission.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside this file
+
+import atomic
+import baselines
+import focalrec
+import synthetic
+from challenge_data import (
+    ChallengeData,
+    DataError,
+    history_windows,
+    load_challenge_data,
+    pad_sequences,
+    sliding_windows,
+    split_users,
+)
+from focalrec.models import SequenceMLP
+
+# =================================================================================================
+# DEFAULTS -- the best settings we know for the real data. Every command-line default comes from
+# this block; a user who passes only --data gets them.
+# =================================================================================================
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Default values of the command-line options."""
+
+    loss: str = "focal"  # focal | bce | softmax
+    alpha: float = 0.25  # focal loss alpha (weight of the positives)
+    gamma: float = 2.0  # focal loss gamma
+    optimizer: str = "adamw"  # adamw | sgd
+    epochs: int = 30
+    patience: int = 3  # epochs without a better validation mAP@3 before stopping
+    embedding_dim: int = 50
+    hidden_sizes: tuple[int, ...] = (512,)
+    dropout: float = 0.2
+    metadata: bool = True  # use challenge_data.csv's item features when present
+    prior: str = "frequency"  # output-bias prior: "frequency" (per item) or a float such as 0.01
+    val_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OptimizerDefaults:
+    """Per-optimizer values of --lr, --weight-decay, --momentum, --batch-size when not given."""
+
+    lr: float
+    weight_decay: float
+    momentum: float
+    batch_size: int
+
+
+DEFAULTS = Defaults()
+OPTIMIZER_DEFAULTS = {
+    "adamw": OptimizerDefaults(lr=1e-3, weight_decay=1e-4, momentum=0.0, batch_size=512),
+    # The write-up's settings, kept as the faithful baseline: `--optimizer sgd`.
+    "sgd": OptimizerDefaults(lr=0.1, weight_decay=1e-4, momentum=0.9, batch_size=256),
+}
+# =================================================================================================
+
+LOSSES = ("focal", "bce", "softmax")
+K = 3  # mAP@3, the challenge's metric
+CHUNK = 4096  # rows scored at once in evaluation
+CHECKPOINT, BEST_MODEL, METRICS = "checkpoint.pt", "best_model.pt", "metrics.json"
+CURVE, SUBMISSION = "training_curve.png", "submission.csv"
+RESUMABLE = ("epochs", "patience")  # options that --resume may change
+
+
+# -------------------------------------------------------------------------------------------------
+# Command line
+# -------------------------------------------------------------------------------------------------
+
+
+def _per_optimizer(name: str) -> str:
+    values = ", ".join(f"{o}: {getattr(v, name)}" for o, v in OPTIMIZER_DEFAULTS.items())
+    return f"default per optimizer ({values})"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = DEFAULTS
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    g = p.add_argument_group("data and outputs")
+    g.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="directory with train.csv [test.csv] [challenge_data.csv] "
+        "(default: a built-in deterministic synthetic dataset)",
+    )
+    g.add_argument(
+        "--output",
+        type=Path,
+        metavar="OUT",
+        default=Path("challenge-output"),
+        help="directory for the outputs (default: %(default)s)",
+    )
+    g.add_argument(
+        "--history-len",
+        type=int,
+        metavar="L",
+        help="challenges a model sees (default: inferred, see above)",
+    )
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d.val_fraction,
+        help="fraction of train.csv users held out for validation (default: %(default)s)",
+    )
+    g.add_argument(
+        "--resume", action="store_true", help="continue the run in OUT from its last checkpoint"
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--embedding-dim",
+        type=int,
+        default=d.embedding_dim,
+        help="size of each item embedding (default: %(default)s)",
+    )
+    g.add_argument(
+        "--hidden-sizes",
+        type=int,
+        nargs="*",
+        default=list(d.hidden_sizes),
+        help="widths of the hidden layers (default: %(default)s)",
+    )
+    g.add_argument(
+        "--dropout",
+        type=float,
+        default=d.dropout,
+        help="dropout probability (default: %(default)s)",
+    )
+    g.add_argument(
+        "--metadata",
+        action=argparse.BooleanOptionalAction,
+        default=d.metadata,
+        help="use challenge_data.csv's item features (default: %(default)s)",
+    )
+    g.add_argument(
+        "--prior",
+        default=d.prior,
+        help="positive rate the output bias starts from: 'frequency' (each item's "
+        "rate among the training targets) or a number (default: %(default)s)",
+    )
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=d.loss,
+        help="sigmoid focal loss, binary cross-entropy or softmax cross-entropy "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--alpha", type=float, default=d.alpha, help="focal loss alpha (default: %(default)s)"
+    )
+    g.add_argument(
+        "--gamma", type=float, default=d.gamma, help="focal loss gamma (default: %(default)s)"
+    )
+    g.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZER_DEFAULTS),
+        default=d.optimizer,
+        help="sgd with its defaults is the write-up's optimizer (default: %(default)s)",
+    )
+    g.add_argument("--lr", type=float, help=_per_optimizer("lr"))
+    g.add_argument("--weight-decay", type=float, help=_per_optimizer("weight_decay"))
+    g.add_argument("--momentum", type=float, help=f"SGD only; {_per_optimizer('momentum')}")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"global batch, split over processes; {_per_optimizer('batch_size')}",
+    )
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help="at most this many epochs (default: %(default)s)",
+    )
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="stop after this many epochs without a better validation mAP@3 (default: %(default)s)",
+    )
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the split, the initialization and the shuffling (default: %(default)s)",
+    )
+    args = p.parse_args(argv)
+    opt = OPTIMIZER_DEFAULTS[args.optimizer]
+    for name in ("lr", "weight_decay", "momentum", "batch_size"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(opt, name))
+    for name, ok in (
+        ("--epochs", args.epochs >= 1),
+        ("--patience", args.patience >= 1),
+        ("--batch-size", args.batch_size >= 1),
+        ("--lr", args.lr > 0),
+        ("--val-fraction", 0 < args.val_fraction < 1),
+        ("--dropout", 0 <= args.dropout < 1),
+        ("--history-len", args.history_len is None or args.history_len >= 1),
+    ):
+        if not ok:
+            p.error(f"{name} out of range: {getattr(args, name[2:].replace('-', '_'))}")
+    if args.prior != "frequency":
+        try:
+            ok = 0 < float(args.prior) < 1
+        except ValueError:
+            ok = False
+        if not ok:
+            p.error(f"--prior must be 'frequency' or a number in (0, 1), got {args.prior!r}")
+    return args
+
+
+def run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that define a run, as plain values (stored in metrics.json and checkpoints)."""
+    skip = {"data", "output", "resume", "quiet"}
+    config = {k: v for k, v in vars(args).items() if k not in skip}
+    config["data"] = "synthetic" if args.data is None else str(args.data)
+    return config
+
+
+# -------------------------------------------------------------------------------------------------
+# Processes: one, or several under torchrun (DistributedDataParallel over gloo, on the CPU)
+# -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int
+    world: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, *values: float) -> list[float]:
+        """Sum ``values`` over all processes (float64, one all-reduce)."""
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(t)
+        return t.tolist()
+
+
+def start_processes() -> Processes:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        dist.init_process_group("gloo")
+        return Processes(dist.get_rank(), dist.get_world_size())
+    return Processes(0, 1)
+
+
+def say(procs: Processes, quiet: bool, message: str) -> None:
+    if procs.main and not quiet:
+        print(message, flush=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# Load -> encode -> windows
+# -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Index lists (padded with -1) for training, validation and test."""
+
+    train_history: Tensor  # (N, L) the last L challenges before each cut, left-padded
+    train_targets: Tensor  # (N, 3) the next 3 challenges
+    val_history: Tensor  # (V, L) validation users' first L challenges
+    val_targets: Tensor  # (V, 3) their next 3
+    test_history: Tensor  # (T, L) test users' histories
+    train_sequences: Tensor  # (U, longest) every sequence the windows come from, right-padded
+
+
+def load_data(args: argparse.Namespace) -> tuple[ChallengeData, str]:
+    """Read and validate the CSV files (or generate the synthetic ones); also a fingerprint."""
+    if args.data is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            synthetic.write_dataset(Path(tmp))
+            data = load_challenge_data(Path(tmp), history_len=args.history_len)
+            digest = fingerprint(data.files)
+        return data, digest
+    if not args.data.is_dir():
+        raise DataError(args.data, "not a directory (expected one holding train.csv)")
+    data = load_challenge_data(args.data, history_len=args.history_len)
+    return data, fingerprint(data.files)
+
+
+def fingerprint(files: list[str]) -> str:
+    h = hashlib.sha256()
+    for name in files:
+        h.update(Path(name).name.encode())
+        h.update(Path(name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def make_windows(data: ChallengeData, val_fraction: float, seed: int) -> Windows:
+    L = data.history_len
+    train_idx, val_idx = split_users(len(data.train), val_fraction, seed)
+    train_users = [data.train[i] for i in train_idx]
+    val_users = [data.train[i] for i in val_idx]
+    known = [s[:L] for s in val_users] + data.test  # histories known at prediction time
+    parts = [sliding_windows(train_users, L), sliding_windows(known, L)]
+    val_history, val_targets = history_windows(val_users, L)
+    test_history, _ = history_windows(data.test, L)
+    return Windows(
+        train_history=torch.from_numpy(np.concatenate([h for h, _ in parts])),
+        train_targets=torch.from_numpy(np.concatenate([t for _, t in parts])),
+        val_history=torch.from_numpy(val_history),
+        val_targets=torch.from_numpy(val_targets),
+        test_history=torch.from_numpy(test_history),
+        train_sequences=torch.from_numpy(pad_sequences(train_users + known)),
+    )
+
+
+# -------------------------------------------------------------------------------------------------
+# Model, loss, optimizer
+# -------------------------------------------------------------------------------------------------
+
+
+def build_model(config: dict[str, Any], data: ChallengeData, windows: Windows) -> SequenceMLP:
+    torch.manual_seed(config["seed"])
+    prior: float | Tensor
+    if config["prior"] == "frequency":  # each item's smoothed rate among the training targets
+        prior = focalrec.class_priors(windows.train_targets, data.num_items)
+    else:
+        prior = float(config["prior"])
+    meta = data.metadata if config["metadata"] else None
+    return SequenceMLP(
+        data.num_items,
+        data.history_len,
+        embedding_dim=config["embedding_dim"],
+        hidden_sizes=config["hidden_sizes"],
+        dropout=config["dropout"],
+        prior=prior,
+        item_features=None if meta is None else torch.from_numpy(meta.categorical),
+        item_numeric=None if meta is None else torch.from_numpy(meta.numeric),
+    )
+
+
+def softmax_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy of a softmax over all items, averaged over the (non-padding) targets."""
+    valid = targets >= 0
+    log_p = F.log_softmax(logits, dim=1).gather(1, targets.clamp_min(0))
+    return -(log_p * valid).sum() / valid.sum().clamp_min(1)
+
+
+def make_loss(config: dict[str, Any]) -> nn.Module | Any:
+    """The training loss of ``(logits (N, C), targets (N, 3) index list)``."""
+    if config["loss"] == "focal":
+        return focalrec.FocalLoss(
+            alpha=config["alpha"], gamma=config["gamma"], reduction="sum_over_positives"
+        )
+    if config["loss"] == "bce":  # gamma=0 without alpha is BCE-with-logits, on sparse targets
+        return focalrec.FocalLoss(alpha=None, gamma=0.0, reduction="sum_over_positives")
+    return softmax_loss
+
+
+def make_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+    if config["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=config["lr"],
+            momentum=config["momentum"],
+            weight_decay=config["weight_decay"],
+        )
+    return torch.optim.AdamW(
+        model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
+    )
+
+
+# -------------------------------------------------------------------------------------------------
+# Train and evaluate
+# -------------------------------------------------------------------------------------------------
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loss_fn: Any,
+    optimizer: torch.optim.Optimizer,
+    windows: Windows,
+    config: dict[str, Any],
+    epoch: int,
+    procs: Processes,
+    quiet: bool,
+) -> float:
+    """One pass over the training windows; returns the mean training loss over all processes.
+
+    The shuffling and dropout randomness of an epoch derive from (seed, epoch, rank) only, so a
+    resumed run replays exactly the epochs an uninterrupted run would have done. Each global batch
+    is split evenly over the processes.
+    """
+    n = len(windows.train_history)
+    order = torch.randperm(
+        n, generator=torch.Generator().manual_seed(config["seed"] * 1009 + epoch)
+    )
+    torch.manual_seed(config["seed"] * 1_000_003 + epoch * 101 + procs.rank)
+    batch = config["batch_size"]
+    starts = [s for s in range(0, n, batch) if min(batch, n - s) >= procs.world]
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(
+        starts,
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=quiet or not procs.main or not sys.stderr.isatty(),
+        file=sys.stderr,
+    )
+    for s in bar:
+        rows = order[s : s + batch][procs.rank :: procs.world]
+        logits = model(windows.train_history[rows])
+        loss = loss_fn(logits, windows.train_targets[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = loss.item()
+        total += value * len(rows)
+        count += len(rows)
+        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+    total, count = procs.all_sum(total, count)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def validation_map(model: nn.Module, windows: Windows, procs: Processes) -> float:
+    """mAP@3 of the validation users, their own history excluded, over all processes.
+
+    Each process scores its share of the users; the streaming metric all-reduces its state.
+    """
+    model.eval()
+    metric = focalrec.MeanAveragePrecisionAtK(K)
+    history = windows.val_history[procs.rank :: procs.world]
+    targets = windows.val_targets[procs.rank :: procs.world]
+    for s in range(0, len(history), CHUNK):
+        h = history[s : s + CHUNK]
+        metric.update(model(h), targets[s : s + CHUNK], exclude=h)
+    return float(metric.compute())
+
+
+def evaluate_baselines(windows: Windows, num_items: int) -> dict[str, float]:
+    """Validation mAP@3 of the popularity and item-transition baselines (``baselines.py``)."""
+    seqs, history = windows.train_sequences, windows.val_history
+    scores = {
+        "popularity": baselines.popularity_scores(seqs, num_items, len(history)),
+        "transition": baselines.transition_scores(seqs, history, num_items),
+    }
+    return {
+        name: float(
+            focalrec.map_at_k(focalrec.topk_items(s, K, exclude=history), windows.val_targets, K)
+        )
+        for name, s in scores.items()
+    }
+
+
+@torch.no_grad()
+def predict_top3(model: nn.Module, history: Tensor) -> Tensor:
+    """The 3 best items of each row that are not in its history, ``(N, 3)`` in rank order."""
+    model.eval()
+    chunks = [
+        focalrec.topk_items(model(history[s : s + CHUNK]), K, exclude=history[s : s + CHUNK])
+        for s in range(0, len(history), CHUNK)
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0, K, dtype=torch.long)
+
+
+# -------------------------------------------------------------------------------------------------
+# Checkpoints: plain tensors, dicts and numbers, written atomically, read with weights_only=True
+# -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run: weights, optimizer, history and early stopping."""
+
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, float]] | None = None
+    best_epoch: int = 0
+    best_map: float = -1.0
+    best_model: dict[str, Tensor] | None = None
+    bad_epochs: int = 0  # epochs since the best one
+    done: bool = False
+
+
+def save_checkpoint(
+    out: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    config: dict[str, Any],
+    digest: str,
+) -> None:
+    atomic.save_torch(
+        out / CHECKPOINT,
+        {
+            "config": config,
+            "data_fingerprint": digest,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "state": asdict(state),
+            "rng": torch.get_rng_state(),
+        },
+    )
+
+
+def read_checkpoint(out: Path, config: dict[str, Any], digest: str) -> dict[str, Any]:
+    """The checkpoint in ``out``, after checking that it belongs to this data and these options."""
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise DataError(path, "no checkpoint to resume from (run once without --resume)")
+    ckpt: dict[str, Any] = torch.load(path, weights_only=True)
+    if ckpt["data_fingerprint"] != digest:
+        raise DataError(path, "the checkpoint was trained on different data files")
+    for key, value in ckpt["config"].items():
+        if key not in RESUMABLE and config.get(key) != value:
+            raise DataError(
+                path,
+                f"the checkpoint was trained with {key}={value!r}, not {config.get(key)!r}; "
+                f"only {', '.join(RESUMABLE)} may change on --resume",
+            )
+    return ckpt
+
+
+def restore(
+    ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any]
+) -> TrainState:
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"])
+    state = TrainState(**ckpt["state"])
+    # --epochs and --patience may have grown since: the run goes on if they allow it.
+    state.done = state.bad_epochs >= config["patience"] or state.epoch >= config["epochs"]
+    return state
+
+
+def train(
+    model: nn.Module,
+    windows: Windows,
+    config: dict[str, Any],
+    procs: Processes,
+    out: Path,
+    digest: str,
+    checkpoint: dict[str, Any] | None,
+    quiet: bool,
+) -> TrainState:
+    """Train with early stopping on validation mAP@3, checkpointing after every epoch.
+
+    With a ``checkpoint`` (``--resume``), the model, optimizer and early-stopping state are
+    restored and training goes on from the epoch after it.
+    """
+    wrapped = DistributedDataParallel(model) if procs.world > 1 else model
+    loss_fn = make_loss(config)
+    optimizer = make_optimizer(config, model)
+    state = TrainState(history=[])
+    if checkpoint is not None:
+        state = restore(checkpoint, model, optimizer, config)
+        say(procs, quiet, f"resumed from {out / CHECKPOINT} after epoch {state.epoch}")
+    assert state.history is not None
+    while not state.done and state.epoch < config["epochs"]:
+        epoch = state.epoch + 1
+        start = time.perf_counter()
+        loss = train_one_epoch(wrapped, loss_fn, optimizer, windows, config, epoch, procs, quiet)
+        val_map = validation_map(model, windows, procs)
+        seconds = time.perf_counter() - start
+        improved = val_map > state.best_map
+        if improved:
+            state.best_epoch, state.best_map, state.bad_epochs = epoch, val_map, 0
+            state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch
+        state.history.append(
+            {"epoch": epoch, "train_loss": loss, "val_map3": val_map, "seconds": seconds}
+        )
+        state.done = state.bad_epochs >= config["patience"] or epoch >= config["epochs"]
+        if procs.main:
+            save_checkpoint(out, model, optimizer, state, config, digest)
+        say(
+            procs,
+            quiet,
+            f"epoch {epoch:3d}  loss {loss:.5f}  val mAP@3 {val_map:.4f}"
+            f"{'  best' if improved else ''}  ({seconds:.1f} s)",
+        )
+    return state
+
+
+# -------------------------------------------------------------------------------------------------
+# Outputs
+# -------------------------------------------------------------------------------------------------
+
+
+def submission_csv(data: ChallengeData, top3: Tensor) -> str:
+    """``user_sequence,challenge`` rows: ``{user}_{L+1}`` .. ``{user}_{L+3}`` in rank order."""
+    L = data.history_len
+    lines = ["user_sequence,challenge"]
+    for user, items in zip(data.test_users, top3.tolist(), strict=True):
+        lines += [f"{user}_{L + 1 + r},{data.vocabulary[i]}" for r, i in enumerate(items)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curve(
+    path: Path, history: list[dict[str, float]], baseline_maps: dict[str, float], best_epoch: int
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_map.plot(epochs, [h["val_map3"] for h in history], marker="o", label="model")
+    for (name, value), style in zip(baseline_maps.items(), ("--", ":", "-."), strict=False):
+        ax_map.axhline(value, linestyle=style, color="gray", label=f"{name} baseline")
+    ax_map.axvline(best_epoch, color="green", alpha=0.3, label=f"best epoch {best_epoch}")
+    ax_map.set(xlabel="epoch", ylabel="validation mAP@3", title="validation mAP@3")
+    ax_map.legend()
+    atomic.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+def write_results(
+    out: Path,
+    data: ChallengeData,
+    windows: Windows,
+    model: nn.Module,
+    state: TrainState,
+    summary: dict[str, Any],
+) -> None:
+    """Write best_model.pt, submission.csv (with test.csv), metrics.json and the curve."""
+    assert state.history is not None
+    assert state.best_model is not None
+    best = {"model": state.best_model, "vocabulary": data.vocabulary, "epoch": state.best_epoch}
+    atomic.save_torch(out / BEST_MODEL, {**best, "config": summary["config"]})
+    if data.test:
+        model.load_state_dict(state.best_model)
+        atomic.write_text(
+            out / SUBMISSION, submission_csv(data, predict_top3(model, windows.test_history))
+        )
+    atomic.save_json(out / METRICS, summary)
+    plot_curve(out / CURVE, state.history, summary["baselines_val_map3"], state.best_epoch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    procs = start_processes()
+    config = run_config(args)
+    quiet = args.quiet
+    t0 = time.perf_counter()
+
+    # Load -> encode: every file is validated before anything is written.
+    try:
+        data, digest = load_data(args)
+        config["history_len"] = data.history_len
+        if args.output.exists() and not args.output.is_dir():
+            raise DataError(args.output, "exists and is not a directory")
+        checkpoint = read_checkpoint(args.output, config, digest) if args.resume else None
+    except DataError as e:
+        if procs.main:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
+    say(
+        procs,
+        quiet,
+        f"data: {config['data']}: {len(data.train)} train.csv users, "
+        f"{len(data.test)} test.csv users, {data.num_items} challenges, L={data.history_len}",
+    )
+
+    # Windows: index lists of histories and next challenges, split by user.
+    windows = make_windows(data, config["val_fraction"], config["seed"])
+    load_seconds = time.perf_counter() - t0
+    say(
+        procs,
+        quiet,
+        f"windows: {len(windows.train_history)} training, "
+        f"{len(windows.val_history)} validation users, {len(windows.test_history)} test users",
+    )
+
+    # Baselines on the same split.
+    baseline_maps = evaluate_baselines(windows, data.num_items)
+    for name, value in baseline_maps.items():
+        say(procs, quiet, f"{name} baseline: val mAP@3 {value:.4f}")
+
+    # Train, keeping the best epoch.
+    if procs.main:
+        args.output.mkdir(parents=True, exist_ok=True)
+        if checkpoint is None:  # a fresh run: no file of an earlier run may stay beside it
+            for name in (CHECKPOINT, BEST_MODEL, METRICS, CURVE, SUBMISSION):
+                (args.output / name).unlink(missing_ok=True)
+    if procs.world > 1:
+        dist.barrier()
+    model = build_model(config, data, windows)
+    state = train(model, windows, config, procs, args.output, digest, checkpoint, quiet)
+    assert state.history is not None
+
+    # Evaluate the best epoch and submit.
+    if procs.main:
+        train_seconds = sum(h["seconds"] for h in state.history)
+        best_seconds = sum(h["seconds"] for h in state.history[: state.best_epoch])
+        summary = {
+            "config": config,
+            "data": {
+                "files": data.files,
+                "fingerprint": digest,
+                "history_len": data.history_len,
+                "num_items": data.num_items,
+                "train_csv_users": len(data.train),
+                "test_csv_users": len(data.test),
+                "training_windows": len(windows.train_history),
+                "validation_users": len(windows.val_history),
+            },
+            "world_size": procs.world,
+            "epochs": state.history,
+            "best_epoch": state.best_epoch,
+            "best_val_map3": state.best_map,
+            "baselines_val_map3": baseline_maps,
+            "timings_s": {
+                "load_and_windows": load_seconds,
+                "training": train_seconds,
+                "training_to_best_epoch": best_seconds,
+                "total": time.perf_counter() - t0,
+            },
+        }
+        write_results(args.output, data, windows, model, state, summary)
+        say(
+            procs,
+            quiet,
+            f"best epoch {state.best_epoch}: val mAP@3 {state.best_map:.4f} "
+            f"({best_seconds:.0f} s of training); outputs in {args.output}",
+        )
+    if procs.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

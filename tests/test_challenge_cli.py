@@ -1,0 +1,301 @@
+"""examples/challenge.py end to end: outputs, submission, errors, resume after kill -9, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "examples" / "challenge.py"
+sys.path.insert(0, str(REPO_ROOT / "examples"))
+
+import challenge  # noqa: E402
+import synthetic  # noqa: E402
+from challenge_data import load_challenge_data  # noqa: E402
+
+TINY = synthetic.SyntheticConfig(
+    num_series=8, num_loose_items=12, num_train_users=150, num_test_users=20, seed=5
+)
+FAST = ["--embedding-dim", "8", "--hidden-sizes", "32", "--batch-size", "128"]
+OUTPUTS = ("metrics.json", "training_curve.png", "best_model.pt", "checkpoint.pt", "submission.csv")
+
+
+def env() -> dict[str, str]:
+    """The environment of a subprocess: this checkout's ``src`` first, one thread."""
+    paths = [str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-data")
+    synthetic.write_dataset(path, TINY)
+    return path
+
+
+def four_epochs(data: Path, out: Path) -> list[str]:
+    """Options of a tiny run of exactly 4 epochs (no early stop)."""
+    return ["--data", str(data), "--output", str(out), "--epochs", "4", "--patience", "10", *FAST]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run of 4 epochs (no early stop), in a subprocess."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = run([*four_epochs(tiny_data, out), "--quiet"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # --quiet: no per-epoch lines
+    return out
+
+
+def test_end_to_end_outputs(finished_run: Path) -> None:
+    assert sorted(p.name for p in finished_run.iterdir()) == sorted(OUTPUTS)  # no temp files
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    epochs = metrics["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert all(e["train_loss"] > 0 and 0 <= e["val_map3"] <= 1 for e in epochs)
+    best = max(epochs, key=lambda e: e["val_map3"])
+    assert metrics["best_epoch"] == best["epoch"]
+    assert metrics["best_val_map3"] == best["val_map3"]
+    assert metrics["config"]["loss"] == "focal"
+    assert metrics["config"]["history_len"] == 10
+    assert metrics["world_size"] == 1
+    assert set(metrics["baselines_val_map3"]) == {"popularity", "transition"}
+    assert metrics["timings_s"]["total"] > 0
+    assert (finished_run / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = torch.load(finished_run / "checkpoint.pt", weights_only=True)
+    assert ckpt["state"]["epoch"] == 4
+
+
+def test_submission_rows_are_the_best_models_top3(tiny_data: Path, finished_run: Path) -> None:
+    data = load_challenge_data(tiny_data)
+    with (tiny_data / "test.csv").open(newline="") as f:
+        test_rows = list(csv.DictReader(f))
+    history = {}
+    for r in test_rows:
+        history.setdefault(r["user_id"], set()).add(r["challenge"])
+    catalogue = set(data.vocabulary)
+
+    # Recompute the top 3 from the saved best model (loaded with weights_only=True).
+    best = torch.load(finished_run / "best_model.pt", weights_only=True)
+    assert best["vocabulary"] == data.vocabulary
+    windows = challenge.make_windows(data, best["config"]["val_fraction"], best["config"]["seed"])
+    model = challenge.build_model(best["config"], data, windows)
+    model.load_state_dict(best["model"])
+    expected = challenge.predict_top3(model, windows.test_history).tolist()
+
+    with (finished_run / "submission.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["user_sequence", "challenge"]
+    rows = rows[1:]
+    assert len(rows) == 3 * len(data.test_users)
+    for i, user in enumerate(data.test_users):  # test.csv order, 3 rows each in rank order
+        mine = rows[3 * i : 3 * i + 3]
+        assert [r[0] for r in mine] == [f"{user}_11", f"{user}_12", f"{user}_13"]
+        items = [r[1] for r in mine]
+        assert len(set(items)) == 3
+        assert set(items) <= catalogue
+        assert not set(items) & history[user]
+        assert items == [data.vocabulary[j] for j in expected[i]]
+
+
+def test_resume_after_kill_9_replays_the_uninterrupted_run(
+    tiny_data: Path, finished_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = four_epochs(tiny_data, out)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed, not finished
+    assert not (out / "metrics.json").exists()
+    epochs_done = torch.load(out / "checkpoint.pt", weights_only=True)["state"]["epoch"]
+    assert 1 <= epochs_done < 4
+
+    resumed = run([*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    got = json.loads((out / "metrics.json").read_text())
+    want = json.loads((finished_run / "metrics.json").read_text())
+    assert [e["epoch"] for e in got["epochs"]] == [1, 2, 3, 4]
+    for g, w in zip(got["epochs"], want["epochs"], strict=True):
+        assert g["train_loss"] == pytest.approx(w["train_loss"], rel=1e-5)
+        assert g["val_map3"] == pytest.approx(w["val_map3"], abs=1e-9)
+    assert got["best_epoch"] == want["best_epoch"]
+    assert (out / "submission.csv").read_text() == (finished_run / "submission.csv").read_text()
+
+
+def test_two_process_ddp_run(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(SCRIPT),
+            "--data",
+            str(tiny_data),
+            "--output",
+            str(out),
+            "--epochs",
+            "2",
+            *FAST,
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("best epoch") == 1  # only rank 0 reports and writes
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert all(0 <= e["val_map3"] <= 1 for e in metrics["epochs"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    lines = (out / "submission.csv").read_text().splitlines()
+    assert len(lines) == 1 + 3 * TINY.num_test_users
+
+
+def test_validation_map_is_the_same_sharded_over_processes(tiny_data: Path) -> None:
+    """Two ranks' sums, added as the all-reduce does, give the single-process mAP@3."""
+    data = load_challenge_data(tiny_data)
+    windows = challenge.make_windows(data, 0.1, 0)
+    config = challenge.run_config(challenge.parse_args([*FAST]))
+    model = challenge.build_model(config, data, windows)
+    whole = challenge.validation_map(model, windows, challenge.Processes(0, 1))
+    import focalrec
+
+    halves = []
+    for rank in (0, 1):
+        h = windows.val_history[rank::2]
+        top = challenge.predict_top3(model, h)
+        halves.append(focalrec.map_at_k(top, windows.val_targets[rank::2], 3, reduction="sum"))
+    assert whole == pytest.approx(float(sum(halves)) / len(windows.val_history))
+
+
+# ------------------------------------------------------------------------------------------------
+# In-process: the built-in dataset, --help and user errors (one line on stderr, exit 1, no output)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_default_data_is_the_builtin_synthetic_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(synthetic, "SyntheticConfig", lambda: TINY)  # a smaller built-in dataset
+    out = tmp_path / "out"
+    assert challenge.main(["--output", str(out), "--epochs", "1", *FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["data"] == "synthetic"
+    assert metrics["data"]["test_csv_users"] == TINY.num_test_users
+    assert (out / "submission.csv").exists()
+
+
+def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        challenge.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--data", "--output", "--loss", "--optimizer", "--resume", "--seed"):
+        assert option in text
+
+
+def test_sgd_gets_the_writeup_settings() -> None:
+    args = challenge.parse_args(["--optimizer", "sgd"])
+    assert (args.lr, args.momentum, args.weight_decay, args.batch_size) == (0.1, 0.9, 1e-4, 256)
+    assert challenge.parse_args(["--optimizer", "sgd", "--lr", "0.05"]).lr == 0.05
+
+
+def assert_user_error(
+    argv: list[str], message: str, out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert challenge.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert message in err
+    assert not out.exists()
+
+
+def test_malformed_file_is_a_one_line_error_without_output(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.csv", "challenge_data.csv"):
+        (data / name).write_bytes((tiny_data / name).read_bytes())
+    lines = (tiny_data / "test.csv").read_text().splitlines()
+    user, pos, _ = lines[5].split(",")[1:]
+    lines[5] = f"{user}_{pos},{user},{pos},CI1"
+    (data / "test.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert_user_error(
+        ["--data", str(data), "--output", str(out)],
+        "test.csv, line 6, column challenge: challenge CI1 is not in challenge_data.csv",
+        out,
+        capsys,
+    )
+
+
+def test_missing_data_dir_and_missing_checkpoint(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert_user_error(
+        ["--data", str(tmp_path / "nope"), "--output", str(out)],
+        "nope: not a directory",
+        out,
+        capsys,
+    )
+    assert_user_error(
+        ["--data", str(tiny_data), "--output", str(out), "--resume"],
+        "checkpoint.pt: no checkpoint to resume from",
+        out,
+        capsys,
+    )
+
+
+def test_resume_refuses_other_settings(
+    tiny_data: Path, finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
+    argv = ["--data", str(tiny_data), "--output", str(finished_run), "--resume", *FAST]
+    assert challenge.main([*argv, "--lr", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "trained with lr=0.001, not 0.5" in err
+    assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
