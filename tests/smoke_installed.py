@@ -7,6 +7,7 @@ that the public API works end to end. ``.ci/run`` runs it against the freshly bu
 
 from __future__ import annotations
 
+import importlib
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +30,8 @@ def main() -> None:
         )
     if not (package_dir / "py.typed").is_file():
         raise RuntimeError(f"py.typed is missing from the installed package at {package_dir}")
+    for module in ("focalrec.models", "focalrec.integrations.torchmetrics"):
+        importlib.import_module(module)  # the subpackages and modules beside __init__ shipped
     missing = [name for name in focalrec.__all__ if not hasattr(focalrec, name)]
     if missing:
         raise RuntimeError(f"focalrec.__all__ lists names the package lacks: {missing}")

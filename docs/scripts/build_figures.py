@@ -85,6 +85,26 @@ STEPS: tuple[Step, ...] = (
         "prior_curves.json",
     ),
     Step(
+        "bench_metrics",
+        ("benchmarks/bench_metrics.py", "--threads", "1", "--json", "{out}"),
+        "bench_metrics.json",
+    ),
+    Step(
+        "challenge_synthetic",
+        ("examples/challenge.py", "--output", "{tmp}/run", "--quiet"),
+        "challenge_synthetic.json",
+        copy_from="run/metrics.json",
+        env={"OMP_NUM_THREADS": "1"},
+    ),
+    Step(
+        "challenge",
+        ("examples/challenge.py", "--data", "{data}", "--output", "{tmp}/run", "--quiet"),
+        "challenge.json",
+        needs_data=True,
+        copy_from="run/metrics.json",
+        env={"OMP_NUM_THREADS": "1"},
+    ),
+    Step(
         "focal_comparison",
         ("docs/scripts/focal_comparison.py", "--json", "{out}"),
         "focal_comparison.json",
@@ -136,7 +156,10 @@ def run_step(step: Step, data: Path) -> dict[str, object] | None:
     target = GENERATED / step.output
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / step.output
-        argv = [a.format(out=out, tmp=tmp, data=data, python=sys.executable) for a in step.argv]
+        argv = [
+            a.format(out=out, tmp=tmp, data=_shown_path(data), python=sys.executable)
+            for a in step.argv
+        ]
         command = [sys.executable, *argv]
         env = {**os.environ, **step.env, "MPLBACKEND": "Agg"}
         env["PYTHONPATH"] = os.pathsep.join(
@@ -169,8 +192,9 @@ def run_step(step: Step, data: Path) -> dict[str, object] | None:
         )
         for a in step.argv
     ]
+    env_shown = "".join(f"{k}={v} " for k, v in sorted(step.env.items()))
     return {
-        "command": "python " + " ".join(shown),
+        "command": env_shown + "python " + " ".join(shown),
         "finished_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(seconds, 1),
         "commit": git_commit(),

@@ -48,7 +48,7 @@ def provenance_line(name: str, provenance: dict[str, Any]) -> str:
 # prior-bias initialization: docs/scripts/prior_curves.py
 
 
-def prior_curves_md(data: dict[str, Any], provenance: dict[str, Any]) -> str:
+def prior_curves_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
     steps = len(data["variants"][0]["loss"])
     tail = min(50, steps)
     rows = []
@@ -77,12 +77,11 @@ def prior_curves_md(data: dict[str, Any], provenance: dict[str, Any]) -> str:
         md_table(headers, rows)
         + f"\n{cfg['rows']:,} rows, {cfg['items']:,} items, {cfg['positives_per_row']} positives "
         f"per row; `{cfg['loss']}`, `{cfg['optimizer']}`, batch {cfg['batch']}, "
-        f"{cfg['steps']} steps, seed {cfg['seed']}.\n\n"
-        + provenance_line("prior_curves", provenance)
+        f"{cfg['steps']} steps, seed {cfg['seed']}.\n\n" + provenance_line(name, provenance)
     )
 
 
-def prior_curves_png(data: dict[str, Any]) -> None:
+def prior_curves_png(name: str, data: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
@@ -95,7 +94,7 @@ def prior_curves_png(data: dict[str, Any]) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(GENERATED / "prior_curves.png")
+    fig.savefig(GENERATED / f"{name}.png")
     plt.close(fig)
 
 
@@ -111,7 +110,7 @@ def _rel(value: float) -> str:
     return "inf" if value == float("inf") else f"{value:.1e}"
 
 
-def focal_comparison_md(data: dict[str, Any], provenance: dict[str, Any]) -> str:
+def focal_comparison_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
     rows = []
     for r in data["implementations"]:
         saved = f"{r['saved_dense']['ratio_to_logits']:.2f}x"
@@ -154,17 +153,221 @@ def focal_comparison_md(data: dict[str, Any], provenance: dict[str, Any]) -> str
     )
 
 
-def focal_comparison_png(data: dict[str, Any]) -> None:
-    del data  # a table only
+def no_figure(name: str, data: dict[str, Any]) -> None:
+    """For fragments that are tables only."""
+
+
+# ------------------------------------------------------------------------------------------------
+# ranking metrics: benchmarks/bench_metrics.py
+
+
+def bench_metrics_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    cfg, env = data["config"], data["environment"]
+    rows = [
+        [r["case"], f"{r['median_s']:.4f}", f"{r['ratio_to_topk']:.2f}x"] for r in data["results"]
+    ]
+    speedups = [r["speedup_of_map_at_k"] for r in data["results"] if "speedup_of_map_at_k" in r]
+    checks = [[k, f"{v:.6f}"] for k, v in data["checks"].items()]
+    text = (
+        md_table(["case", "median seconds", "time / torch.topk alone"], rows)
+        + f"\n{cfg['rows']:,} users x {cfg['items']:,} items, float32 scores, k = {cfg['k']}, "
+        f"{cfg['targets_width']} target items and {cfg['exclude_width']} excluded items per user, "
+        f"median of {cfg['repeats']} repeats, {env['threads']} torch thread(s).\n"
+    )
+    if speedups:
+        text += (
+            f"\n`map_at_k` is {speedups[0]:,.0f} times faster than torchmetrics' `RetrievalMAP` "
+            "(its time measured on a subset of users and scaled per user, as the row says).\n"
+        )
+    text += (
+        "\nThe same mAP@3 from each definition (the comparison is of equal results):\n\n"
+        + md_table(["computed by", "mAP@3"], checks)
+        + "\n"
+        + provenance_line(name, provenance)
+    )
+    return text
+
+
+def bench_metrics_png(name: str, data: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    results = data["results"]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(results) + 1.2), dpi=120)
+    labels = [r["case"] for r in results]
+    ratios = [r["ratio_to_topk"] for r in results]
+    colors = ["tab:gray" if "topk(" in lab else "tab:blue" for lab in labels]
+    colors = [
+        "tab:orange" if ("python" in lab or "torchmetrics" in lab) else c
+        for lab, c in zip(labels, colors, strict=True)
+    ]
+    ax.barh(range(len(results)), ratios, color=colors)
+    ax.set_yticks(range(len(results)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("median time / torch.topk(scores, k) alone (log scale)")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# the worked example: examples/challenge.py's metrics.json
+
+
+def challenge_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    d, cfg, t = data["data"], data["config"], data["timings_s"]
+    best = data["best_val_map3"]
+    rows = [
+        [f"{k} baseline", f"{v:.4f}", f"{best / v - 1:+.1%}" if v > 0 else "n/a"]
+        for k, v in data["baselines_val_map3"].items()
+    ]
+    rows.append([f"model (`SequenceMLP`, best epoch {data['best_epoch']})", f"{best:.4f}", ""])
+    data_rows = [
+        ["history length L", d["history_len"]],
+        ["challenges (items)", f"{d['num_items']:,}"],
+        ["train.csv users", f"{d['train_csv_users']:,}"],
+        ["test.csv users", f"{d['test_csv_users']:,}"],
+        ["training windows", f"{d['training_windows']:,}"],
+        ["validation users", f"{d['validation_users']:,}"],
+    ]
+    shown = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list)) or k == "hidden_sizes"}
+    config_rows = [[f"`{k}`", f"`{v}`"] for k, v in sorted(shown.items())]
+    time_rows = [[k.replace("_", " "), f"{v:.0f}"] for k, v in t.items()]
+    return (
+        md_table(["validation mAP@3", "value", "model relative to it"], rows)
+        + "\n"
+        + md_table(["data", "value"], data_rows)
+        + "\n"
+        + md_table(["timing", "seconds"], time_rows)
+        + "\n"
+        + provenance_line(name, provenance)
+        + '\n??? note "The run\'s configuration"\n\n'
+        + "".join(
+            "    " + line + "\n"
+            for line in md_table(["option", "value"], config_rows, "ll").splitlines()
+        )
+    )
+
+
+def challenge_png(name: str, data: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    epochs = data["epochs"]
+    x = [e["epoch"] for e in epochs]
+    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", markersize=3)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_map.plot(x, [e["val_map3"] for e in epochs], marker="o", markersize=3, label="model")
+    for (label, value), style in zip(
+        data["baselines_val_map3"].items(), ["--", ":", "-."], strict=False
+    ):
+        ax_map.axhline(value, linestyle=style, color="gray", label=f"{label} baseline")
+    ax_map.axvline(data["best_epoch"], color="tab:green", linewidth=0.8, label="best epoch")
+    ax_map.set(xlabel="epoch", ylabel="validation mAP@3", title="validation mAP@3")
+    ax_map.legend(fontsize=7)
+    for ax in (ax_loss, ax_map):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# the loss ablation: examples/ablation.py's ablation.json
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, var**0.5
+
+
+def ablation_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    runs: dict[str, list[dict[str, Any]]] = data["runs"]
+    reference = "focal" if "focal" in runs else next(iter(runs))
+    seeds = [r["config"]["seed"] for r in runs[reference]]
+    rows = []
+    for loss, results in runs.items():
+        best = _mean_std([r["best_val_map3"] for r in results])
+        diffs = [
+            r["best_val_map3"] - ref["best_val_map3"]
+            for r, ref in zip(results, runs[reference], strict=True)
+        ]
+        paired = _mean_std(diffs)
+        to_best = _mean_std([r["timings_s"]["training_to_best_epoch"] for r in results])
+        per_epoch = _mean_std([r["timings_s"]["training"] / len(r["epochs"]) for r in results])
+        epochs = _mean_std([float(r["best_epoch"]) for r in results])
+        rows.append(
+            [
+                loss,
+                f"{best[0]:.4f} ± {best[1]:.4f}",
+                "" if loss == reference else f"{paired[0]:+.4f} ± {paired[1]:.4f}",
+                f"{to_best[0]:.0f} ± {to_best[1]:.0f}",
+                f"{per_epoch[0]:.1f} ± {per_epoch[1]:.1f}",
+                f"{epochs[0]:.1f} ± {epochs[1]:.1f}",
+            ]
+        )
+    headers = [
+        "loss",
+        "best validation mAP@3",
+        f"paired difference vs {reference}",
+        "training to the best epoch (s)",
+        "seconds per epoch",
+        "best epoch",
+    ]
+    baselines = runs[reference][0].get("baselines_val_map3", {})
+    base = ", ".join(f"{k} {v:.4f}" for k, v in baselines.items())
+    return (
+        md_table(headers, rows)
+        + f"\nMean ± standard deviation over seeds {seeds}; a seed fixes the validation users and "
+        "the initial weights for every loss, so the differences are paired. "
+        + (f"Baselines on the split of seed {seeds[0]}: {base}.\n\n" if base else "\n\n")
+        + provenance_line(name, provenance)
+    )
+
+
+def ablation_png(name: str, data: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    runs: dict[str, list[dict[str, Any]]] = data["runs"]
+    fig, (ax_curve, ax_bar) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    colors = dict(zip(runs, ["tab:blue", "tab:orange", "tab:green", "tab:red"], strict=False))
+    for loss, results in runs.items():
+        for i, r in enumerate(results):
+            x = [e["epoch"] for e in r["epochs"]]
+            y = [e["val_map3"] for e in r["epochs"]]
+            ax_curve.plot(x, y, color=colors[loss], alpha=0.7, label=loss if i == 0 else None)
+    ax_curve.set(xlabel="epoch", ylabel="validation mAP@3", title="every seed")
+    ax_curve.legend(fontsize=8)
+    stats = [_mean_std([r["best_val_map3"] for r in results]) for results in runs.values()]
+    ax_bar.bar(
+        list(runs),
+        [m for m, _ in stats],
+        yerr=[sd for _, sd in stats],
+        color=[colors[loss] for loss in runs],
+        capsize=4,
+    )
+    low = min(m - sd for m, sd in stats)
+    ax_bar.set_ylim(bottom=max(0.0, low - 0.05 * abs(low) - 0.005))
+    ax_bar.set(ylabel="best validation mAP@3", title="mean ± std over seeds")
+    for ax in (ax_curve, ax_bar):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------
 
-RENDERERS: dict[
-    str, tuple[Callable[[dict[str, Any], dict[str, Any]], str], Callable[[dict[str, Any]], None]]
-] = {
+Markdown = Callable[[str, dict[str, Any], dict[str, Any]], str]
+Figure = Callable[[str, dict[str, Any]], None]
+RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "prior_curves": (prior_curves_md, prior_curves_png),
-    "focal_comparison": (focal_comparison_md, focal_comparison_png),
+    "focal_comparison": (focal_comparison_md, no_figure),
+    "bench_metrics": (bench_metrics_md, bench_metrics_png),
+    "challenge_synthetic": (challenge_md, challenge_png),
 }
 
 
@@ -181,7 +384,7 @@ def render(check: bool = False, figures: bool = True) -> list[str]:
             print(f"{name}: no {source.name}; run docs/scripts/build_figures.py --only {name}")
             continue
         data = json.loads(source.read_text(encoding="utf-8"))
-        text = to_md(data, provenance)
+        text = to_md(name, data, provenance)
         target = GENERATED / f"{name}.md"
         if check:
             if not target.is_file() or target.read_text(encoding="utf-8") != text:
@@ -189,7 +392,7 @@ def render(check: bool = False, figures: bool = True) -> list[str]:
             continue
         target.write_text(text, encoding="utf-8")
         if figures:
-            to_png(data)
+            to_png(name, data)
         print(f"{name}: wrote {target.name}" + (" and figures" if figures else ""))
     return stale
 
