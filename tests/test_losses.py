@@ -336,3 +336,19 @@ def test_half_precision_is_computed_in_float32(
     torch.testing.assert_close(out, expected)
     assert x32.grad is not None
     torch.testing.assert_close(xh.grad, x32.grad.to(dtype))
+
+
+def test_dense_targets_of_any_shape_and_non_contiguous_logits() -> None:
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 3, 5, generator=g).transpose(0, 1) * 3  # (3, 4, 5), non-contiguous
+    t = (torch.rand(3, 4, 5, generator=g) > 0.7).float()
+    alpha = torch.rand(5, generator=g)
+    w = torch.rand(3, 1, 5, generator=g)
+    xs, xr = x.clone().requires_grad_(), x.double().requires_grad_()
+    out = sigmoid_focal_loss(xs, t, alpha=alpha, gamma=1.5, weight=w, reduction="mean")
+    expected = (reference(xr, t, alpha, 1.5) * w).sum() / (w.double().sum() * 4)
+    out.backward()
+    expected.backward()
+    torch.testing.assert_close(out.double(), expected)
+    assert xs.grad is not None
+    torch.testing.assert_close(xs.grad.double(), xr.grad)

@@ -16,15 +16,28 @@ gradient is finite for every ``gamma >= 0`` and every finite logit (the textbook
 targets ``r`` is ``1 - p`` (``t = 0``) or ``p`` (``t = 1``) and ``log q`` is ``log p`` or
 ``log(1 - p)``.
 
-:class:`FocalFunction` saves only the logits and the (compact) targets and recomputes the terms in
-backward, one block of rows at a time, so its temporaries stay cache-sized and the only
-logits-sized allocation is the gradient itself. With index-list targets the loss of a row is the
-``t = 0`` term summed over all classes plus a correction at the positive indices, so no ``(N, C)``
-target tensor is ever built.
+:class:`FocalFunction` evaluates value and gradient together in one pass over blocks of rows
+(at most :data:`BLOCK_ELEMENTS` elements, so the temporaries stay in cache and are reused from
+block to block), keeps the gradient for backward and scales it there, in place, by the incoming
+gradient (a no-op for the usual ``loss.backward()``, since the reduction's divisor is applied in
+forward).
+With index-list targets the loss of a row is the ``t = 0`` term summed over all classes plus a
+correction at the positive indices, so no ``(N, C)`` target tensor is ever built.
+
+Blocks are spread over ``torch.get_num_threads()`` Python threads (contiguous groups, one set of
+scratch buffers each); every op inside a block is small enough to run single-threaded in ATen.
+``exp`` is evaluated as ``exp2(x log2 e)``: on CPU, ``torch.exp`` and ``torch.log`` go to MKL's
+vector math in 2048-element parallel tasks, whose synchronization stalls badly when other
+processes share the cores, while ``exp2``, ``sigmoid`` and ``softplus`` are vectorized in ATen
+itself.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -35,33 +48,67 @@ from torch.autograd.function import once_differentiable
 from focalrec._indices import first_occurrence
 
 __all__ = [
-    "CHUNK_ELEMENTS",
+    "BLOCK_ELEMENTS",
     "FocalFunction",
     "focal_loss_sum_or_elementwise",
     "hard_negative_terms",
     "hard_positive_terms",
+    "negative_terms_into",
     "soft_terms",
 ]
 
-CHUNK_ELEMENTS = 1 << 15
-"""Elements per block of rows: 128 KiB of float32 per temporary, small enough for an L2 cache."""
+BLOCK_ELEMENTS = 1 << 15
+"""Elements per block of rows (128 KiB of float32 per buffer), at most ATen's grain size."""
+
+_LOG2_E = 1.4426950408889634
+
+Factor = Tensor | float | None
+
+
+def _exp_(y: Tensor, c: float = 1.0) -> Tensor:
+    """``exp(c y)`` in place, as ``exp2(c log2(e) y)`` (see the module docstring)."""
+    return y.mul_(c * _LOG2_E).exp2_()
+
+
+def negative_terms_into(
+    x: Tensor,
+    gamma: float,
+    factor: Factor,
+    value: Tensor,
+    grad: Tensor | None,
+    scratch: Tensor,
+) -> None:
+    """Write ``factor * f`` into ``value`` and ``factor * df/dx`` into ``grad``, for ``t = 0``.
+
+    ``f = p^gamma s(x)`` and ``df/dx = p^gamma (gamma (1 - p) s(x) + p)`` with
+    ``p^gamma = exp(gamma (x - s(x)))``; both terms of the sum are non-negative, so the gradient
+    is accurate to a few ulps everywhere. ``value``, ``grad`` and ``scratch`` are buffers with the
+    shape and dtype of ``x`` (``grad`` None: no gradient); ``factor`` None means 1.
+    """
+    sp = F.softplus(x)
+    mod: Tensor | float | None = factor
+    if gamma != 0.0:
+        mod = _exp_(torch.sub(x, sp, out=scratch), gamma)  # p^gamma
+        if factor is not None:
+            mod.mul_(factor)
+    if mod is None:
+        value.copy_(sp)
+    else:
+        torch.mul(sp, mod, out=value)
+    if grad is None:
+        return
+    # p + gamma (1 - p) s(x), with 1 - p = exp(-s(x)) (no cancellation); sp's buffer takes p.
+    one_minus_p_sp = _exp_(torch.neg(sp, out=grad)).mul_(sp)
+    torch.add(torch.sigmoid(x, out=sp), one_minus_p_sp, alpha=gamma, out=grad)
+    if mod is not None:
+        grad.mul_(mod)
 
 
 def hard_negative_terms(x: Tensor, gamma: float, need_grad: bool) -> tuple[Tensor, Tensor | None]:
-    """``f`` and ``df/dx`` for ``t = 0``.
-
-    ``f = p^gamma s(x)`` and ``df/dx = p^gamma (gamma (1 - p) s(x) + p)``.
-    """
-    sp = F.softplus(x)
-    # p^gamma = exp(gamma * log p) with log p = x - softplus(x); gamma == 0 gives exactly 1.
-    mod = torch.exp(torch.sub(x, sp).mul_(gamma)) if gamma != 0.0 else None
-    value = sp if mod is None else sp * mod
-    if not need_grad:
-        return value, None
-    one_minus_p = torch.exp(-sp)
-    grad = one_minus_p.mul_(sp).mul_(gamma).add_(torch.sigmoid(x))
-    if mod is not None:
-        grad.mul_(mod)
+    """``f`` and (if ``need_grad``) ``df/dx`` for ``t = 0``; see :func:`negative_terms_into`."""
+    value = torch.empty_like(x)
+    grad = torch.empty_like(x) if need_grad else None
+    negative_terms_into(x, gamma, None, value, grad, torch.empty_like(x))
     return value, grad
 
 
@@ -71,12 +118,11 @@ def hard_positive_terms(x: Tensor, gamma: float, need_grad: bool) -> tuple[Tenso
     ``f = (1 - p)^gamma s(-x)`` and ``df/dx = -(1 - p)^gamma (gamma p s(-x) + 1 - p)``.
     """
     bce = F.softplus(-x)  # s(-x) directly: s(x) - x would cancel for large x
-    sp = F.softplus(x)
-    mod = torch.exp(sp * -gamma) if gamma != 0.0 else None
+    mod = _exp_(F.softplus(x), -gamma) if gamma != 0.0 else None
     value = bce if mod is None else bce * mod
     if not need_grad:
         return value, None
-    grad = torch.sigmoid(x).mul_(bce).mul_(gamma).add_(torch.exp(-sp)).neg_()
+    grad = torch.addcmul(torch.sigmoid(-x), torch.sigmoid(x), bce, value=gamma).neg_()
     if mod is not None:
         grad.mul_(mod)
     return value, grad
@@ -87,58 +133,48 @@ def soft_terms(x: Tensor, t: Tensor, gamma: float, need_grad: bool) -> tuple[Ten
     sp = F.softplus(x)
     log_p = x - sp
     log_q = torch.logaddexp(log_p + torch.log1p(-t), torch.log(t) - sp)
+    one_minus_t = torch.rsub(t, 1.0)
     # t s(-x) + (1 - t) s(x): two non-negative terms, no cancellation.
-    bce = torch.addcmul(torch.rsub(t, 1.0).mul_(sp), t, F.softplus(-x))
-    mod = torch.exp(log_q * gamma) if gamma != 0.0 else None
+    bce = torch.addcmul(one_minus_t * sp, t, F.softplus(-x))
+    mod = _exp_(log_q.clone(), gamma) if gamma != 0.0 else None
     value = bce if mod is None else bce * mod
     if not need_grad:
         return value, None
     # r = p (1 - p) / q = exp(log p + log(1 - p) - log q), in [0, 1].
-    r = torch.exp(log_p.sub_(sp).sub_(log_q))
+    r = _exp_(log_p.sub_(sp).sub_(log_q))
     grad = r.mul_(bce).mul_(torch.mul(t, -2.0).add_(1.0)).mul_(gamma)
     # p - t as p (1 - t) - (1 - p) t: exact at t = 1 where p - 1 would cancel.
-    one_minus_t = torch.rsub(t, 1.0)
     grad.addcmul_(torch.sigmoid(x), one_minus_t).addcmul_(torch.sigmoid(-x), t, value=-1.0)
     if mod is not None:
         grad.mul_(mod)
     return value, grad
 
 
-def _factor(
-    alpha: float | Tensor | None, weight: Tensor | None, t: Tensor | None
-) -> Tensor | float | None:
+def _factor(alpha: float | Tensor | None, weight: Tensor | None, t: Tensor | None) -> Factor:
     """``alpha_t * weight`` for one block (``t`` None: the ``t = 0`` factor ``1 - alpha``)."""
     if alpha is None:
-        factor: Tensor | float | None = None
+        factor: Factor = None
     elif t is None:
         factor = 1.0 - alpha
     else:
-        # alpha_t = alpha t + (1 - alpha)(1 - t) = (1 - alpha) + (2 alpha - 1) t
-        factor = t * (2.0 * alpha - 1.0) + (1.0 - alpha)
+        # alpha_t = alpha t + (1 - alpha)(1 - t): two non-negative terms, no cancellation
+        factor = (t * alpha).add_(torch.rsub(t, 1.0).mul_(1.0 - alpha))
     if weight is None:
         return factor
     return weight if factor is None else weight * factor
 
 
-def _block_terms(
-    x: Tensor,
-    t: Tensor | None,
-    alpha: float | Tensor | None,
-    weight: Tensor | None,
-    gamma: float,
-    need_grad: bool,
-) -> tuple[Tensor, Tensor | None]:
-    """Weighted loss and gradient of one block; ``t`` None means the ``t = 0`` terms."""
-    if t is None:
-        value, grad = hard_negative_terms(x, gamma, need_grad)
-    else:
-        value, grad = soft_terms(x, t, gamma, need_grad)
-    factor = _factor(alpha, weight, t)
-    if factor is not None:
-        value = value * factor
-        if grad is not None:
-            grad = grad.mul_(factor)
-    return value, grad
+def _run_groups(fn: Callable[[Sequence[int]], None], num_blocks: int) -> None:
+    """Call ``fn`` on contiguous groups of block numbers, one per thread."""
+    workers = min(torch.get_num_threads(), num_blocks // 4)
+    if workers <= 1:
+        fn(range(num_blocks))
+        return
+    bounds = [num_blocks * i // workers for i in range(workers + 1)]
+    groups = [range(bounds[i], bounds[i + 1]) for i in range(workers)]
+    with ThreadPoolExecutor(workers, thread_name_prefix="focalrec") as pool:
+        for done in [pool.submit(fn, group) for group in groups]:
+            done.result()
 
 
 class _Problem:
@@ -152,11 +188,13 @@ class _Problem:
         alpha: float | Tensor | None,
         gamma: float,
         weight: Tensor | None,
+        divisor: Tensor | None,
         need_grad: bool,
     ) -> None:
         self.shape = logits.shape
         self.num_classes = logits.shape[-1] if logits.ndim > 0 else 1
-        self.x = logits.reshape(-1, self.num_classes)
+        # Detached: worker threads run in the default grad mode.
+        self.x = logits.detach().reshape(-1, self.num_classes)
         self.compute_dtype = torch.promote_types(logits.dtype, torch.float32)
         self.dense = None if dense is None else dense.reshape(-1, self.num_classes)
         self.alpha = alpha.to(self.compute_dtype) if isinstance(alpha, Tensor) else alpha
@@ -164,31 +202,82 @@ class _Problem:
         self.weight = None
         if weight is not None:
             self.weight = weight.expand(self.shape).reshape(-1, self.num_classes)
+        self.inverse = None if divisor is None else torch.reciprocal(divisor.to(self.compute_dtype))
         self.need_grad = need_grad
+        self.rows_per_block = max(1, BLOCK_ELEMENTS // max(self.num_classes, 1))
+        self.cast = self.x.dtype != self.compute_dtype
+        # Without weights or dense targets the t = 0 factor is the same for every block.
+        self.const_factor: Factor = None
+        self.varying_factor = weight is not None or dense is not None
+        if not self.varying_factor:
+            self.const_factor = self._with_inverse(_factor(self.alpha, None, None))
         self.correction = None if index is None else self._positive_correction(index)
 
-    def blocks(self) -> list[tuple[int, int]]:
-        """Row ranges of about :data:`CHUNK_ELEMENTS` elements each."""
-        rows = self.x.shape[0]
-        step = max(1, CHUNK_ELEMENTS // max(self.num_classes, 1))
-        return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+    @property
+    def num_blocks(self) -> int:
+        return -(-self.x.shape[0] // self.rows_per_block)
 
-    def block(self, start: int, stop: int) -> tuple[Tensor, Tensor | None]:
-        """Weighted loss and (if ``need_grad``) gradient of rows ``start:stop``."""
+    def rows(self, block: int) -> slice:
+        start = block * self.rows_per_block
+        return slice(start, min(start + self.rows_per_block, self.x.shape[0]))
+
+    def scratch(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Three block-sized buffers in the compute dtype, reused across one thread's blocks."""
+        shape = (min(self.rows_per_block, self.x.shape[0]), self.num_classes)
+        return tuple(  # type: ignore[return-value]
+            torch.empty(shape, dtype=self.compute_dtype, device=self.x.device) for _ in range(3)
+        )
+
+    def block(
+        self, block: int, value: Tensor, grad: Tensor | None, scratch: Tensor, correct_grad: bool
+    ) -> None:
+        """Write the weighted loss and (if ``grad``) gradient of one block of rows.
+
+        ``value``, ``grad`` and ``scratch`` have the block's shape and the compute dtype. The
+        positive correction is left to the caller (:meth:`correct`), except for the gradient
+        when ``correct_grad``.
+        """
+        rows = self.rows(block)
         cd = self.compute_dtype
-        x = self.x[start:stop].to(cd)
-        t = None if self.dense is None else self.dense[start:stop].to(cd)
-        w = None if self.weight is None else self.weight[start:stop].to(cd)
-        value, grad = _block_terms(x, t, self.alpha, w, self.gamma, self.need_grad)
-        if self.correction is not None:
-            cols, corr_value, corr_grad = self.correction
-            value = value.scatter_add(1, cols[start:stop], corr_value[start:stop])
-            if grad is not None and corr_grad is not None:
-                grad.scatter_add_(1, cols[start:stop], corr_grad[start:stop])
-        return value, grad
+        x = self.x[rows].to(cd) if self.cast else self.x[rows]
+        t = None if self.dense is None else self.dense[rows].to(cd)
+        factor = self.const_factor
+        if self.varying_factor:
+            w = None if self.weight is None else self.weight[rows].to(cd)
+            factor = self._with_inverse(_factor(self.alpha, w, t))
+        if t is None:
+            negative_terms_into(x, self.gamma, factor, value, grad, scratch)
+        else:
+            soft_value, soft_grad = soft_terms(x, t, self.gamma, grad is not None)
+            torch.mul(soft_value, 1.0 if factor is None else factor, out=value)
+            if grad is not None and soft_grad is not None:
+                torch.mul(soft_grad, 1.0 if factor is None else factor, out=grad)
+        if correct_grad and grad is not None and self.correction is not None:
+            cols, _, _, corr_grad = self.correction
+            assert corr_grad is not None
+            grad.scatter_add_(1, cols[rows], corr_grad[rows])
 
-    def _positive_correction(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Columns, value and gradient that turn the ``t = 0`` terms into ``t = 1`` at positives.
+    def _with_inverse(self, factor: Factor) -> Factor:
+        if self.inverse is None:
+            return factor
+        return self.inverse if factor is None else factor * self.inverse
+
+    def correction_sum(self) -> Tensor | None:
+        """Sum of the value corrections at the positives (None without index-list targets)."""
+        return None if self.correction is None else self.correction[2].sum()
+
+    def correct(self, values: Tensor | None, grad: Tensor | None) -> None:
+        """Add the positive corrections to a full ``(rows, C)`` loss and gradient, in place."""
+        if self.correction is None:
+            return
+        _, flat, corr_value, corr_grad = self.correction
+        if values is not None:
+            values.view(-1).index_add_(0, flat, corr_value.view(-1))
+        if grad is not None and corr_grad is not None:
+            grad.view(-1).index_add_(0, flat, corr_grad.view(-1))
+
+    def _positive_correction(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Columns, flat positions, value and gradient that turn ``t = 0`` into ``t = 1``.
 
         Padding and repeated indices get a zero correction (their column is clamped to 0).
         """
@@ -205,24 +294,71 @@ class _Problem:
         elif self.alpha is not None:
             a_pos, a_neg = self.alpha, 1.0 - self.alpha
         scale = first_occurrence(index).to(cd)
+        if self.inverse is not None:
+            scale = scale * self.inverse
         if self.weight is not None:
             scale = scale * self.weight.gather(1, cols).to(cd)
         value = (pos_val * a_pos - neg_val * a_neg) * scale
         grad = None
         if pos_grad is not None and neg_grad is not None:
             grad = (pos_grad * a_pos - neg_grad * a_neg) * scale
-        return cols, value, grad
+        rows = torch.arange(cols.shape[0], device=cols.device).unsqueeze(1)
+        flat = (rows * self.num_classes + cols).view(-1)
+        return cols, flat, value, grad
+
+
+def _evaluate(problem: _Problem, elementwise: bool) -> tuple[Tensor, Tensor | None]:
+    """The loss (elementwise, or its sum) and, if ``problem.need_grad``, its gradient."""
+    cd, device = problem.compute_dtype, problem.x.device
+    need_grad = problem.need_grad
+    out = torch.empty(problem.x.shape if elementwise else (0,), dtype=cd, device=device)
+    grad = torch.empty(problem.x.shape if need_grad else (0,), dtype=problem.x.dtype, device=device)
+    sums: list[Tensor | None] = [None] * problem.num_blocks
+    direct_grad = problem.x.dtype == cd
+
+    def run(blocks: Sequence[int]) -> None:
+        value_buf, grad_buf, scratch = problem.scratch()
+        for block in blocks:
+            rows = problem.rows(block)
+            n = rows.stop - rows.start
+            value = out[rows] if elementwise else value_buf[:n]
+            block_grad = None
+            if need_grad:
+                block_grad = grad[rows] if direct_grad else grad_buf[:n]
+            problem.block(block, value, block_grad, scratch[:n], not direct_grad)
+            if need_grad and not direct_grad:
+                grad[rows] = grad_buf[:n]
+            if not elementwise:
+                sums[block] = value.sum()
+
+    _run_groups(run, problem.num_blocks)
+    problem.correct(out if elementwise else None, grad if need_grad and direct_grad else None)
+    if elementwise:
+        out = out.reshape(problem.shape)
+    else:
+        parts = [part for part in sums if part is not None]
+        correction = problem.correction_sum()
+        if correction is not None:
+            parts.append(correction)
+        out = torch.stack(parts).sum() if parts else torch.zeros((), dtype=cd, device=device)
+    return out, grad.reshape(problem.shape) if need_grad else None
 
 
 class FocalFunction(torch.autograd.Function):
-    """Fused focal loss; returns the elementwise loss or its sum, differentiable in ``logits``.
+    """Fused focal loss: the elementwise loss or its sum over ``divisor``, differentiable in logits.
 
-    ``forward(logits, dense, index, alpha, gamma, weight, elementwise)``: exactly one of ``dense``
-    (targets with the logits' shape) and ``index`` (an ``(N, m)`` index list for ``(N, C)``
-    logits) is given; ``alpha`` is None, a float or a ``(C,)`` tensor; ``weight`` is None or
-    broadcastable to the logits. The output has the compute dtype
-    ``promote_types(logits.dtype, float32)``; the gradient has the logits' dtype. Targets,
-    ``alpha`` and ``weight`` are constants (no gradient flows to them).
+    ``forward(logits, dense, index, alpha, gamma, weight, divisor, elementwise)``: exactly one of
+    ``dense`` (targets with the logits' shape) and ``index`` (an ``(N, m)`` index list for
+    ``(N, C)`` logits) is given; ``alpha`` is None, a float or a ``(C,)`` tensor; ``weight`` is
+    None or broadcastable to the logits; ``divisor`` is None or a positive 0-d tensor that divides
+    the loss. The output has the compute dtype ``promote_types(logits.dtype, float32)``; the
+    gradient has the logits' dtype. Targets, ``alpha``, ``weight`` and ``divisor`` are constants
+    (no gradient flows to them).
+
+    When the logits require grad, forward computes the gradient alongside the value and keeps it
+    until backward, which scales it in place by the incoming gradient and hands it on: one
+    logits-sized tensor in all. A second backward through the same graph (``retain_graph=True``)
+    recomputes the gradient from the saved logits.
     """
 
     @staticmethod
@@ -234,39 +370,32 @@ class FocalFunction(torch.autograd.Function):
         alpha: float | Tensor | None,
         gamma: float,
         weight: Tensor | None,
+        divisor: Tensor | None,
         elementwise: bool,
     ) -> Tensor:
-        problem = _Problem(logits, dense, index, alpha, gamma, weight, need_grad=False)
-        cd = problem.compute_dtype
-        if elementwise:
-            out = torch.empty(problem.x.shape, dtype=cd, device=logits.device)
-            for start, stop in problem.blocks():
-                out[start:stop] = problem.block(start, stop)[0]
-            out = out.reshape(problem.shape)
-        else:
-            out = torch.zeros((), dtype=cd, device=logits.device)
-            for start, stop in problem.blocks():
-                out += problem.block(start, stop)[0].sum()
-        ctx.save_for_backward(logits, dense, index, weight)
-        ctx.alpha = alpha
-        ctx.gamma = gamma
+        need_grad = bool(ctx.needs_input_grad[0])
+        problem = _Problem(logits, dense, index, alpha, gamma, weight, divisor, need_grad)
+        out, ctx.grad = _evaluate(problem, elementwise)
+        if need_grad:
+            ctx.save_for_backward(logits, dense, index, weight, divisor)
+            ctx.hyper = (alpha, gamma)
         ctx.elementwise = elementwise
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        logits, dense, index, weight = ctx.saved_tensors
-        problem = _Problem(logits, dense, index, ctx.alpha, ctx.gamma, weight, need_grad=True)
-        g_out = grad_out.to(problem.compute_dtype)
-        if ctx.elementwise:
-            g_out = g_out.reshape(problem.x.shape)
-        grad = torch.empty(problem.x.shape, dtype=logits.dtype, device=logits.device)
-        for start, stop in problem.blocks():
-            block_grad = problem.block(start, stop)[1]
-            assert block_grad is not None
-            grad[start:stop] = block_grad.mul_(g_out[start:stop] if ctx.elementwise else g_out)
-        return grad.reshape(problem.shape), None, None, None, None, None, None
+        grad: Tensor | None = ctx.grad
+        ctx.grad = None  # handed on below; a second backward recomputes it
+        if grad is None:
+            logits, dense, index, weight, divisor = ctx.saved_tensors
+            alpha, gamma = ctx.hyper
+            problem = _Problem(logits, dense, index, alpha, gamma, weight, divisor, need_grad=True)
+            grad = _evaluate(problem, elementwise=False)[1]
+            assert grad is not None
+        if ctx.elementwise or grad_out.device.type != "cpu" or float(grad_out) != 1.0:
+            grad.mul_(grad_out.to(grad.dtype))
+        return grad, None, None, None, None, None, None, None
 
 
 def focal_loss_sum_or_elementwise(
@@ -276,14 +405,24 @@ def focal_loss_sum_or_elementwise(
     alpha: float | Tensor | None,
     gamma: float,
     weight: Tensor | None,
+    divisor: Tensor | None,
     elementwise: bool,
 ) -> Tensor:
-    """The weighted elementwise focal loss (``elementwise``) or its sum, via :class:`FocalFunction`.
+    """The weighted elementwise focal loss or its sum over ``divisor``, via :class:`FocalFunction`.
 
     The one entry point of the loss into this module, where a device-specific kernel would be
-    dispatched; inputs are assumed validated.
+    dispatched; inputs are assumed validated. Under ``torch.compile`` it runs eagerly (a graph
+    break): its block loop is not worth tracing. The check for that is free when dynamo was never
+    imported, so importing focalrec does not import it.
     """
-    out: Tensor = FocalFunction.apply(  # type: ignore[no-untyped-call]
-        logits, dense, index, alpha, gamma, weight, elementwise
-    )
+    args = (logits, dense, index, alpha, gamma, weight, divisor, elementwise)
+    if "torch._dynamo" in sys.modules:
+        return _untraced_apply()(*args)
+    out: Tensor = FocalFunction.apply(*args)  # type: ignore[no-untyped-call]
     return out
+
+
+@functools.cache
+def _untraced_apply() -> Callable[..., Tensor]:
+    apply: Callable[..., Tensor] = torch.compiler.disable(FocalFunction.apply)  # type: ignore[no-untyped-call]
+    return apply

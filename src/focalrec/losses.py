@@ -104,13 +104,15 @@ def sigmoid_focal_loss(
     if not isinstance(alpha, Tensor) and alpha is not None:
         alpha = float(alpha)
     dense, index = (None, targets) if sparse else (targets, None)
-    elementwise = reduction == "none"
-    out = focal_loss_sum_or_elementwise(logits, dense, index, alpha, gamma, weight, elementwise)
-    if reduction in ("none", "sum"):
-        return out
+    divisor = None
     if reduction == "mean":
-        return out / _mean_denominator(logits, weight, out.dtype)
-    return out / _num_positives(targets, sparse, weight, logits.shape, out.dtype).clamp_min(1.0)
+        divisor = _mean_denominator(logits, weight)
+    elif reduction == "sum_over_positives":
+        divisor = _num_positives(targets, sparse, weight, logits.shape).clamp_min(1.0)
+    out: Tensor = focal_loss_sum_or_elementwise(
+        logits, dense, index, alpha, gamma, weight, divisor, reduction == "none"
+    )
+    return out
 
 
 class FocalLoss(nn.Module):
@@ -171,23 +173,21 @@ class FocalLoss(nn.Module):
         return f"alpha={alpha}, gamma={self.gamma}, reduction={self.reduction!r}"
 
 
-def _mean_denominator(logits: Tensor, weight: Tensor | None, dtype: torch.dtype) -> Tensor | float:
-    """Number of elements, or the sum of the broadcast weight; 1 when that is 0."""
+def _mean_denominator(logits: Tensor, weight: Tensor | None) -> Tensor:
+    """Number of elements, or the sum of the broadcast weight; 1 when that is 0 (0-d tensor)."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
     if weight is None:
-        return float(max(logits.numel(), 1))
+        return torch.tensor(float(max(logits.numel(), 1)), dtype=dtype, device=logits.device)
     repeats = logits.numel() // max(weight.numel(), 1)
     total = weight.sum(dtype=dtype) * repeats
     return torch.where(total > 0, total, torch.ones_like(total))
 
 
 def _num_positives(
-    targets: Tensor,
-    sparse: bool,
-    weight: Tensor | None,
-    shape: torch.Size,
-    dtype: torch.dtype,
+    targets: Tensor, sparse: bool, weight: Tensor | None, shape: torch.Size
 ) -> Tensor:
-    """Number of positive labels (weighted), as a device tensor."""
+    """Number of positive labels (weighted), as a 0-d float32 device tensor."""
+    dtype = torch.float32 if weight is None else torch.promote_types(weight.dtype, torch.float32)
     if sparse:
         keep = first_occurrence(targets).to(dtype)
         if weight is None:

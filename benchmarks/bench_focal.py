@@ -1,0 +1,286 @@
+"""Sigmoid focal loss, forward + backward, side by side in one process.
+
+Compares focalrec's fused loss (index-list and dense targets) with BCE-with-logits, the paper's
+formula written naively, the formula torchvision publishes (torchvision is not required), and
+fvcore / kornia when they are installed. Reports the median wall time and CPU time of
+forward + backward over interleaved repeats, ratios against BCE-with-logits, the largest
+difference of each loss value from focalrec's, and (one subprocess per implementation) the peak
+resident memory added by forward + backward, in units of the logits' size. That figure includes
+the logits' gradient, which every implementation produces.
+
+    python benchmarks/bench_focal.py                 # 4096 x 5501, 3 positives per row
+    python benchmarks/bench_focal.py --quick --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from focalrec import sigmoid_focal_loss
+
+LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``fn(logits, index_targets, dense_targets) -> scalar loss`` (sum over all elements)."""
+
+
+def paper_formula(x: Tensor, t: Tensor, alpha: float, gamma: float) -> Tensor:
+    """``-alpha_t (1 - p_t)^gamma log(p_t)`` written literally from Lin et al. (2017)."""
+    p = torch.sigmoid(x)
+    p_t = torch.where(t == 1, p, 1 - p)
+    alpha_t = torch.where(t == 1, alpha, 1 - alpha)
+    return (-alpha_t * (1 - p_t) ** gamma * torch.log(p_t)).sum()
+
+
+def torchvision_formula(x: Tensor, t: Tensor, alpha: float, gamma: float) -> Tensor:
+    """The formula of ``torchvision.ops.sigmoid_focal_loss`` (v0.15+), as published."""
+    p = torch.sigmoid(x)
+    ce_loss = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    alpha_t = alpha * t + (1 - alpha) * (1 - t)
+    return (alpha_t * loss).sum()
+
+
+BUILTIN = (
+    "bce_with_logits",
+    "focalrec_index",
+    "focalrec_dense",
+    "paper_formula",
+    "torchvision_formula",
+)
+OPTIONAL = ("fvcore", "kornia")
+
+
+def implementations(
+    alpha: float, gamma: float, names: list[str] | None = None
+) -> dict[str, LossFn]:
+    """The implementations to compare (all by default; fvcore and kornia when importable)."""
+    wanted = list(BUILTIN + OPTIONAL) if names is None else names
+    impls: dict[str, LossFn] = {
+        "bce_with_logits": lambda x, i, d: F.binary_cross_entropy_with_logits(
+            x, d, reduction="sum"
+        ),
+        "focalrec_index": lambda x, i, d: sigmoid_focal_loss(
+            x, i, alpha=alpha, gamma=gamma, reduction="sum"
+        ),
+        "focalrec_dense": lambda x, i, d: sigmoid_focal_loss(
+            x, d, alpha=alpha, gamma=gamma, reduction="sum"
+        ),
+        "paper_formula": lambda x, i, d: paper_formula(x, d, alpha, gamma),
+        "torchvision_formula": lambda x, i, d: torchvision_formula(x, d, alpha, gamma),
+    }
+    if "fvcore" in wanted:
+        try:
+            from fvcore.nn import sigmoid_focal_loss as fv_loss
+
+            impls["fvcore"] = lambda x, i, d: fv_loss(
+                x, d, alpha=alpha, gamma=gamma, reduction="sum"
+            )
+        except ImportError:
+            print("fvcore is not installed: skipped")
+    if "kornia" in wanted:
+        try:
+            from kornia.losses import binary_focal_loss_with_logits
+
+            impls["kornia"] = lambda x, i, d: binary_focal_loss_with_logits(
+                x, d, alpha=alpha, gamma=gamma, reduction="sum"
+            )
+        except ImportError:
+            print("kornia is not installed: skipped")
+    # The baseline and the reference always run.
+    keep = set(wanted) | {"bce_with_logits", "focalrec_index"}
+    return {name: fn for name, fn in impls.items() if name in keep}
+
+
+def make_inputs(n: int, c: int, positives: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits ``(n, c)`` ~ N(-4.6, 2^2) (about a 1% prior), ``positives`` items per row.
+
+    Items are drawn with replacement (a repeat counts once, in both target forms).
+    """
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=g).mul_(2.0).sub_(4.6)
+    index = torch.randint(0, c, (n, positives), generator=g)
+    dense = torch.zeros(n, c).scatter_(1, index, 1.0)
+    return logits, index, dense
+
+
+def time_once(fn: LossFn, base: Tensor, index: Tensor, dense: Tensor) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and the loss value of one forward + backward."""
+    x = base.clone().requires_grad_()
+    wall, cpu = time.perf_counter(), time.process_time()
+    loss = fn(x, index, dense)
+    loss.backward()
+    return time.perf_counter() - wall, time.process_time() - cpu, float(loss.detach())
+
+
+def _status_bytes(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """Print the peak RSS added by one forward + backward of ``args.memory_child``.
+
+    Measured on a second call, after a warm-up, with the peak reset once the inputs exist
+    (``/proc/self/clear_refs``, Linux); where that is not possible the setup's own peak may hide
+    part of it, and the result says so.
+    """
+    base, index, dense = make_inputs(args.n, args.c, args.positives, args.seed)
+    fn = implementations(args.alpha, args.gamma, [args.memory_child])[args.memory_child]
+    x = base.clone().requires_grad_()
+    fn(x, index, dense).backward()  # warm-up: one-time allocations are not the loss's
+    x.grad = None
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM)
+        exact = True
+    except OSError:
+        exact = False
+    before = _status_bytes("VmRSS")
+    fn(x, index, dense).backward()
+    peak = _status_bytes("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if not exact:
+        peak *= 1024
+    print(json.dumps({"extra_bytes": max(peak - before, 0), "exact": exact}))
+
+
+def measure_memory(name: str, args: argparse.Namespace) -> int | None:
+    cmd = [sys.executable, __file__, "--memory-child", name, "--size", str(args.n), str(args.c)]
+    cmd += ["--positives", str(args.positives), "--alpha", str(args.alpha)]
+    cmd += ["--gamma", str(args.gamma), "--seed", str(args.seed)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"  memory run of {name} failed: {done.stderr.strip().splitlines()[-1:]}")
+        return None
+    return int(json.loads(done.stdout.strip().splitlines()[-1])["extra_bytes"])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    base, index, dense = make_inputs(args.n, args.c, args.positives, args.seed)
+    impls = implementations(args.alpha, args.gamma, args.only)
+    walls: dict[str, list[float]] = {name: [] for name in impls}
+    cpus: dict[str, list[float]] = {name: [] for name in impls}
+    values: dict[str, float] = {}
+    for name, fn in impls.items():  # warm-up
+        values[name] = time_once(fn, base, index, dense)[2]
+    for _ in range(args.repeats):  # interleaved, so that load changes hit every implementation
+        for name, fn in impls.items():
+            wall, cpu, _ = time_once(fn, base, index, dense)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    logits_bytes = base.numel() * base.element_size()
+    reference = values["focalrec_index"]
+    results: dict[str, Any] = {}
+    for name in impls:
+        wall = statistics.median(walls[name])
+        cpu = statistics.median(cpus[name])
+        row: dict[str, Any] = {
+            "wall_ms": 1e3 * wall,
+            "cpu_ms": 1e3 * cpu,
+            "wall_vs_bce": wall / statistics.median(walls["bce_with_logits"]),
+            "cpu_vs_bce": cpu / statistics.median(cpus["bce_with_logits"]),
+            "loss": values[name],
+            "rel_diff_vs_focalrec": None
+            if name == "bce_with_logits"
+            else abs(values[name] - reference) / abs(reference),
+        }
+        if args.memory:
+            extra = measure_memory(name, args)
+            row["peak_extra_mb"] = None if extra is None else extra / 2**20
+            row["peak_extra_x_logits"] = None if extra is None else extra / logits_bytes
+        results[name] = row
+    return {
+        "config": {
+            "n": args.n,
+            "c": args.c,
+            "positives": args.positives,
+            "alpha": args.alpha,
+            "gamma": args.gamma,
+            "repeats": args.repeats,
+            "dtype": "float32",
+            "logits_mb": logits_bytes / 2**20,
+        },
+        "environment": {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+        },
+        "results": results,
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    cfg = report["config"]
+    print(
+        f"logits {cfg['n']} x {cfg['c']} float32 ({cfg['logits_mb']:.0f} MiB), "
+        f"{cfg['positives']} positives per row, alpha={cfg['alpha']}, gamma={cfg['gamma']}, "
+        f"median of {cfg['repeats']}, {report['environment']['threads']} threads"
+    )
+    header = f"{'implementation':22s} {'wall ms':>9s} {'x BCE':>7s} {'cpu ms':>9s} {'x BCE':>7s}"
+    print(header + f" {'peak extra':>11s} {'rel diff':>9s}")
+    for name, row in report["results"].items():
+        memory = row.get("peak_extra_x_logits")
+        mem = "-" if memory is None else f"{memory:.2f}x"
+        diff = row["rel_diff_vs_focalrec"]
+        print(
+            f"{name:22s} {row['wall_ms']:9.1f} {row['wall_vs_bce']:7.2f} {row['cpu_ms']:9.1f} "
+            f"{row['cpu_vs_bce']:7.2f} {mem:>11s} {'-' if diff is None else f'{diff:9.1e}':>9s}"
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", nargs=2, type=int, default=None, metavar=("N", "C"))
+    parser.add_argument("--positives", type=int, default=3)
+    parser.add_argument("--alpha", type=float, default=0.25)
+    parser.add_argument("--gamma", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a small size for smoke tests")
+    parser.add_argument("--no-memory", dest="memory", action="store_false")
+    parser.add_argument(
+        "--only", nargs="+", choices=BUILTIN + OPTIONAL, default=None, help="a subset to run"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the report here")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    default_size = (64, 501) if args.quick else (4096, 5501)
+    args.n, args.c = args.size if args.size is not None else default_size
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 7
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.memory_child is not None:
+        memory_child(args)
+        return
+    report = run(args)
+    print_table(report)
+    if args.json is not None:
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Smoke test of benchmarks/bench_focal.py at a tiny size (no timing is checked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from conftest import REPO_ROOT
+
+
+def _load_benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "bench_focal", REPO_ROOT / "benchmarks" / "bench_focal.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_a_consistent_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.json"
+    only = [
+        "focalrec_dense",
+        "paper_formula",
+        "torchvision_formula",
+    ]  # fvcore, kornia: slow imports
+    args = ["--quick", "--no-memory", "--repeats", "1", "--only", *only, "--json", str(out)]
+    _load_benchmark().main(args)
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert set(results) == {"bce_with_logits", "focalrec_index", *only}
+    assert report["config"]["n"] == 64
+    # Every focal implementation computes the same loss on these moderate logits.
+    for name, row in results.items():
+        if name != "bce_with_logits":
+            assert row["rel_diff_vs_focalrec"] < 1e-5, name
+        assert row["wall_ms"] > 0
+    assert results["bce_with_logits"]["rel_diff_vs_focalrec"] is None
+    assert results["bce_with_logits"]["wall_vs_bce"] == 1.0
+    assert "focalrec_index" in capsys.readouterr().out
