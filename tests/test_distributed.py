@@ -33,15 +33,18 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         scores, targets, exclude = _data()
         metric = RankingMetricsAtK(3, empty_targets="skip")
         single = MeanAveragePrecisionAtK(3, empty_targets="skip")
+        local = MeanAveragePrecisionAtK(3, empty_targets="skip", sync_on_compute=False)
         # Uneven shards, each in two batches: rank 0 gets rows 0-29, rank 1 rows 30-100.
         rows = range(0, 30) if rank == 0 else range(30, 101)
         half = rows.start + len(rows) // 2
         for lo, hi in ((rows.start, half), (half, rows.stop)):
             metric.update(scores[lo:hi], targets[lo:hi], exclude[lo:hi])
             single.update(scores[lo:hi], targets[lo:hi], exclude[lo:hi])
+            local.update(scores[lo:hi], targets[lo:hi], exclude[lo:hi])
         local_count = metric.count.clone()
         result = {name: value for name, value in metric.compute().items()}
         result["single_map"] = single.compute()
+        result["unsynced_map"] = local.compute()
         # compute() reduces a copy: the local state is unchanged.
         result["local_count"] = metric.count
         assert torch.equal(metric.count, local_count)
@@ -61,4 +64,15 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
             torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6)
         torch.testing.assert_close(got["single_map"], expected["map"], rtol=0, atol=1e-6)
         counts.append(int(got["local_count"]))
+        # Without sync, each process reports its own shard.
+        shard = slice(0, 30) if rank == 0 else slice(30, 101)
+        own = ranking_metrics_at_k(
+            scores[shard],
+            targets[shard],
+            3,
+            exclude=exclude[shard],
+            metrics=("map",),
+            empty_targets="skip",
+        )["map"]
+        torch.testing.assert_close(got["unsynced_map"], own, rtol=0, atol=1e-6)
     assert counts == [int((targets[:30] >= 0).any(1).sum()), int((targets[30:] >= 0).any(1).sum())]

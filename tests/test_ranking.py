@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -18,8 +20,8 @@ from focalrec import (
     recall_at_k,
     topk_items,
 )
-from focalrec._indices import index_list_to_dense
-from focalrec.ranking import METRICS, ranking_metrics_at_k
+from focalrec._indices import count_unique, index_list_to_dense
+from focalrec.ranking import METRICS, _count_distinct, ranking_metrics_at_k
 
 INF = math.inf
 # Few distinct values, so that ties (also at the cut) are the rule rather than the exception.
@@ -131,8 +133,15 @@ def ref_ranked(preds: list[int], exclude: list[int]) -> list[int]:
 # strategies
 
 
+class Case(NamedTuple):
+    scores: torch.Tensor
+    targets: torch.Tensor
+    exclude: torch.Tensor
+    k: int
+
+
 @st.composite
-def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> dict[str, object]:
+def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> Case:
     n = draw(st.integers(0, 5))
     c = draw(st.integers(1, max_classes))
     k = draw(st.integers(1, 8))
@@ -144,12 +153,23 @@ def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> dict[str, object]:
     scores = [[draw(st.sampled_from(SCORE_VALUES)) for _ in range(c)] for _ in range(n)]
     targets = [[draw(st.integers(-1, c - 1)) for _ in range(m)] for _ in range(n)]
     exclude = [[draw(st.integers(-1, c - 1)) for _ in range(h)] for _ in range(n)]
-    return {
-        "scores": torch.tensor(scores, dtype=torch.float32).reshape(n, c),
-        "targets": torch.tensor(targets, dtype=torch.long).reshape(n, m),
-        "exclude": torch.tensor(exclude, dtype=torch.long).reshape(n, h),
-        "k": k,
-    }
+    return Case(
+        torch.tensor(scores, dtype=torch.float32).reshape(n, c),
+        torch.tensor(targets, dtype=torch.long).reshape(n, m),
+        torch.tensor(exclude, dtype=torch.long).reshape(n, h),
+        k,
+    )
+
+
+def assert_rows(
+    got: torch.Tensor, expected: list[float], relevant: list[set[int]], empty: str
+) -> None:
+    """Per-row values against the reference; rows skipped as empty must be NaN."""
+    for g, e, rel in zip(got.tolist(), expected, relevant, strict=True):
+        if empty == "skip" and not rel:
+            assert math.isnan(g)
+        else:
+            assert g == pytest.approx(e, abs=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,11 +177,8 @@ def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> dict[str, object]:
 
 
 @given(ranking_cases(), st.booleans())
-def test_topk_items_matches_reference(case: dict[str, object], use_exclude: bool) -> None:
-    scores, exclude, k = case["scores"], case["exclude"], case["k"]
-    assert isinstance(scores, torch.Tensor)
-    assert isinstance(exclude, torch.Tensor)
-    assert isinstance(k, int)
+def test_topk_items_matches_reference(case: Case, use_exclude: bool) -> None:
+    scores, _, exclude, k = case
     before = scores.clone()
     got = topk_items(scores, k, exclude=exclude if use_exclude else None)
     expected = [
@@ -201,9 +218,12 @@ def test_topk_items_history_on_top_in_small_chunks(
     monkeypatch: pytest.MonkeyPatch, short_rows: int
 ) -> None:
     # The excluded items are the best-scored ones of `short_rows` rows, so those rows need the
-    # wide second pass (in chunks of rows when they are few, in place when most rows are short);
-    # a tiny chunk size makes every chunked loop run several times.
+    # wide pass (in chunks of rows when they are few, in place when most rows are short, and
+    # directly for the rows after the probe when most probed rows are short); a tiny chunk size
+    # makes every chunked loop run several times.
     monkeypatch.setattr("focalrec.ranking._CHUNK_ELEMENTS", 7 * 200)
+    # The first 16 rows decide whether the other rows go straight to the wide pass.
+    monkeypatch.setattr("focalrec.ranking._PROBE_ROWS", 16)
     gen = torch.Generator().manual_seed(short_rows)
     scores = torch.randint(0, 6, (64, 200), generator=gen).float()
     exclude = torch.full((64, 12), -1)
@@ -234,7 +254,7 @@ def test_topk_items_dtypes(dtype: torch.dtype) -> None:
     assert topk_items(scores, 4).tolist() == [[1, 2, 0, 4]]
 
 
-def test_topk_items_rejects_nan() -> None:
+def test_topk_items_rejects_nan(monkeypatch: pytest.MonkeyPatch) -> None:
     scores = torch.zeros(3, 50)
     scores[2, 17] = float("nan")
     with pytest.raises(ValueError, match=r"`scores` must not contain NaN; row 2"):
@@ -243,6 +263,11 @@ def test_topk_items_rejects_nan() -> None:
     exclude = torch.full((3, 1), 17)
     with pytest.raises(ValueError, match="NaN"):
         topk_items(scores, 3, exclude=exclude)
+    # Also found by the wide pass that follows a probe of mostly short rows.
+    monkeypatch.setattr("focalrec.ranking._PROBE_ROWS", 1)
+    history = scores.nan_to_num(nan=1.0).argsort(dim=1, descending=True)[:, :2]
+    with pytest.raises(ValueError, match=r"`scores` must not contain NaN; row 2"):
+        topk_items(scores, 3, exclude=history)
     # Without validation, no error and a list of valid indices.
     out = topk_items(scores, 3, validate_args=False)
     assert out.shape == (3, 3)
@@ -292,13 +317,9 @@ def test_topk_items_errors(kwargs: dict[str, object], error: type[Exception], ma
     st.booleans(),
 )
 def test_map_at_k_scores_match_reference(
-    case: dict[str, object], denominator: str, empty: str, use_exclude: bool
+    case: Case, denominator: str, empty: str, use_exclude: bool
 ) -> None:
-    scores, targets, exclude, k = case["scores"], case["targets"], case["exclude"], case["k"]
-    assert isinstance(scores, torch.Tensor)
-    assert isinstance(targets, torch.Tensor)
-    assert isinstance(exclude, torch.Tensor)
-    assert isinstance(k, int)
+    scores, targets, exclude, k = case
     excl = exclude if use_exclude else None
     relevant = [{t for t in row if t != -1} for row in targets.tolist()]
     lists = [
@@ -308,11 +329,7 @@ def test_map_at_k_scores_match_reference(
     per_row = [ref_ap(r, rel, k, denominator) for r, rel in zip(lists, relevant, strict=True)]
     kw = {"exclude": excl, "denominator": denominator, "empty_targets": empty}
     got = map_at_k(scores, targets, k, reduction="none", **kw)  # type: ignore[arg-type]
-    for g, e, rel in zip(got.tolist(), per_row, relevant, strict=True):
-        if empty == "skip" and not rel:
-            assert math.isnan(g)
-        else:
-            assert g == pytest.approx(e, abs=1e-6)
+    assert_rows(got, per_row, relevant, empty)
     mean = map_at_k(scores, targets, k, **kw)  # type: ignore[arg-type]
     assert mean.item() == pytest.approx(ref_mean(per_row, relevant, empty), abs=1e-6)
     # A dense relevance matrix gives the same result as the index list.
@@ -322,14 +339,9 @@ def test_map_at_k_scores_match_reference(
 
 
 @given(ranking_cases(max_classes=12), st.integers(0, 10), st.booleans())
-def test_map_at_k_ranked_lists_match_ml_metrics_apk(
-    case: dict[str, object], r: int, use_exclude: bool
-) -> None:
-    targets, exclude, k = case["targets"], case["exclude"], case["k"]
-    assert isinstance(targets, torch.Tensor)
-    assert isinstance(exclude, torch.Tensor)
-    assert isinstance(k, int)
-    n, c = targets.shape[0], case["scores"].shape[1]  # type: ignore[union-attr]
+def test_map_at_k_ranked_lists_match_ml_metrics_apk(case: Case, r: int, use_exclude: bool) -> None:
+    scores, targets, exclude, k = case
+    n, c = scores.shape
     gen = torch.Generator().manual_seed(n * 1000 + c * 10 + r)
     # Ranked lists with repeats and -1 padding anywhere.
     preds = torch.randint(-1, c, (n, r), generator=gen)
@@ -478,13 +490,9 @@ def test_map_at_k_errors(
 @settings(max_examples=60)
 @given(ranking_cases(), st.sampled_from(["zero", "skip"]), st.booleans(), st.booleans())
 def test_family_matches_reference(
-    case: dict[str, object], empty: str, use_exclude: bool, ranked_input: bool
+    case: Case, empty: str, use_exclude: bool, ranked_input: bool
 ) -> None:
-    scores, targets, exclude, k = case["scores"], case["targets"], case["exclude"], case["k"]
-    assert isinstance(scores, torch.Tensor)
-    assert isinstance(targets, torch.Tensor)
-    assert isinstance(exclude, torch.Tensor)
-    assert isinstance(k, int)
+    scores, targets, exclude, k = case
     excl = exclude if use_exclude else None
     relevant = [{t for t in row if t != -1} for row in targets.tolist()]
     if ranked_input:
@@ -508,11 +516,7 @@ def test_family_matches_reference(
         expected = [REFERENCES[name](r, rel, k) for r, rel in zip(lists, relevant, strict=True)]
         got = FUNCTIONS[name](preds, targets, k, reduction="none", **kw)  # type: ignore[operator]
         torch.testing.assert_close(got, together[name], rtol=0, atol=0, equal_nan=True)
-        for g, e, rel in zip(got.tolist(), expected, relevant, strict=True):
-            if empty == "skip" and not rel:
-                assert math.isnan(g)
-            else:
-                assert g == pytest.approx(e, abs=1e-6), name
+        assert_rows(got, expected, relevant, empty)
         mean = FUNCTIONS[name](preds, targets, k, **kw)  # type: ignore[operator]
         assert mean.item() == pytest.approx(ref_mean(expected, relevant, empty), abs=1e-6)
 
@@ -540,3 +544,43 @@ def test_family_bounds_and_orderings() -> None:
 def test_ranking_metrics_at_k_errors(metrics: object, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         ranking_metrics_at_k(torch.zeros(1, 2), torch.zeros(1, 2), 1, metrics=metrics)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.int16])
+def test_index_lists_of_any_integer_dtype(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.randn(30, 40, generator=gen)
+    targets = torch.randint(-1, 40, (30, 3), generator=gen)
+    exclude = torch.randint(-1, 40, (30, 5), generator=gen)
+    ranked = torch.randint(-1, 40, (30, 6), generator=gen)
+    for preds in (scores, ranked):
+        expected = map_at_k(preds, targets, 4, exclude=exclude)
+        got = map_at_k(
+            preds if preds.is_floating_point() else preds.to(dtype),
+            targets.to(dtype),
+            4,
+            exclude=exclude.to(dtype),
+        )
+        assert torch.equal(got, expected)
+    assert torch.equal(
+        topk_items(scores, 4, exclude=exclude.to(dtype)), topk_items(scores, 4, exclude=exclude)
+    )
+
+
+def test_validate_args_false_gives_the_same_result_on_valid_inputs() -> None:
+    gen = torch.Generator().manual_seed(6)
+    scores = torch.randint(0, 3, (50, 30), generator=gen).float()
+    targets = torch.randint(-1, 30, (50, 3), generator=gen)
+    exclude = torch.randint(-1, 30, (50, 8), generator=gen)
+    for name, fn in FUNCTIONS.items():
+        checked = fn(scores, targets, 5, exclude=exclude, reduction="none")  # type: ignore[operator]
+        unchecked = fn(  # type: ignore[operator]
+            scores, targets, 5, exclude=exclude, reduction="none", validate_args=False
+        )
+        assert torch.equal(checked, unchecked), name
+
+
+@given(st.integers(0, 6), st.integers(0, 12), st.integers(1, 10), st.randoms(use_true_random=False))
+def test_count_distinct_matches_count_unique(n: int, m: int, c: int, rnd: random.Random) -> None:
+    x = torch.tensor([[rnd.randint(-1, c - 1) for _ in range(m)] for _ in range(n)]).reshape(n, m)
+    assert _count_distinct(x).tolist() == count_unique(x).tolist()
