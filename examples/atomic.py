@@ -19,7 +19,7 @@ import torch
 __all__ = ["save_json", "save_torch", "write_atomic", "write_text"]
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(f)`` on a temporary binary file, then move it to ``path`` in one step."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output",
         type=Path,
         metavar="OUT",
-        default=Path("challenge-output"),
+        default=Path("runs/challenge"),
         help="directory for the outputs (default: %(default)s)",
     )
     g.add_argument(
@@ -395,7 +396,7 @@ def softmax_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return -(log_p * valid).sum() / valid.sum().clamp_min(1)
 
 
-def make_loss(config: dict[str, Any]) -> nn.Module | Any:
+def make_loss(config: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
     """The training loss of ``(logits (N, C), targets (N, 3) index list)``."""
     if config["loss"] == "focal":
         return focalrec.FocalLoss(
@@ -426,7 +427,7 @@ def make_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Opti
 
 def train_one_epoch(
     model: nn.Module,
-    loss_fn: Any,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
     optimizer: torch.optim.Optimizer,
     windows: Windows,
     config: dict[str, Any],
@@ -461,14 +462,14 @@ def train_one_epoch(
         logits = model(windows.train_history[rows])
         loss = loss_fn(logits, windows.train_targets[rows])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         value = loss.item()
         total += value * len(rows)
         count += len(rows)
         bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-    total, count = procs.all_sum(total, count)
-    return total / max(count, 1)
+    loss_sum, rows_seen = procs.all_sum(total, count)
+    return loss_sum / max(rows_seen, 1)
 
 
 @torch.no_grad()
@@ -750,10 +751,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = {
             "config": config,
             "data": {
-                "files": data.files,
+                "files": data.files if args.data else [Path(f).name for f in data.files],
                 "fingerprint": digest,
                 "history_len": data.history_len,
                 "num_items": data.num_items,
+                "item_metadata_used": config["metadata"] and data.metadata is not None,
                 "train_csv_users": len(data.train),
                 "test_csv_users": len(data.test),
                 "training_windows": len(windows.train_history),

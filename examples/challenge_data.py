@@ -446,7 +446,7 @@ def load_challenge_data(data_dir: Path, *, history_len: int | None = None) -> Ch
     known = {item for items in train.items for item in items}
     if challenges is not None:
         catalogue = set(challenges.ids)
-        for seqs in (train, test):
+        for seqs in [train] if test is None else [train, test]:
             for item, line in _unknown(seqs, catalogue):
                 raise DataError(
                     seqs.path,
@@ -485,9 +485,7 @@ def load_challenge_data(data_dir: Path, *, history_len: int | None = None) -> Ch
     )
 
 
-def _unknown(seqs: Sequences | None, known: set[str]) -> Iterator[tuple[str, int]]:
-    if seqs is None:
-        return
+def _unknown(seqs: Sequences, known: set[str]) -> Iterator[tuple[str, int]]:
     for items, lines in zip(seqs.items, seqs.lines, strict=True):
         for item, line in zip(items, lines, strict=True):
             if item not in known:

@@ -63,7 +63,10 @@ def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> _Catalogue:
     sizes = rng.integers(3, 16, size=cfg.num_series)
     series_pop = 1.0 / np.arange(1, cfg.num_series + 1) ** cfg.zipf
     series_lang = rng.integers(1, cfg.num_languages + 1, size=cfg.num_series)
-    series, nxt, language, popularity = [], [], [], []
+    series: list[int] = []
+    nxt: list[int] = []
+    language: list[int] = []
+    popularity: list[float] = []
     for s, size in enumerate(sizes):
         start = len(series)
         for j in range(size):

@@ -299,3 +299,18 @@ def test_resume_refuses_other_settings(
     assert err.count("\n") == 1
     assert "trained with lr=0.001, not 0.5" in err
     assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
+
+
+def test_fresh_run_leaves_no_file_of_an_earlier_run(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "no-test-csv"
+    data.mkdir()
+    for name in ("train.csv", "challenge_data.csv"):
+        (data / name).write_bytes((tiny_data / name).read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "submission.csv").write_text("user_sequence,challenge\nstale,CI1\n")
+    assert challenge.main(["--data", str(data), "--output", str(out), "--epochs", "1", *FAST]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(OUTPUTS) - {"submission.csv"})
+    assert json.loads((out / "metrics.json").read_text())["data"]["test_csv_users"] == 0
