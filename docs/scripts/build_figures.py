@@ -85,6 +85,12 @@ STEPS: tuple[Step, ...] = (
         "prior_curves.json",
     ),
     Step(
+        "bench_focal",
+        ("benchmarks/bench_focal.py", "--json", "{out}"),
+        "bench_focal.json",
+        env={"OMP_NUM_THREADS": "1"},
+    ),
+    Step(
         "bench_metrics",
         ("benchmarks/bench_metrics.py", "--threads", "1", "--json", "{out}"),
         "bench_metrics.json",
@@ -102,6 +108,21 @@ STEPS: tuple[Step, ...] = (
         "challenge.json",
         needs_data=True,
         copy_from="run/metrics.json",
+        env={"OMP_NUM_THREADS": "1"},
+    ),
+    Step(
+        "ablation",
+        (
+            "examples/ablation.py",
+            "--data",
+            "{data}",
+            "--output",
+            "{tmp}/ablation",
+            "--quiet",
+        ),
+        "ablation.json",
+        needs_data=True,
+        copy_from="ablation/ablation.json",
         env={"OMP_NUM_THREADS": "1"},
     ),
     Step(
