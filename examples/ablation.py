@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument(
         "--output",
         type=Path,
-        default=Path("ablation-output"),
+        default=Path("runs/ablation"),
         help="directory for ablation.md, ablation.png, ablation.json and runs/",
     )
     p.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
