@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -314,3 +315,22 @@ def test_fresh_run_leaves_no_file_of_an_earlier_run(
     assert challenge.main(["--data", str(data), "--output", str(out), "--epochs", "1", *FAST]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(set(OUTPUTS) - {"submission.csv"})
     assert json.loads((out / "metrics.json").read_text())["data"]["test_csv_users"] == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--loss", "softmax", "--optimizer", "sgd"],
+        ["--loss", "bce", "--no-metadata", "--prior", "0.01", "--hidden-sizes"],
+    ],
+)
+def test_other_losses_and_settings_train(
+    tiny_data: Path, tmp_path: Path, options: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_data), "--output", str(out), "--epochs", "2", *FAST, *options]
+    assert challenge.main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["loss"] == options[1]
+    assert all(math.isfinite(e["train_loss"]) for e in metrics["epochs"])
+    assert metrics["data"]["item_metadata_used"] == ("--no-metadata" not in options)

@@ -34,7 +34,6 @@ itself.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -422,7 +421,12 @@ def focal_loss_sum_or_elementwise(
     return out
 
 
-@functools.cache
+_untraced: Callable[..., Tensor] | None = None
+
+
 def _untraced_apply() -> Callable[..., Tensor]:
-    apply: Callable[..., Tensor] = torch.compiler.disable(FocalFunction.apply)  # type: ignore[no-untyped-call]
-    return apply
+    """``FocalFunction.apply`` excluded from dynamo tracing (created on first use)."""
+    global _untraced
+    if _untraced is None:
+        _untraced = torch.compiler.disable(FocalFunction.apply)  # type: ignore[no-untyped-call]
+    return _untraced

@@ -50,6 +50,12 @@ def sigmoid_focal_loss(
     ``gamma = 0, alpha = None`` equals :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
     Float16 and bfloat16 logits are computed in float32.
 
+    When the logits require grad, the forward pass computes the gradient too, in one pass over
+    cache-sized blocks of rows, and backward hands it on: apart from the output of
+    ``reduction="none"``, the loss allocates one logits-sized tensor, the gradient.
+    ``benchmarks/bench_focal.py`` compares its time and memory with BCE-with-logits and other
+    focal losses.
+
     Args:
         logits: Scores of any shape; ``(N, C)`` with index-list targets.
         targets: Either **dense**: a floating or bool tensor with the logits' shape and values in

@@ -39,6 +39,8 @@ def prior_bias(prior: Tensor) -> Tensor: ...
 def prior_bias(prior: float | Tensor) -> float | Tensor:
     r"""The logit whose sigmoid is ``prior``: :math:`b = -\log\frac{1 - \pi}{\pi}`.
 
+    Mind the minus sign: ``+log((1 - 0.01) / 0.01) = +4.595`` would be a 99% prior.
+
     Args:
         prior: A probability in ``(0, 1)``, or a tensor of them (per class).
 

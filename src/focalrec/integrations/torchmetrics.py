@@ -44,7 +44,7 @@ def __getattr__(name: str) -> object:
 if importlib.util.find_spec("torchmetrics") is not None:
     from torchmetrics import Metric
 
-    class RankingMetricAtK(Metric):
+    class RankingMetricAtK(Metric):  # type: ignore[misc, unused-ignore]  # Any without torchmetrics
         """One ranking metric @k of :mod:`focalrec.ranking` as a :class:`torchmetrics.Metric`.
 
         ``update(preds, targets, exclude=None)`` takes the inputs of :func:`focalrec.map_at_k`
