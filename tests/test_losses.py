@@ -198,9 +198,13 @@ def test_empty_and_fully_masked_inputs_give_zero() -> None:
 
 def test_duplicates_and_padding_count_once() -> None:
     x = torch.randn(2, 6)
-    a = sigmoid_focal_loss(x, torch.tensor([[3, 3, -1, 1], [5, -1, 5, 5]]), reduction="none")
-    b = sigmoid_focal_loss(x, torch.tensor([[3, 1], [5, -1]]), reduction="none")
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a = sigmoid_focal_loss(xa, torch.tensor([[3, 3, -1, 1], [0, -1, 0, -1]]), reduction="none")
+    b = sigmoid_focal_loss(xb, torch.tensor([[3, 1], [0, -1]]), reduction="none")
     torch.testing.assert_close(a, b)
+    a.sum().backward()
+    b.sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
 
 
 def test_module_matches_function_and_moves_alpha_buffer() -> None:

@@ -21,8 +21,9 @@ targets ``r`` is ``1 - p`` (``t = 0``) or ``p`` (``t = 1``) and ``log q`` is ``l
 block to block), keeps the gradient for backward and scales it there, in place, by the incoming
 gradient (a no-op for the usual ``loss.backward()``, since the reduction's divisor is applied in
 forward).
-With index-list targets the loss of a row is the ``t = 0`` term summed over all classes plus a
-correction at the positive indices, so no ``(N, C)`` target tensor is ever built.
+With index-list targets every element first gets its ``t = 0`` terms; then the few positives are
+overwritten with their ``t = 1`` terms (a sum adds the difference), so no ``(N, C)`` target
+tensor is ever built. Dense 0/1 targets take the same path, block by block.
 
 Blocks are spread over ``torch.get_num_threads()`` Python threads (contiguous groups, one set of
 scratch buffers each); every op inside a block is small enough to run single-threaded in ATen.
@@ -221,24 +222,30 @@ class _Problem:
         return slice(start, min(start + self.rows_per_block, self.x.shape[0]))
 
     def scratch(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Three block-sized buffers in the compute dtype, reused across one thread's blocks."""
-        shape = (min(self.rows_per_block, self.x.shape[0]), self.num_classes)
-        return tuple(  # type: ignore[return-value]
-            torch.empty(shape, dtype=self.compute_dtype, device=self.x.device) for _ in range(3)
-        )
+        """Block-sized buffers in the compute dtype, reused across one thread's blocks: value,
+        gradient (with one spare column, see :meth:`block`) and scratch."""
+        rows, c = min(self.rows_per_block, self.x.shape[0]), self.num_classes
+        cd, device = self.compute_dtype, self.x.device
+        value = torch.empty(rows, c, dtype=cd, device=device)
+        grad = torch.empty(rows, c + 1, dtype=cd, device=device)
+        return value, grad, torch.empty(rows, c, dtype=cd, device=device)
 
     def block(
         self, block: int, value: Tensor, grad: Tensor | None, scratch: Tensor, correct_grad: bool
     ) -> None:
         """Write the weighted loss and (if ``grad``) gradient of one block of rows.
 
-        ``value``, ``grad`` and ``scratch`` have the block's shape and the compute dtype. The
-        positive correction is left to the caller (:meth:`correct`), except for the gradient
-        when ``correct_grad``.
+        ``value``, ``grad`` and ``scratch`` have the block's shape and the compute dtype. With
+        index-list targets the positives are left to the caller (:meth:`correct`), except for
+        the gradient when ``correct_grad``: then ``grad`` must be the first ``C`` columns of a
+        buffer with one spare column, which absorbs the padding.
         """
         rows = self.rows(block)
         cd = self.compute_dtype
         x = self.x[rows].to(cd) if self.cast else self.x[rows]
+        if self.dense is not None and self._hard(self.dense[rows]):
+            self._hard_dense_block(rows, x, value, grad, scratch)
+            return
         t = None if self.dense is None else self.dense[rows].to(cd)
         factor = self.const_factor
         if self.varying_factor:
@@ -252,39 +259,41 @@ class _Problem:
             if grad is not None and soft_grad is not None:
                 torch.mul(soft_grad, 1.0 if factor is None else factor, out=grad)
         if correct_grad and grad is not None and self.correction is not None:
-            cols, _, _, corr_grad = self.correction
-            assert corr_grad is not None
-            grad.scatter_add_(1, cols[rows], corr_grad[rows])
+            cols, _, _, pos_grad, _ = self.correction
+            assert pos_grad is not None
+            spare = grad.as_strided((grad.shape[0], grad.shape[1] + 1), grad.stride())
+            spare.scatter_(1, cols[rows], pos_grad[rows])
 
-    def _with_inverse(self, factor: Factor) -> Factor:
-        if self.inverse is None:
-            return factor
-        return self.inverse if factor is None else factor * self.inverse
+    def _hard(self, t: Tensor) -> bool:
+        """Whether dense targets are all 0 or 1 (bool targets, or float ones checked on CPU)."""
+        if t.dtype == torch.bool:
+            return True
+        return t.device.type == "cpu" and bool(torch.logical_or(t == 0, t == 1).all())
 
-    def correction_sum(self) -> Tensor | None:
-        """Sum of the value corrections at the positives (None without index-list targets)."""
-        return None if self.correction is None else self.correction[2].sum()
-
-    def correct(self, values: Tensor | None, grad: Tensor | None) -> None:
-        """Add the positive corrections to a full ``(rows, C)`` loss and gradient, in place."""
-        if self.correction is None:
-            return
-        _, flat, corr_value, corr_grad = self.correction
-        if values is not None:
-            values.view(-1).index_add_(0, flat, corr_value.view(-1))
-        if grad is not None and corr_grad is not None:
-            grad.view(-1).index_add_(0, flat, corr_grad.view(-1))
-
-    def _positive_correction(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """Columns, flat positions, value and gradient that turn ``t = 0`` into ``t = 1``.
-
-        Padding and repeated indices get a zero correction (their column is clamped to 0).
-        """
+    def _hard_dense_block(
+        self, rows: slice, x: Tensor, value: Tensor, grad: Tensor | None, scratch: Tensor
+    ) -> None:
+        """Dense 0/1 targets: the ``t = 0`` terms everywhere, then corrections at the ones."""
         cd = self.compute_dtype
-        cols = index.clamp_min(0).long()
-        x = self.x.gather(1, cols).to(cd)
-        pos_val, pos_grad = hard_positive_terms(x, self.gamma, self.need_grad)
-        neg_val, neg_grad = hard_negative_terms(x, self.gamma, self.need_grad)
+        assert self.dense is not None
+        w = None if self.weight is None else self.weight[rows].to(cd)
+        factor = self._with_inverse(_factor(self.alpha, w, None))
+        negative_terms_into(x, self.gamma, factor, value, grad, scratch)
+        where = self.dense[rows].nonzero(as_tuple=True)
+        if where[0].numel() == 0:
+            return
+        scale = None if w is None else w[where]
+        pos_value, pos_grad, _ = self._correction_terms(x[where], where[1], scale, grad is not None)
+        value.index_put_(where, pos_value)
+        if grad is not None and pos_grad is not None:
+            grad.index_put_(where, pos_grad)
+
+    def _correction_terms(
+        self, x: Tensor, cols: Tensor, scale: Tensor | None, need_grad: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Weighted ``t = 1`` value and gradient, and ``t = 0`` value, at positives ``x``."""
+        pos_val, pos_grad = hard_positive_terms(x, self.gamma, need_grad)
+        neg_val = hard_negative_terms(x, self.gamma, need_grad=False)[0]
         a_pos: Tensor | float = 1.0
         a_neg: Tensor | float = 1.0
         if isinstance(self.alpha, Tensor):
@@ -292,26 +301,68 @@ class _Problem:
             a_neg = 1.0 - a_pos
         elif self.alpha is not None:
             a_pos, a_neg = self.alpha, 1.0 - self.alpha
-        scale = first_occurrence(index).to(cd)
         if self.inverse is not None:
-            scale = scale * self.inverse
-        if self.weight is not None:
-            scale = scale * self.weight.gather(1, cols).to(cd)
-        value = (pos_val * a_pos - neg_val * a_neg) * scale
-        grad = None
-        if pos_grad is not None and neg_grad is not None:
-            grad = (pos_grad * a_pos - neg_grad * a_neg) * scale
+            scale = self.inverse if scale is None else scale * self.inverse
+        pos_val, neg_val = pos_val * a_pos, neg_val * a_neg
+        pos_grad = None if pos_grad is None else pos_grad * a_pos
+        if scale is not None:
+            pos_val, neg_val = pos_val * scale, neg_val * scale
+            pos_grad = None if pos_grad is None else pos_grad * scale
+        return pos_val, pos_grad, neg_val
+
+    def _with_inverse(self, factor: Factor) -> Factor:
+        if self.inverse is None:
+            return factor
+        return self.inverse if factor is None else factor * self.inverse
+
+    def correction_sum(self) -> Tensor | None:
+        """``t = 1`` minus ``t = 0`` loss summed over the positives (None without an index list)."""
+        return None if self.correction is None else self.correction[4]
+
+    def correct(self, values: Tensor | None, grad: Tensor | None) -> None:
+        """Overwrite the positives of a flat ``rows * C + 1`` loss and gradient with their ``t = 1``
+        terms; padding and repeats go to the spare last element."""
+        if self.correction is None:
+            return
+        _, flat, pos_value, pos_grad, _ = self.correction
+        if values is not None:
+            values.index_put_((flat,), pos_value.view(-1))
+        if grad is not None and pos_grad is not None:
+            grad.index_put_((flat,), pos_grad.view(-1).to(grad.dtype))
+
+    def _positive_correction(
+        self, index: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]:
+        """The positives of an index list: ``(cols, flat, value, grad, delta)``.
+
+        ``cols`` and ``flat`` locate them in a row and in the flattened logits; padding and
+        repeats point past the end (column ``C``, element ``rows * C``) so that writes to them
+        land in a spare slot. ``value`` and ``grad`` are their ``t = 1`` terms and ``delta`` the
+        sum of ``t = 1`` minus ``t = 0`` loss over the true positives.
+        """
+        cd, c = self.compute_dtype, self.num_classes
+        keep = first_occurrence(index)
+        gather_cols = index.clamp_min(0).long()
+        x = self.x.gather(1, gather_cols).to(cd)
+        scale = None if self.weight is None else self.weight.gather(1, gather_cols).to(cd)
+        value, grad, neg_value = self._correction_terms(x, gather_cols, scale, self.need_grad)
+        delta = torch.where(keep, value - neg_value, 0.0).sum()
+        cols = torch.where(keep, gather_cols, c)
         rows = torch.arange(cols.shape[0], device=cols.device).unsqueeze(1)
-        flat = (rows * self.num_classes + cols).view(-1)
-        return cols, flat, value, grad
+        flat = torch.where(keep, rows * c + cols, self.x.shape[0] * c).view(-1)
+        return cols, flat, value, grad, delta
 
 
 def _evaluate(problem: _Problem, elementwise: bool) -> tuple[Tensor, Tensor | None]:
     """The loss (elementwise, or its sum) and, if ``problem.need_grad``, its gradient."""
     cd, device = problem.compute_dtype, problem.x.device
     need_grad = problem.need_grad
-    out = torch.empty(problem.x.shape if elementwise else (0,), dtype=cd, device=device)
-    grad = torch.empty(problem.x.shape if need_grad else (0,), dtype=problem.x.dtype, device=device)
+    size = problem.x.numel()
+    # One spare element at the end takes the writes aimed at index-list padding.
+    out_flat = torch.empty(size + 1 if elementwise else 0, dtype=cd, device=device)
+    grad_flat = torch.empty(size + 1 if need_grad else 0, dtype=problem.x.dtype, device=device)
+    out = out_flat[:size].view(problem.x.shape) if elementwise else out_flat
+    grad = grad_flat[:size].view(problem.x.shape) if need_grad else grad_flat
     sums: list[Tensor | None] = [None] * problem.num_blocks
     direct_grad = problem.x.dtype == cd
 
@@ -323,15 +374,17 @@ def _evaluate(problem: _Problem, elementwise: bool) -> tuple[Tensor, Tensor | No
             value = out[rows] if elementwise else value_buf[:n]
             block_grad = None
             if need_grad:
-                block_grad = grad[rows] if direct_grad else grad_buf[:n]
+                block_grad = grad[rows] if direct_grad else grad_buf[:n, :-1]
             problem.block(block, value, block_grad, scratch[:n], not direct_grad)
             if need_grad and not direct_grad:
-                grad[rows] = grad_buf[:n]
+                grad[rows] = grad_buf[:n, :-1]
             if not elementwise:
                 sums[block] = value.sum()
 
     _run_groups(run, problem.num_blocks)
-    problem.correct(out if elementwise else None, grad if need_grad and direct_grad else None)
+    problem.correct(
+        out_flat if elementwise else None, grad_flat if need_grad and direct_grad else None
+    )
     if elementwise:
         out = out.reshape(problem.shape)
     else:
