@@ -584,3 +584,18 @@ def test_validate_args_false_gives_the_same_result_on_valid_inputs() -> None:
 def test_count_distinct_matches_count_unique(n: int, m: int, c: int, rnd: random.Random) -> None:
     x = torch.tensor([[rnd.randint(-1, c - 1) for _ in range(m)] for _ in range(n)]).reshape(n, m)
     assert _count_distinct(x).tolist() == count_unique(x).tolist()
+
+
+def test_row_blocks_give_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = torch.Generator().manual_seed(8)
+    scores = torch.randint(0, 5, (37, 20), generator=gen).float()
+    targets = torch.randint(-1, 20, (37, 3), generator=gen)
+    ranked = torch.randint(-1, 20, (37, 6), generator=gen)
+    dense = index_list_to_dense(targets, 20)
+    cases = [(p, t) for p in (scores, ranked) for t in (targets, dense)]
+    whole = [ranking_metrics_at_k(p, t, 4, reduction="none") for p, t in cases]
+    monkeypatch.setattr("focalrec.ranking._INLINE_ELEMENTS", 5)  # blocks of 1 to 5 rows
+    for (p, t), expected in zip(cases, whole, strict=True):
+        got = ranking_metrics_at_k(p, t, 4, reduction="none")
+        for name in METRICS:
+            assert torch.equal(got[name], expected[name]), name

@@ -25,7 +25,7 @@ from focalrec.ranking import (
     _check_choice,
     _check_k,
     _check_metrics,
-    _per_row,
+    _per_row_values,
     _ranked_relevance,
 )
 
@@ -55,7 +55,7 @@ def _batch_state(
     """
     with torch.no_grad():
         rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
-        values = torch.stack([_per_row(name, rel, num_relevant, denominator) for name in metrics])
+        values = _per_row_values(metrics, rel, num_relevant, denominator)
         if empty_targets == "skip":
             counted = num_relevant > 0
             return (values * counted).sum(dim=1), counted.sum().to(torch.float64)

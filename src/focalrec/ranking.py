@@ -63,7 +63,15 @@ _DENOMINATORS = ("min_k", "relevant", "hits")
 _CHUNK_ELEMENTS = 1 << 24
 """Where rows must be copied, they are copied in chunks of about this many elements."""
 _BROADCAST_PAIRS = 64
-"""Row-wise membership compares all pairs up to this many per row, else binary-searches."""
+"""Distinct targets are counted by comparing all pairs up to this many per row, else by a sort."""
+_BROADCAST_VALUES = 32
+"""Row-wise membership compares all pairs up to this many values per row, else binary-searches."""
+_INLINE_ELEMENTS = 32768
+"""torch runs a CPU op on at most this many elements in the calling thread (ATen's grain size).
+
+The steps on ``(N, k)``-sized tensors run in row blocks of that size on CPU: each is too small to
+gain from threads, and on a busy machine every trip through the thread pool costs milliseconds.
+"""
 _PROBE_ROWS = 2048
 """With exclusions, the first rows show whether the rest should go straight to the wide pass."""
 
@@ -121,14 +129,21 @@ def _check_index_rows(
 def _isin_rows(values: Tensor, sets: Tensor) -> Tensor:
     """``out[i, j] = values[i, j] in sets[i]`` for integer tensors ``(N, a)`` and ``(N, b)``.
 
-    Small ``a * b`` (the usual case: a few recommendations against a few targets or exclusions)
-    compares all pairs in one broadcast; larger ones sort ``sets`` and binary-search it.
+    A few values per row (the usual case: the top-k candidates against targets or a history)
+    are compared with every set member in one broadcast, in chunks of rows; many values per row
+    binary-search the sorted sets instead.
     """
     a, b = values.shape[1], sets.shape[1]
     if a == 0 or b == 0:
         return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
-    if a * b <= _BROADCAST_PAIRS:
-        return (values.unsqueeze(2) == sets.unsqueeze(1)).any(dim=2)
+    if a <= _BROADCAST_VALUES:
+        rows = max(1, _CHUNK_ELEMENTS // (a * b))
+        return torch.cat(
+            [
+                (v.unsqueeze(2) == t.unsqueeze(1)).any(dim=2)
+                for v, t in zip(torch.split(values, rows), torch.split(sets, rows), strict=True)
+            ]
+        )
     sorted_sets = sets.to(values.dtype).sort(dim=1).values
     values = values.contiguous()
     pos = torch.searchsorted(sorted_sets, values).clamp_(max=b - 1)
@@ -141,7 +156,8 @@ def _count_distinct(x: Tensor) -> Tensor:
     m = x.shape[1]
     if m * m > _BROADCAST_PAIRS:
         return first_occurrence(x).sum(dim=1)
-    earlier = torch.ones(m, m, dtype=torch.bool, device=x.device).tril_(-1)
+    pos = torch.arange(m, device=x.device)
+    earlier = pos.unsqueeze(1) > pos  # earlier[j, i]: i comes before j (tril_ would use threads)
     repeat = ((x.unsqueeze(2) == x.unsqueeze(1)) & earlier).any(dim=2)
     return ((x != PAD) & ~repeat).sum(dim=1)
 
@@ -444,7 +460,6 @@ def _ranked_relevance(
         _check_index_rows(exclude, "exclude", n, num_classes, validate_args)
     if scored:
         items = _topk_items(preds, k, exclude, validate_args)
-        valid = items != PAD
     else:
         _check_index_rows(preds, "preds", n, num_classes, validate_args)
         # At most h excluded items are dropped, so the first k + h ranks are all that matter.
@@ -457,18 +472,41 @@ def _ranked_relevance(
         if items.shape[1] < k:
             pad = items.new_full((n, k - items.shape[1]), PAD)
             items = torch.cat([items, pad], dim=1)
-        valid = first_occurrence(items)
-
     if dense_targets:
-        if targets.shape[1] == 0:  # no items at all: nothing is relevant
-            rel = torch.zeros_like(valid)
-        else:
-            rel = (targets.gather(1, items.clamp(min=0)) != 0) & valid
+        width = k
         num_relevant = torch.count_nonzero(targets, dim=1)
     else:
-        rel = _isin_rows(items, targets) & valid
-        num_relevant = _count_distinct(targets)
+        width = k * max(targets.shape[1], 1)
+        num_relevant = torch.cat(
+            [_count_distinct(targets[rows]) for rows in _row_slices(n, width, targets.device)]
+        )
+    rel = torch.cat(
+        [
+            _relevance(items[rows], targets[rows], scored, dense_targets)
+            for rows in _row_slices(n, width, items.device)
+        ]
+    )
     return rel, num_relevant
+
+
+def _relevance(items: Tensor, targets: Tensor, scored: bool, dense_targets: bool) -> Tensor:
+    """``rel`` of :func:`_ranked_relevance` for a block of rows."""
+    # A list from scores holds no repeats; a ranked list counts an item at its first rank only.
+    valid = items != PAD if scored else first_occurrence(items)
+    if not dense_targets:
+        return _isin_rows(items, targets) & valid
+    if targets.shape[1] == 0:  # no items at all: nothing is relevant
+        return torch.zeros_like(valid)
+    return (targets.gather(1, items.clamp(min=0)) != 0) & valid
+
+
+def _row_slices(n: int, width: int, device: torch.device) -> list[slice]:
+    """Row blocks for the steps on ``(N, k)``-sized tensors: one block off CPU; on CPU, blocks of
+    at most ``_INLINE_ELEMENTS`` elements, which torch runs in the calling thread."""
+    if device.type != "cpu" or n == 0:
+        return [slice(0, n)]
+    step = max(1, _INLINE_ELEMENTS // max(width, 1))
+    return [slice(start, start + step) for start in range(0, n, step)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -512,6 +550,19 @@ def _per_row(metric: str, rel: Tensor, num_relevant: Tensor, denominator: str) -
     return (relf @ discount) / ideal[num_relevant.clamp(max=k)]
 
 
+def _per_row_values(
+    metrics: tuple[str, ...], rel: Tensor, num_relevant: Tensor, denominator: str
+) -> Tensor:
+    """Float64 ``(len(metrics), N)`` per-row values, in row blocks (see :func:`_row_slices`)."""
+    return torch.cat(
+        [
+            torch.stack([_per_row(m, rel[rows], num_relevant[rows], denominator) for m in metrics])
+            for rows in _row_slices(rel.shape[0], rel.shape[1], rel.device)
+        ],
+        dim=1,
+    )
+
+
 def _reduce(values: Tensor, num_relevant: Tensor, empty_targets: str, reduction: str) -> Tensor:
     """Apply the empty-row rule and the reduction to float64 per-row values; return float32."""
     if empty_targets == "skip":
@@ -549,7 +600,7 @@ def _metric_at_k(
 ) -> Tensor:
     _check_options(denominator, empty_targets, reduction)
     rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
-    values = _per_row(metric, rel, num_relevant, denominator)
+    values = _per_row_values((metric,), rel, num_relevant, denominator)[0]
     return _reduce(values, num_relevant, empty_targets, reduction)
 
 
@@ -853,11 +904,10 @@ def ranking_metrics_at_k(
     _check_metrics(metrics)
     _check_options(denominator, empty_targets, reduction)
     rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
+    values = _per_row_values(metrics, rel, num_relevant, denominator)
     return {
-        name: _reduce(
-            _per_row(name, rel, num_relevant, denominator), num_relevant, empty_targets, reduction
-        )
-        for name in metrics
+        name: _reduce(values[i], num_relevant, empty_targets, reduction)
+        for i, name in enumerate(metrics)
     }
 
 
