@@ -150,6 +150,7 @@ def machine() -> dict[str, object]:
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
+        "load_average_1min": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -36,6 +36,8 @@ def provenance_line(name: str, provenance: dict[str, Any]) -> str:
         )
     m = record["machine"]
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    if m.get("load_average_1min") is not None:
+        gpu += f", load average {m['load_average_1min']} when it finished"
     return (
         f"*Produced by `{record['command']}` in {record['seconds']:.0f} s on {m['cpu']} "
         f"({m['logical_cpus']} logical CPUs{gpu}), "
