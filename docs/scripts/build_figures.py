@@ -224,6 +224,16 @@ def run_step(step: Step, data: Path) -> dict[str, object] | None:
     }
 
 
+def record_provenance(name: str, record: dict[str, object]) -> None:
+    """Store one step's record in provenance.json, re-reading the file so others' records stay."""
+    path = GENERATED / "provenance.json"
+    provenance = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    provenance[name] = record
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def _shown_path(path: Path) -> str:
     try:
         return os.path.relpath(path, ROOT)
@@ -249,19 +259,12 @@ def main() -> None:
     unknown = sorted(set(args.only or ()) - names)
     if unknown:
         parser.error(f"--only: unknown step(s) {unknown}; choose from {sorted(names)}")
-    provenance_file = GENERATED / "provenance.json"
-    provenance = (
-        json.loads(provenance_file.read_text(encoding="utf-8")) if provenance_file.is_file() else {}
-    )
     for step in STEPS:
         if args.only and step.name not in args.only:
             continue
         record = run_step(step, args.data.resolve())
         if record is not None:
-            provenance[step.name] = record
-            provenance_file.write_text(
-                json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8"
-            )
+            record_provenance(step.name, record)
     if not args.no_render:
         subprocess.run([sys.executable, str(ROOT / "docs" / "scripts" / "render.py")], check=True)
 
