@@ -176,6 +176,7 @@ def run_step(step: Step, data: Path) -> dict[str, object] | None:
         print(f"[{step.name}] skipped: no challenge data at {data} (pass --data DIR)")
         return None
     target = GENERATED / step.output
+    commit = git_commit()  # the code that runs, before anything is written
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / step.output
         argv = [
@@ -219,7 +220,7 @@ def run_step(step: Step, data: Path) -> dict[str, object] | None:
         "command": env_shown + "python " + " ".join(shown),
         "finished_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(seconds, 1),
-        "commit": git_commit(),
+        "commit": commit,
         "machine": machine(),
     }
 
