@@ -130,18 +130,17 @@ def _isin_rows(values: Tensor, sets: Tensor) -> Tensor:
     """``out[i, j] = values[i, j] in sets[i]`` for integer tensors ``(N, a)`` and ``(N, b)``.
 
     A few values per row (the usual case: the top-k candidates against targets or a history)
-    are compared with every set member in one broadcast, in chunks of rows; many values per row
-    binary-search the sorted sets instead.
+    are compared with every set member in one broadcast (in row blocks on CPU, see
+    :func:`_row_slices`); many values per row binary-search the sorted sets instead.
     """
     a, b = values.shape[1], sets.shape[1]
     if a == 0 or b == 0:
         return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
     if a <= _BROADCAST_VALUES:
-        rows = max(1, _CHUNK_ELEMENTS // (a * b))
         return torch.cat(
             [
-                (v.unsqueeze(2) == t.unsqueeze(1)).any(dim=2)
-                for v, t in zip(torch.split(values, rows), torch.split(sets, rows), strict=True)
+                (values[rows].unsqueeze(2) == sets[rows].unsqueeze(1)).any(dim=2)
+                for rows in _row_slices(values.shape[0], a * b, values.device)
             ]
         )
     sorted_sets = sets.to(values.dtype).sort(dim=1).values
@@ -501,12 +500,14 @@ def _relevance(items: Tensor, targets: Tensor, scored: bool, dense_targets: bool
 
 
 def _row_slices(n: int, width: int, device: torch.device) -> list[slice]:
-    """Row blocks for the steps on ``(N, k)``-sized tensors: one block off CPU; on CPU, blocks of
-    at most ``_INLINE_ELEMENTS`` elements, which torch runs in the calling thread."""
-    if device.type != "cpu" or n == 0:
-        return [slice(0, n)]
-    step = max(1, _INLINE_ELEMENTS // max(width, 1))
-    return [slice(start, start + step) for start in range(0, n, step)]
+    """Row blocks for steps on tensors of ``width`` elements per row.
+
+    On CPU the blocks hold at most ``_INLINE_ELEMENTS`` elements, which torch runs in the calling
+    thread; elsewhere they only bound temporaries to about ``_CHUNK_ELEMENTS`` elements.
+    """
+    limit = _INLINE_ELEMENTS if device.type == "cpu" else _CHUNK_ELEMENTS
+    step = max(1, limit // max(width, 1))
+    return [slice(start, start + step) for start in range(0, n, step)] or [slice(0, 0)]
 
 
 # --------------------------------------------------------------------------------------------------
