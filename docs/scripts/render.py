@@ -379,6 +379,8 @@ def ablation_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> 
     runs: dict[str, list[dict[str, Any]]] = data["runs"]
     reference = "focal" if "focal" in runs else next(iter(runs))
     seeds = [r["config"]["seed"] for r in runs[reference]]
+    if len(seeds) < 2:
+        raise ValueError(f"{name}: one seed gives no spread; run the ablation with 2 or more seeds")
     rows = []
     for loss, results in runs.items():
         best = _mean_std([r["best_val_map3"] for r in results])
