@@ -140,12 +140,25 @@ def test_metadata_shares_scores_between_items_alike() -> None:
     feats = torch.zeros(C, 2, dtype=torch.long)
     feats[3] = torch.tensor([1, 1])
     model = SequenceMLP(C, L, embedding_dim=D, item_features=feats).eval()
+    assert model.metadata_query is not None
     with torch.no_grad():
         model.output.weight.zero_()
         model.output.bias.zero_()
+        model.metadata_query.weight.normal_()  # as after some training
     logits = model(torch.tensor([[0, 4, 5, 6]]))
     assert logits[0, 1] == logits[0, 2]
     assert logits[0, 1] != logits[0, 3]
+
+
+def test_metadata_score_starts_at_zero() -> None:
+    # At initialization the metadata changes the history embeddings but not yet the output layer.
+    model = _model(metadata=True)
+    history = torch.randint(-1, C, (5, L))
+    index = torch.where(history < 0, C, history)
+    assert model.metadata is not None
+    table = model.embedding.weight + torch.nn.functional.pad(model.metadata(), (0, 0, 0, 1))
+    h = model.mlp(table[index].flatten(1))
+    torch.testing.assert_close(model(history), model.output(h))
 
 
 def test_metadata_transfers_to_a_never_seen_item() -> None:

@@ -95,6 +95,7 @@ class SequenceMLP(nn.Module):
     given, its metadata embedding :math:`m_j` (a linear map of its embedded categorical features
     and standardized numeric features). Items share metadata, so an item seen rarely or never in
     training is still placed near similar items, both in a history and in the ranking.
+    The metadata score starts at zero (:math:`P = 0`), so training begins from the id-only scores.
 
     The padding value ``-1`` embeds as a zero vector, so a short history is left-padded with ``-1``
     (the most recent item in the last column); a history narrower than ``L`` is left-padded here.
@@ -186,6 +187,9 @@ class SequenceMLP(nn.Module):
         self.output = nn.Linear(width, num_items)
         if self.metadata is not None:
             self.metadata_query = nn.Linear(width, embedding_dim, bias=False)
+            # The metadata score starts at zero: training begins from the id-only scores and
+            # grows the shared part only as far as it helps.
+            nn.init.zeros_(self.metadata_query.weight)
         init_prior_bias_(self.output, prior)
 
     def forward(self, history: Tensor) -> Tensor:

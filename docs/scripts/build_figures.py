@@ -1,0 +1,274 @@
+"""Regenerate every number and figure of the documentation site, in one command.
+
+Runs the repository's own scripts (the benchmarks, the worked example, the docs' experiments),
+each writing JSON (or captured text) into ``docs/generated/``, records how and where each was made
+in ``docs/generated/provenance.json``, then renders the Markdown tables and PNG figures the pages
+include (``docs/scripts/render.py``)::
+
+    python docs/scripts/build_figures.py                # everything (tens of minutes on 2 cores)
+    python docs/scripts/build_figures.py --only prior_curves bench_focal
+    python docs/scripts/build_figures.py --list
+
+The scripts import the ``focalrec`` of this checkout (``src/`` first on ``PYTHONPATH``). The
+worked example's artifacts need the real challenge data (``--data``, by default
+``../shared/data/av-challenge`` beside the clone); without it they are skipped and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+GENERATED = ROOT / "docs" / "generated"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "av-challenge"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One artifact: the command that makes it and the file under ``docs/generated/`` it fills."""
+
+    name: str
+    argv: tuple[str, ...]
+    output: str
+    needs_data: bool = False
+    capture_stdout: bool = False
+    copy_from: str | None = None  # a file the command writes under {tmp}, copied to ``output``
+    timeout_s: int = 3600
+    env: dict[str, str] = field(default_factory=dict)
+
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        "training_loop",
+        ("docs/snippets/training_loop.py",),
+        "training_loop.txt",
+        capture_stdout=True,
+    ),
+    Step(
+        "prior_bias",
+        ("docs/snippets/prior_bias.py",),
+        "prior_bias.txt",
+        capture_stdout=True,
+    ),
+    Step(
+        "metrics_conventions",
+        ("docs/snippets/metrics_conventions.py",),
+        "metrics_conventions.txt",
+        capture_stdout=True,
+    ),
+    Step(
+        "metrics_streaming",
+        ("docs/snippets/metrics_streaming.py",),
+        "metrics_streaming.txt",
+        capture_stdout=True,
+    ),
+    Step(
+        "metrics_torchmetrics",
+        ("docs/snippets/metrics_torchmetrics.py",),
+        "metrics_torchmetrics.txt",
+        capture_stdout=True,
+    ),
+    Step(
+        "prior_curves",
+        ("docs/scripts/prior_curves.py", "--json", "{out}"),
+        "prior_curves.json",
+    ),
+    Step(
+        "bench_focal",
+        ("benchmarks/bench_focal.py", "--json", "{out}"),
+        "bench_focal.json",
+        env={"OMP_NUM_THREADS": "1"},
+    ),
+    Step(
+        "bench_metrics",
+        ("benchmarks/bench_metrics.py", "--threads", "1", "--json", "{out}"),
+        "bench_metrics.json",
+    ),
+    Step(
+        "challenge_synthetic",
+        ("examples/challenge.py", "--output", "{tmp}/run", "--quiet"),
+        "challenge_synthetic.json",
+        copy_from="run/metrics.json",
+        env={"OMP_NUM_THREADS": "1"},
+    ),
+    Step(
+        "challenge",
+        ("examples/challenge.py", "--data", "{data}", "--output", "{tmp}/run", "--quiet"),
+        "challenge.json",
+        needs_data=True,
+        copy_from="run/metrics.json",
+        env={"OMP_NUM_THREADS": "1"},
+    ),
+    Step(
+        "ablation",
+        (
+            "examples/ablation.py",
+            "--data",
+            "{data}",
+            "--output",
+            "{tmp}/ablation",
+            "--quiet",
+        ),
+        "ablation.json",
+        needs_data=True,
+        copy_from="ablation/ablation.json",
+        env={"OMP_NUM_THREADS": "1"},
+    ),
+    Step(
+        "focal_comparison",
+        ("docs/scripts/focal_comparison.py", "--json", "{out}"),
+        "focal_comparison.json",
+    ),
+)
+
+
+def machine() -> dict[str, object]:
+    """The machine a measurement ran on, as the pages state it."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "load_average_1min": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def git_commit() -> str:
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        return result.stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def run_step(step: Step, data: Path) -> dict[str, object] | None:
+    """Run one step; return its provenance record, or ``None`` when it was skipped."""
+    if step.needs_data and not (data / "train.csv").is_file():
+        print(f"[{step.name}] skipped: no challenge data at {data} (pass --data DIR)")
+        return None
+    target = GENERATED / step.output
+    commit = git_commit()  # the code that runs, before anything is written
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / step.output
+        argv = [
+            a.format(out=out, tmp=tmp, data=_shown_path(data), python=sys.executable)
+            for a in step.argv
+        ]
+        command = [sys.executable, *argv]
+        env = {**os.environ, **step.env, "MPLBACKEND": "Agg"}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p
+        )
+        print(f"[{step.name}] {' '.join(command)}", flush=True)
+        start = time.perf_counter()
+        result = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=step.timeout_s,
+            stdout=subprocess.PIPE if step.capture_stdout else None,
+            text=True,
+        )
+        seconds = time.perf_counter() - start
+        if step.capture_stdout:
+            out.write_text(result.stdout, encoding="utf-8")
+        elif step.copy_from is not None:
+            shutil.copyfile(Path(tmp) / step.copy_from, out)
+        GENERATED.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(out), target)
+    shown = [
+        a.format(
+            out=f"docs/generated/{step.output}",
+            tmp="OUT",
+            data=_shown_path(data),
+            python="python",
+        )
+        for a in step.argv
+    ]
+    env_shown = "".join(f"{k}={v} " for k, v in sorted(step.env.items()))
+    return {
+        "command": env_shown + "python " + " ".join(shown),
+        "finished_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": round(seconds, 1),
+        "commit": commit,
+        "machine": machine(),
+    }
+
+
+def record_provenance(name: str, record: dict[str, object]) -> None:
+    """Store one step's record in provenance.json, re-reading the file so others' records stay."""
+    path = GENERATED / "provenance.json"
+    provenance = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    provenance[name] = record
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path, ROOT)
+    except ValueError:
+        return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these steps")
+    parser.add_argument("--list", action="store_true", help="list the steps and exit")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="challenge data folder")
+    parser.add_argument("--no-render", action="store_true", help="skip rendering tables/figures")
+    args = parser.parse_args()
+    if args.list:
+        for step in STEPS:
+            print(f"{step.name:20s} python {' '.join(step.argv)}")
+        return
+    names = {s.name for s in STEPS}
+    unknown = sorted(set(args.only or ()) - names)
+    if unknown:
+        parser.error(f"--only: unknown step(s) {unknown}; choose from {sorted(names)}")
+    for step in STEPS:
+        if args.only and step.name not in args.only:
+            continue
+        record = run_step(step, args.data.resolve())
+        if record is not None:
+            record_provenance(step.name, record)
+    if not args.no_render:
+        subprocess.run([sys.executable, str(ROOT / "docs" / "scripts" / "render.py")], check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,519 @@
+"""Render the JSON that the repository's scripts wrote into the tables and figures the docs show.
+
+``python docs/scripts/render.py`` reads ``docs/generated/*.json`` (see ``build_figures.py``, which
+makes them and calls this script) and writes, beside each, a Markdown fragment (``NAME.md``: the
+tables and a line saying which command made the numbers, where and when) and the figures
+(``NAME*.png``). It measures nothing: every number comes from the JSON. ``--check`` only compares
+the Markdown it would write with the committed one, so a hand-edited number fails the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+GENERATED = Path(__file__).resolve().parents[2] / "docs" / "generated"
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
+    """A Markdown table; ``align`` holds one of ``l``/``r`` per column (default: first left)."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [headers, rule, *[[str(c) for c in row] for row in rows]]
+    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines) + "\n"
+
+
+def provenance_line(name: str, provenance: dict[str, Any]) -> str:
+    """Which command made the numbers, on what machine, at which commit."""
+    record = provenance.get(name)
+    if record is None:
+        raise KeyError(
+            f"no provenance for {name!r}: run docs/scripts/build_figures.py --only {name}"
+        )
+    m = record["machine"]
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    if m.get("load_average_1min") is not None:
+        gpu += f", load average {m['load_average_1min']} when it finished"
+    return (
+        f"*Produced by `{record['command']}` in {record['seconds']:.0f} s on {m['cpu']} "
+        f"({m['logical_cpus']} logical CPUs{gpu}), "
+        f"{m['os']}, Python {m['python']}, torch {m['torch']}, commit `{record['commit']}`, "
+        f"{record['finished_utc']}.*\n"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# prior-bias initialization: docs/scripts/prior_curves.py
+
+
+def prior_curves_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    steps = len(data["variants"][0]["loss"])
+    tail = min(50, steps)
+    rows = []
+    for v in data["variants"]:
+        loss = v["loss"]
+        rows.append(
+            [
+                v["label"],
+                f"{v['initial_bias_mean']:+.3f}",
+                f"{loss[0]:.3f}",
+                f"{loss[min(10, steps - 1)]:.3f}",
+                f"{loss[min(50, steps - 1)]:.3f}",
+                f"{sum(loss[-tail:]) / tail:.3f}",
+            ]
+        )
+    cfg = data["config"]
+    headers = [
+        "initial output bias",
+        "mean bias",
+        "loss, step 0",
+        "step 10",
+        "step 50",
+        f"mean of the last {tail} steps",
+    ]
+    return (
+        f"![Early training loss by initial output bias](generated/{name}.png)\n\n"
+        + md_table(headers, rows)
+        + f"\n{cfg['rows']:,} rows, {cfg['items']:,} items, {cfg['positives_per_row']} positives "
+        f"per row; `{cfg['loss']}`, `{cfg['optimizer']}`, batch {cfg['batch']}, "
+        f"{cfg['steps']} steps, seed {cfg['seed']}.\n\n" + provenance_line(name, provenance)
+    )
+
+
+def prior_curves_png(name: str, data: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    for v in data["variants"]:
+        ax.plot(range(len(v["loss"])), v["loss"], label=v["label"], linewidth=1.4)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("focal loss per positive (log scale)")
+    ax.set_title("Early training loss by initial output bias")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# focal loss implementations side by side: docs/scripts/focal_comparison.py
+
+
+def _check(result: dict[str, Any]) -> str:
+    return ("yes" if result["ok"] else "**no**") + f" ({result['detail']})"
+
+
+def _rel(value: float) -> str:
+    return "inf" if value == float("inf") else f"{value:.1e}"
+
+
+def focal_comparison_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    rows = []
+    for r in data["implementations"]:
+        saved = f"{r['saved_dense']['ratio_to_logits']:.2f}x"
+        if "saved_sparse" in r:
+            saved += f" dense, {r['saved_sparse']['ratio_to_logits']:.2f}x index list"
+        rows.append(
+            [
+                r["label"],
+                _check(r["grad_gamma_0.5"]),
+                _check(r["grad_gamma_2"]),
+                _rel(r["value_error_gamma_0.5"]["max_rel_error"]),
+                _rel(r["value_error_gamma_2"]["max_rel_error"]),
+                _check(r["float16"]),
+                _check(r["index_targets"]),
+                saved,
+                f"{r['bce_at_gamma_0']['grad_max_abs_diff']:.1e}",
+            ]
+        )
+    headers = [
+        "implementation",
+        "finite gradients, gamma = 0.5, logits up to ±1e4",
+        "same, gamma = 2",
+        "max relative error of the value, gamma = 0.5",
+        "same, gamma = 2",
+        "float16 logits",
+        "index-list targets",
+        "saved for backward (x logits bytes)",
+        "gamma = 0 vs BCE-with-logits, max gradient difference",
+    ]
+    rows_t = [[h, *[row[i] for row in rows[:]]] for i, h in enumerate(headers) if i > 0]
+    names = [row[0] for row in rows]
+    cfg = data["config"]
+    rows_cfg = cfg["saved_bytes_logits"]
+    return (
+        md_table(["check", *names], rows_t, "l" * (len(names) + 1))
+        + f"\nValue errors against a float64 log-space reference over {cfg['value_grid']} "
+        "(entries whose reference value is above 1e-30); saved bytes counted with "
+        f"`torch.autograd.graph.saved_tensors_hooks` for {rows_cfg[0]} x {rows_cfg[1]} float32 "
+        "logits, 3 positives per row.\n\n" + provenance_line("focal_comparison", provenance)
+    )
+
+
+def no_figure(name: str, data: dict[str, Any]) -> None:
+    """For fragments that are tables only."""
+
+
+# ------------------------------------------------------------------------------------------------
+# focal loss speed and memory: benchmarks/bench_focal.py
+
+FOCAL_LABELS = {
+    "bce_with_logits": "`F.binary_cross_entropy_with_logits` (dense targets)",
+    "focalrec_index": "focalrec, index-list targets",
+    "focalrec_dense": "focalrec, dense targets",
+    "paper_formula": "paper formula, written literally",
+    "torchvision_formula": "torchvision's formula",
+    "fvcore": "fvcore `sigmoid_focal_loss`",
+    "kornia": "kornia `binary_focal_loss_with_logits`",
+}
+
+
+def _opt(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def bench_focal_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    cfg, env = data["config"], data["environment"]
+    rows = []
+    for key, r in data["results"].items():
+        rows.append(
+            [
+                FOCAL_LABELS.get(key, key),
+                f"{r['wall_ms']:.1f}",
+                f"{r['wall_vs_bce']:.2f}x",
+                f"{r['cpu_vs_bce']:.2f}x",
+                _opt(r.get("peak_extra_x_logits"), ".2f")
+                + ("x" if r.get("peak_extra_x_logits") is not None else ""),
+                _opt(r["rel_diff_vs_focalrec"], ".1e"),
+            ]
+        )
+    headers = [
+        "forward + backward",
+        "median wall ms",
+        "wall / BCE",
+        "CPU time / BCE",
+        "peak extra memory / logits size",
+        "loss value, relative difference to focalrec",
+    ]
+    return (
+        f"![Focal loss time and memory relative to BCE-with-logits](generated/{name}.png)\n\n"
+        + md_table(headers, rows)
+        + f"\nLogits {cfg['n']:,} x {cfg['c']:,} {cfg['dtype']} ({cfg['logits_mb']:.0f} MiB), "
+        f"{cfg['positives']} positives per row, alpha = {cfg['alpha']}, gamma = {cfg['gamma']}, "
+        f"median of {cfg['repeats']} interleaved repeats, {env['threads']} torch thread(s). "
+        "Peak extra memory is the resident memory that forward + backward adds, measured in a "
+        "subprocess per implementation; it includes the logits' gradient (1x), which every "
+        "implementation produces.\n\n" + provenance_line(name, provenance)
+    )
+
+
+def bench_focal_png(name: str, data: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    results = data["results"]
+    keys = list(results)
+    labels = [FOCAL_LABELS.get(k, k).replace("`", "") for k in keys]
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 0.45 * len(keys) + 1.4), dpi=120)
+    colors = [
+        "tab:gray"
+        if k == "bce_with_logits"
+        else "tab:blue"
+        if k.startswith("focalrec")
+        else "tab:orange"
+        for k in keys
+    ]
+    ax_t.barh(range(len(keys)), [results[k]["wall_vs_bce"] for k in keys], color=colors)
+    ax_t.set_yticks(range(len(keys)), labels, fontsize=8)
+    ax_t.invert_yaxis()
+    ax_t.axvline(1.0, color="black", linewidth=0.8)
+    ax_t.set_xlabel("wall time / BCE-with-logits")
+    mem = [results[k].get("peak_extra_x_logits") or 0.0 for k in keys]
+    ax_m.barh(range(len(keys)), mem, color=colors)
+    ax_m.set_yticks(range(len(keys)), [""] * len(keys))
+    ax_m.invert_yaxis()
+    ax_m.set_xlabel("peak extra memory / logits size")
+    for ax in (ax_t, ax_m):
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# ranking metrics: benchmarks/bench_metrics.py
+
+
+def bench_metrics_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    cfg, env = data["config"], data["environment"]
+    rows = [
+        [r["case"], f"{r['median_s']:.4f}", f"{r['ratio_to_topk']:.2f}x"] for r in data["results"]
+    ]
+    speedups = [r["speedup_of_map_at_k"] for r in data["results"] if "speedup_of_map_at_k" in r]
+    checks = [[k, f"{v:.6f}"] for k, v in data["checks"].items()]
+    text = (
+        f"![Ranking metric timings relative to torch.topk alone](generated/{name}.png)\n\n"
+        + md_table(["case", "median seconds", "time / torch.topk alone"], rows)
+        + f"\n{cfg['rows']:,} users x {cfg['items']:,} items, float32 scores, k = {cfg['k']}, "
+        f"{cfg['targets_width']} target items and {cfg['exclude_width']} excluded items per user, "
+        f"median of {cfg['repeats']} repeats, {env['threads']} torch thread(s).\n"
+    )
+    if speedups:
+        text += (
+            f"\n`map_at_k` is {speedups[0]:,.0f} times faster than torchmetrics' `RetrievalMAP` "
+            "(its time measured on a subset of users and scaled per user, as the row says).\n"
+        )
+    text += (
+        "\nThe same mAP@3 from each definition (the comparison is of equal results):\n\n"
+        + md_table(["computed by", "mAP@3"], checks)
+        + "\n"
+        + provenance_line(name, provenance)
+    )
+    return text
+
+
+def bench_metrics_png(name: str, data: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    results = data["results"]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(results) + 1.2), dpi=120)
+    labels = [r["case"] for r in results]
+    ratios = [r["ratio_to_topk"] for r in results]
+    colors = ["tab:gray" if "topk(" in lab else "tab:blue" for lab in labels]
+    colors = [
+        "tab:orange" if ("python" in lab or "torchmetrics" in lab) else c
+        for lab, c in zip(labels, colors, strict=True)
+    ]
+    ax.barh(range(len(results)), ratios, color=colors)
+    ax.set_yticks(range(len(results)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("median time / torch.topk(scores, k) alone (log scale)")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# the worked example: examples/challenge.py's metrics.json
+
+
+def challenge_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    d, cfg, t = data["data"], data["config"], data["timings_s"]
+    best = data["best_val_map3"]
+    rows = [
+        [f"{k} baseline", f"{v:.4f}", f"{best / v - 1:+.1%}" if v > 0 else "n/a"]
+        for k, v in data["baselines_val_map3"].items()
+    ]
+    rows.append([f"model (`SequenceMLP`, best epoch {data['best_epoch']})", f"{best:.4f}", ""])
+    data_rows = [
+        ["history length L", d["history_len"]],
+        ["challenges (items)", f"{d['num_items']:,}"],
+        ["train.csv users", f"{d['train_csv_users']:,}"],
+        ["test.csv users", f"{d['test_csv_users']:,}"],
+        ["training windows", f"{d['training_windows']:,}"],
+        ["validation users", f"{d['validation_users']:,}"],
+    ]
+    shown = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list)) or k == "hidden_sizes"}
+    config_rows = [[f"`{k}`", f"`{v}`"] for k, v in sorted(shown.items())]
+    time_rows = [[k.replace("_", " "), f"{v:.0f}"] for k, v in t.items()]
+    title = "Training loss and validation mAP@3 per epoch"
+    return (
+        f"![{title}](generated/{name}.png)\n\n"
+        + md_table(["validation mAP@3", "value", "model relative to it"], rows)
+        + "\n"
+        + md_table(["data", "value"], data_rows)
+        + "\n"
+        + md_table(["timing", "seconds"], time_rows)
+        + "\n"
+        + provenance_line(name, provenance)
+        + '\n??? note "The run\'s configuration"\n\n'
+        + "".join(
+            "    " + line + "\n"
+            for line in md_table(["option", "value"], config_rows, "ll").splitlines()
+        )
+    )
+
+
+def challenge_png(name: str, data: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    epochs = data["epochs"]
+    x = [e["epoch"] for e in epochs]
+    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    ax_loss.plot(x, [e["train_loss"] for e in epochs], marker="o", markersize=3)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_map.plot(x, [e["val_map3"] for e in epochs], marker="o", markersize=3, label="model")
+    for (label, value), style in zip(
+        data["baselines_val_map3"].items(), ["--", ":", "-."], strict=False
+    ):
+        ax_map.axhline(value, linestyle=style, color="gray", label=f"{label} baseline")
+    ax_map.axvline(data["best_epoch"], color="tab:green", linewidth=0.8, label="best epoch")
+    ax_map.set(xlabel="epoch", ylabel="validation mAP@3", title="validation mAP@3")
+    ax_map.legend(fontsize=7)
+    for ax in (ax_loss, ax_map):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# the loss ablation: examples/ablation.py's ablation.json
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, var**0.5
+
+
+def ablation_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    runs: dict[str, list[dict[str, Any]]] = data["runs"]
+    reference = "focal" if "focal" in runs else next(iter(runs))
+    seeds = [r["config"]["seed"] for r in runs[reference]]
+    if len(seeds) < 2:
+        raise ValueError(f"{name}: one seed gives no spread; run the ablation with 2 or more seeds")
+    rows = []
+    for loss, results in runs.items():
+        best = _mean_std([r["best_val_map3"] for r in results])
+        diffs = [
+            r["best_val_map3"] - ref["best_val_map3"]
+            for r, ref in zip(results, runs[reference], strict=True)
+        ]
+        paired = _mean_std(diffs)
+        to_best = _mean_std([r["timings_s"]["training_to_best_epoch"] for r in results])
+        per_epoch = _mean_std([r["timings_s"]["training"] / len(r["epochs"]) for r in results])
+        epochs = _mean_std([float(r["best_epoch"]) for r in results])
+        rows.append(
+            [
+                loss,
+                f"{best[0]:.4f} ± {best[1]:.4f}",
+                "" if loss == reference else f"{paired[0]:+.4f} ± {paired[1]:.4f}",
+                f"{to_best[0]:.0f} ± {to_best[1]:.0f}",
+                f"{per_epoch[0]:.1f} ± {per_epoch[1]:.1f}",
+                f"{epochs[0]:.1f} ± {epochs[1]:.1f}",
+            ]
+        )
+    headers = [
+        "loss",
+        "best validation mAP@3",
+        f"paired difference vs {reference}",
+        "training to the best epoch (s)",
+        "seconds per epoch",
+        "best epoch",
+    ]
+    baselines = runs[reference][0].get("baselines_val_map3", {})
+    base = ", ".join(f"{k} {v:.4f}" for k, v in baselines.items())
+    return (
+        f"![Validation mAP@3 by loss, every seed](generated/{name}.png)\n\n"
+        + md_table(headers, rows)
+        + f"\nMean ± standard deviation over seeds {seeds}; a seed fixes the validation users and "
+        "the initial weights for every loss, so the differences are paired. "
+        + (f"Baselines on the split of seed {seeds[0]}: {base}.\n\n" if base else "\n\n")
+        + provenance_line(name, provenance)
+    )
+
+
+def ablation_png(name: str, data: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    runs: dict[str, list[dict[str, Any]]] = data["runs"]
+    fig, (ax_curve, ax_bar) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    colors = dict(zip(runs, ["tab:blue", "tab:orange", "tab:green", "tab:red"], strict=False))
+    for loss, results in runs.items():
+        for i, r in enumerate(results):
+            x = [e["epoch"] for e in r["epochs"]]
+            y = [e["val_map3"] for e in r["epochs"]]
+            ax_curve.plot(x, y, color=colors[loss], alpha=0.7, label=loss if i == 0 else None)
+    ax_curve.set(xlabel="epoch", ylabel="validation mAP@3", title="every seed")
+    ax_curve.legend(fontsize=8)
+    stats = [_mean_std([r["best_val_map3"] for r in results]) for results in runs.values()]
+    ax_bar.bar(
+        list(runs),
+        [m for m, _ in stats],
+        yerr=[sd for _, sd in stats],
+        color=[colors[loss] for loss in runs],
+        capsize=4,
+    )
+    low = min(m - sd for m, sd in stats)
+    ax_bar.set_ylim(bottom=max(0.0, low - 0.05 * abs(low) - 0.005))
+    ax_bar.set(ylabel="best validation mAP@3", title="mean ± std over seeds")
+    for ax in (ax_curve, ax_bar):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+
+Markdown = Callable[[str, dict[str, Any], dict[str, Any]], str]
+Figure = Callable[[str, dict[str, Any]], None]
+RENDERERS: dict[str, tuple[Markdown, Figure]] = {
+    "prior_curves": (prior_curves_md, prior_curves_png),
+    "focal_comparison": (focal_comparison_md, no_figure),
+    "bench_focal": (bench_focal_md, bench_focal_png),
+    "bench_metrics": (bench_metrics_md, bench_metrics_png),
+    "challenge": (challenge_md, challenge_png),
+    "challenge_synthetic": (challenge_md, challenge_png),
+    "ablation": (ablation_md, ablation_png),
+}
+
+
+def render(check: bool = False, figures: bool = True) -> list[str]:
+    """Write (or, with ``check``, compare) every fragment; return the names that differ."""
+    provenance_file = GENERATED / "provenance.json"
+    provenance = (
+        json.loads(provenance_file.read_text(encoding="utf-8")) if provenance_file.is_file() else {}
+    )
+    stale = []
+    for name, (to_md, to_png) in RENDERERS.items():
+        source = GENERATED / f"{name}.json"
+        target = GENERATED / f"{name}.md"
+        if not source.is_file():
+            # An honest gap, never a made-up number: the page says how to fill it.
+            text = (
+                f'!!! info "Not generated in this build"\n    `{name}` has not been run yet: '
+                f"`python docs/scripts/build_figures.py --only {name}` makes it.\n"
+            )
+            print(f"{name}: no {source.name}; run docs/scripts/build_figures.py --only {name}")
+            if check:
+                if not target.is_file() or target.read_text(encoding="utf-8") != text:
+                    stale.append(name)
+            else:
+                target.write_text(text, encoding="utf-8")
+            continue
+        data = json.loads(source.read_text(encoding="utf-8"))
+        text = to_md(name, data, provenance)
+        if check:
+            if not target.is_file() or target.read_text(encoding="utf-8") != text:
+                stale.append(name)
+            continue
+        target.write_text(text, encoding="utf-8")
+        if figures:
+            to_png(name, data)
+        print(f"{name}: wrote {target.name}" + (" and figures" if figures else ""))
+    return stale
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="compare, write nothing")
+    parser.add_argument("--no-figures", action="store_true", help="write the Markdown only")
+    args = parser.parse_args()
+    stale = render(check=args.check, figures=not args.no_figures)
+    if stale:
+        print(f"out of date with their JSON: {stale}; run python docs/scripts/render.py")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
