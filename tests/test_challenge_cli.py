@@ -298,7 +298,8 @@ def test_resume_refuses_other_settings(
     assert challenge.main([*argv, "--lr", "0.5"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "trained with lr=0.001, not 0.5" in err
+    trained_lr = challenge.OPTIMIZER_DEFAULTS[challenge.DEFAULTS.optimizer].lr
+    assert f"trained with lr={trained_lr}, not 0.5" in err
     assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
 
 
@@ -320,7 +321,7 @@ def test_fresh_run_leaves_no_file_of_an_earlier_run(
 @pytest.mark.parametrize(
     "options",
     [
-        ["--loss", "softmax", "--optimizer", "sgd"],
+        ["--loss", "softmax", "--optimizer", "sgd", "--metadata"],
         ["--loss", "bce", "--no-metadata", "--prior", "0.01", "--hidden-sizes"],
     ],
 )
@@ -333,4 +334,4 @@ def test_other_losses_and_settings_train(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["loss"] == options[1]
     assert all(math.isfinite(e["train_loss"]) for e in metrics["epochs"])
-    assert metrics["data"]["item_metadata_used"] == ("--no-metadata" not in options)
+    assert metrics["data"]["item_metadata_used"] == ("--metadata" in options)
