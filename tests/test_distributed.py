@@ -59,7 +59,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     expected = ranking_metrics_at_k(scores, targets, 3, exclude=exclude, empty_targets="skip")
     counts = []
     for rank in range(WORLD):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for name, value in expected.items():
             torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6)
         torch.testing.assert_close(got["single_map"], expected["map"], rtol=0, atol=1e-6)
