@@ -82,7 +82,7 @@ def test_end_to_end_outputs(finished_run: Path) -> None:
     best = max(epochs, key=lambda e: e["val_map3"])
     assert metrics["best_epoch"] == best["epoch"]
     assert metrics["best_val_map3"] == best["val_map3"]
-    assert metrics["config"]["loss"] == "focal"
+    assert metrics["config"]["loss"] == challenge.DEFAULTS.loss
     assert metrics["config"]["history_len"] == 10
     assert metrics["world_size"] == 1
     assert set(metrics["baselines_val_map3"]) == {"popularity", "transition"}
