@@ -205,7 +205,7 @@ def _num_positives(
     return (targets.to(dtype) * weight.to(dtype)).sum()
 
 
-def check_gamma(gamma: object) -> float:
+def _check_gamma(gamma: object) -> float:
     """``gamma`` as a float; ``TypeError``/``ValueError`` unless it is a finite real ``>= 0``."""
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
         raise TypeError(f"`gamma` must be a real number >= 0, got {type(gamma).__name__}")
@@ -214,7 +214,7 @@ def check_gamma(gamma: object) -> float:
     return float(gamma)
 
 
-def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     """Whether a tensor of ``shape`` broadcasts to ``target`` without changing ``target``."""
     if len(shape) > len(target):
         return False
@@ -237,7 +237,7 @@ def _check_hyper(
     validate_args: bool,
 ) -> None:
     """Validate ``alpha``, ``gamma`` and ``reduction``."""
-    check_gamma(gamma)
+    _check_gamma(gamma)
     if reduction not in REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
     if alpha is None:
@@ -301,7 +301,7 @@ def _check_weight(weight: object, logits: Tensor, validate_args: bool) -> None:
         raise TypeError(f"`weight` must be a torch.Tensor or None, got {type(weight).__name__}")
     if not (weight.is_floating_point() or weight.dtype == torch.bool):
         raise TypeError(f"`weight` must be a floating or bool tensor, got dtype {weight.dtype}")
-    if not broadcasts_to(weight.shape, logits.shape):
+    if not _broadcasts_to(weight.shape, logits.shape):
         raise ValueError(
             f"`weight` must be broadcastable to the logits' shape {tuple(logits.shape)}, "
             f"got shape {tuple(weight.shape)}"

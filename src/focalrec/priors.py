@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from focalrec._focal_kernel import hard_negative_terms, hard_positive_terms
 from focalrec._indices import check_index_list, first_occurrence, is_index_list
-from focalrec.losses import broadcasts_to, check_gamma
+from focalrec.losses import _broadcasts_to, _check_gamma
 
 __all__ = ["class_priors", "focal_prior_bias", "init_prior_bias_", "prior_bias"]
 
@@ -105,7 +105,7 @@ def focal_prior_bias(prior: float | Tensor, *, alpha: float | None, gamma: float
         >>> round(prior_bias(0.01), 3), round(focal_prior_bias(0.01, alpha=0.25, gamma=2.0), 3)
         (-4.595, -2.107)
     """
-    gamma = check_gamma(gamma)
+    gamma = _check_gamma(gamma)
     a = 0.5 if alpha is None else _check_prior_float(alpha, "alpha")
     if isinstance(prior, Tensor):
         _check_prior_tensor(prior)
@@ -247,7 +247,7 @@ def init_prior_bias_(
             f"got {type(layer_or_bias).__name__}"
         )
     value = focal_prior_bias(prior, alpha=alpha, gamma=gamma)
-    if isinstance(value, Tensor) and not broadcasts_to(value.shape, bias.shape):
+    if isinstance(value, Tensor) and not _broadcasts_to(value.shape, bias.shape):
         raise ValueError(
             f"per-class `prior` of shape {tuple(value.shape)} does not broadcast to the bias "
             f"of shape {tuple(bias.shape)}"
