@@ -1,10 +1,17 @@
-"""Shared test configuration: hypothesis profiles and the optional real challenge data."""
+"""Shared test configuration: hypothesis profiles and depth, and the optional real challenge data.
+
+``FOCALREC_HYPOTHESIS_DEPTH=N`` (an integer >= 1, default 1) multiplies the number of examples of
+every hypothesis property in the suite by ``N``, whether the test fixes its own ``max_examples``
+or takes the profile's (see ``docs/contributing.md``: run it with 20 before a change to the
+numerics lands).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -18,3 +25,35 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "av-challenge"
+
+DEPTH_VARIABLE = "FOCALREC_HYPOTHESIS_DEPTH"
+
+
+def hypothesis_depth() -> int:
+    """The multiplier of every property's examples, from ``FOCALREC_HYPOTHESIS_DEPTH``."""
+    raw = os.environ.get(DEPTH_VARIABLE, "1")
+    try:
+        depth = int(raw)
+    except ValueError:
+        depth = 0
+    if depth < 1:
+        raise pytest.UsageError(f"{DEPTH_VARIABLE} must be an integer >= 1, got {raw!r}")
+    return depth
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Multiply ``max_examples`` of every hypothesis test by the depth (once per function)."""
+    depth = hypothesis_depth()
+    if depth == 1:
+        return
+    seen: set[int] = set()
+    for item in items:
+        test = getattr(item, "obj", None)
+        test = getattr(test, "__func__", test)  # a test method: its function
+        current = getattr(test, "_hypothesis_internal_use_settings", None)
+        if current is None or id(test) in seen:
+            continue
+        seen.add(id(test))
+        test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
+            current, max_examples=current.max_examples * depth
+        )
