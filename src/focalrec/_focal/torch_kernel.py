@@ -110,10 +110,14 @@ def _block_terms(
     return (value if need_value else None), derivative
 
 
-def forward(inp: FocalInputs, elementwise: bool, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+def forward(
+    inp: FocalInputs, elementwise: bool, need_grad: bool, grad_into: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
     """The loss (elementwise ``(R, C)``, or its sum as a 0-d tensor) and, if asked, its gradient.
 
-    Both in the compute dtype for the value and the logits' dtype for the gradient.
+    The value is in the compute dtype, the gradient in the logits' dtype; it is written into
+    ``grad_into`` when given (``(R, C)``; it may be the logits themselves: each block is read
+    before it is written), else into a new tensor.
     """
     inp = _detached(inp)
     x, cd = inp.logits, inp.compute_dtype
@@ -121,7 +125,9 @@ def forward(inp: FocalInputs, elementwise: bool, need_grad: bool) -> tuple[Tenso
     step = _rows_per_block(inp)
     num_blocks = -(-rows_total // step)
     out = torch.empty(x.shape if elementwise else (0,), dtype=cd, device=x.device)
-    grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_grad else None
+    grad = None
+    if need_grad:
+        grad = torch.empty_like(x) if grad_into is None else grad_into.detach()
     sums: list[Tensor | None] = [None] * num_blocks
 
     def run(first: int, last: int) -> None:
