@@ -57,7 +57,7 @@ def backend_name(inp: FocalInputs) -> str:
     if forced == "native":
         if not native.supports(inp):
             raise ValueError(
-                "FOCALREC_BACKEND=native takes float32 CPU logits with a unit column stride, got "
+                "FOCALREC_BACKEND=native takes float32 CPU logits, got "
                 f"{inp.logits.dtype} logits on {inp.logits.device}"
             )
         if native.load() is None:
