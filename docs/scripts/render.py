@@ -166,7 +166,10 @@ def no_figure(name: str, data: dict[str, Any]) -> None:
 FOCAL_LABELS = {
     "bce_with_logits": "`F.binary_cross_entropy_with_logits` (dense targets)",
     "focalrec_index": "focalrec, index-list targets",
-    "focalrec_dense": "focalrec, dense targets",
+    "focalrec_dense": "focalrec, dense float 0/1 targets",
+    "focalrec_bool": "focalrec, dense bool targets",
+    "focalrec_soft": "focalrec, soft targets (0.05 / 0.95)",
+    "compiled_torchvision_formula": "torchvision's formula under `torch.compile`",
     "paper_formula": "paper formula, written literally",
     "torchvision_formula": "torchvision's formula",
     "fvcore": "fvcore `sigmoid_focal_loss`",
@@ -190,7 +193,7 @@ def bench_focal_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) 
                 f"{r['cpu_vs_bce']:.2f}x",
                 _opt(r.get("peak_extra_x_logits"), ".2f")
                 + ("x" if r.get("peak_extra_x_logits") is not None else ""),
-                _opt(r["rel_diff_vs_focalrec"], ".1e"),
+                _opt(r["rel_diff_vs_float64"], ".1e"),
             ]
         )
     headers = [
@@ -199,14 +202,15 @@ def bench_focal_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) 
         "wall / BCE",
         "CPU time / BCE",
         "peak extra memory / logits size",
-        "loss value, relative difference to focalrec",
+        "loss value, relative difference to float64",
     ]
     return (
         f"![Focal loss time and memory relative to BCE-with-logits](generated/{name}.png)\n\n"
         + md_table(headers, rows)
         + f"\nLogits {cfg['n']:,} x {cfg['c']:,} {cfg['dtype']} ({cfg['logits_mb']:.0f} MiB), "
         f"{cfg['positives']} positives per row, alpha = {cfg['alpha']}, gamma = {cfg['gamma']}, "
-        f"median of {cfg['repeats']} interleaved repeats, {env['threads']} torch thread(s). "
+        f"median of {cfg['repeats']} interleaved repeats, {env['threads']} torch thread(s), "
+        f"focalrec's `{env.get('focalrec_backend', 'torch')}` backend. "
         "Peak extra memory is the resident memory that forward + backward adds, measured in a "
         "subprocess per implementation; it includes the logits' gradient (1x), which every "
         "implementation produces.\n\n" + provenance_line(name, provenance)
