@@ -140,7 +140,7 @@ def focal_comparison_md(name: str, data: dict[str, Any], provenance: dict[str, A
         "same, gamma = 2",
         "float16 logits",
         "index-list targets",
-        "saved for backward (x logits bytes)",
+        "held for backward (x logits bytes)",
         "gamma = 0 vs BCE-with-logits, max gradient difference",
     ]
     rows_t = [[h, *[row[i] for row in rows[:]]] for i, h in enumerate(headers) if i > 0]
@@ -150,9 +150,11 @@ def focal_comparison_md(name: str, data: dict[str, Any], provenance: dict[str, A
     return (
         md_table(["check", *names], rows_t, "l" * (len(names) + 1))
         + f"\nValue errors against a float64 log-space reference over {cfg['value_grid']} "
-        "(entries whose reference value is above 1e-30); saved bytes counted with "
-        f"`torch.autograd.graph.saved_tensors_hooks` for {rows_cfg[0]} x {rows_cfg[1]} float32 "
-        "logits, 3 positives per row.\n\n" + provenance_line("focal_comparison", provenance)
+        "(entries whose reference value is above 1e-30); bytes held for backward are those "
+        "saved through `torch.autograd.graph.saved_tensors_hooks` plus those an autograd node "
+        'holds itself (focalrec\'s gradient computed in forward), with `reduction="none"`, for '
+        f"{rows_cfg[0]} x {rows_cfg[1]} float32 logits, 3 positives per row.\n\n"
+        + provenance_line("focal_comparison", provenance)
     )
 
 
