@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
+import atomic
 import challenge_data
 import options
 import synthetic
@@ -101,7 +102,9 @@ def test_parser_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
         assert err.count("\n") == 1
 
 
-@pytest.mark.parametrize("module", [challenge_data, options, synthetic], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [atomic, challenge_data, options, synthetic], ids=lambda m: m.__name__
+)
 def test_example_doctests(module: ModuleType) -> None:
     """The helper modules' ``Example:`` blocks (pytest's --doctest-modules covers src/ only)."""
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
