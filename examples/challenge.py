@@ -1016,7 +1016,8 @@ def main(argv: list[str] | None = None) -> int:
         if procs.main and not (run.partial / CHECKPOINT).is_file():
             with contextlib.suppress(OSError):
                 run.discard()  # nothing in it to resume from
-        return fail(procs, f"{e.filename or run.path}: cannot write: {e.strerror or e}")
+        waiting = f"; the new run waits complete in {run.new}" if run.new.exists() else ""
+        return fail(procs, f"{e.filename or run.path}: cannot write: {e.strerror or e}{waiting}")
     if procs.world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -571,6 +571,40 @@ def test_a_full_disk_after_training_can_be_resumed(
     assert (config["epochs"], config["seed"]) == (2, 1)
 
 
+def test_an_output_folder_that_cannot_be_moved_keeps_its_run(
+    finished: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OUT made immutable (chattr +i) after the checks: the swap fails, OUT keeps the previous
+    run, and the complete new run waits beside it until the next run puts it in place."""
+    argv, watched = prepare(options("--seed", "1"), finished, tmp_path)
+    out = watched / "out"
+    before = tree(out)
+    replace = os.replace
+
+    def immutable(src: object, dst: object) -> None:
+        if Path(src) == out.resolve():
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM), str(src))
+        replace(src, dst)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic.os, "replace", immutable)
+        assert call(argv) == 1
+    assert_one_line(
+        capsys.readouterr().err, "out: cannot write: Operation not permitted; the new run"
+    )
+    assert tree(out) == before
+    assert (
+        torch.load(watched / ".out.new" / "best_model.pt", weights_only=True)["config"]["seed"] == 1
+    )
+
+    assert call([*argv, "--resume"]) == 0  # movable again: the waiting run is put in place
+    assert sorted(p.name for p in watched.iterdir()) == ["out"]
+    assert torch.load(out / "best_model.pt", weights_only=True)["config"]["seed"] == 1
+
+
 @pytest.mark.parametrize("how", ["permissions", "as the check sees it"])
 def test_a_read_only_folder_is_refused_before_training(
     how: str,
