@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -258,3 +259,42 @@ def test_torch_compile_matches_eager() -> None:
     history = torch.randint(-1, C, (5, L))
     compiled = torch.compile(model, backend="eager", fullgraph=False)
     torch.testing.assert_close(compiled(history), model(history))
+
+
+@pytest.mark.parametrize("metadata", [False, True])
+def test_logits_score_the_features_with_the_output_weight(metadata: bool) -> None:
+    model = _model(metadata, dropout=0.3).train()
+    if model.metadata_query is not None:
+        with torch.no_grad():
+            model.metadata_query.weight.normal_()  # as after some training
+    history = torch.randint(-1, C, (6, L))
+    torch.manual_seed(5)
+    logits = model(history)
+    torch.manual_seed(5)  # the same dropout masks
+    features = model.features(history)
+    assert features.shape == (6, 6)
+    fused = F.linear(features, model.output_weight(), model.output.bias)
+    torch.testing.assert_close(fused, logits)
+    if not metadata:
+        assert torch.equal(model.output(features), logits)
+
+
+def test_state_dict_keys_are_stable() -> None:
+    # Checkpoints written before the models shared a base class must still load.
+    assert list(_model(metadata=True).state_dict()) == [
+        "embedding.weight",
+        "metadata.categorical",
+        "metadata.numeric",
+        "metadata.tables.0.weight",
+        "metadata.tables.1.weight",
+        "metadata.tables.2.weight",
+        "metadata.project.weight",
+        "metadata.project.bias",
+        "mlp.0.weight",
+        "mlp.0.bias",
+        "mlp.2.weight",
+        "mlp.2.bias",
+        "output.weight",
+        "output.bias",
+        "metadata_query.weight",
+    ]
