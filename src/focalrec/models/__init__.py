@@ -6,6 +6,8 @@ Every model reads a history as an index list ``(N, L')`` of item ids, left-padde
 
 - :class:`SequenceMLP`: the last ``L`` item embeddings concatenated, then an MLP; optional item
   metadata.
+- :class:`SequenceGRU`: a GRU reads the items in order.
+- :class:`SequenceTransformer`: causal self-attention over the items (SASRec-style).
 
 They share one base, :class:`SequenceRecommender`: the item table ``embedding`` (padding embeds
 as zero), the reading of histories, and the output layer ``output`` whose bias starts at the logit
@@ -16,6 +18,8 @@ from ``output.weight`` only for :class:`SequenceMLP` with item metadata).
 """
 
 from focalrec.models._base import SequenceRecommender
+from focalrec.models.gru import SequenceGRU
 from focalrec.models.mlp import SequenceMLP
+from focalrec.models.transformer import SequenceTransformer
 
-__all__ = ["SequenceMLP", "SequenceRecommender"]
+__all__ = ["SequenceGRU", "SequenceMLP", "SequenceRecommender", "SequenceTransformer"]
