@@ -106,15 +106,17 @@ def implementations(
     return {name: fn for name, fn in impls.items() if name in keep}
 
 
-def make_inputs(n: int, c: int, positives: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+def make_inputs(
+    n: int, c: int, positives: int, seed: int, device: str | torch.device = "cpu"
+) -> tuple[Tensor, Tensor, Tensor]:
     """Logits ``(n, c)`` ~ N(-4.6, 2^2) (about a 1% prior), ``positives`` items per row.
 
     Items are drawn with replacement (a repeat counts once, in both target forms).
     """
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, c, generator=g).mul_(2.0).sub_(4.6)
-    index = torch.randint(0, c, (n, positives), generator=g)
-    dense = torch.zeros(n, c).scatter_(1, index, 1.0)
+    g = torch.Generator(device=device).manual_seed(seed)
+    logits = torch.randn(n, c, generator=g, device=device).mul_(2.0).sub_(4.6)
+    index = torch.randint(0, c, (n, positives), generator=g, device=device)
+    dense = torch.zeros(n, c, device=device).scatter_(1, index, 1.0)
     return logits, index, dense
 
 
