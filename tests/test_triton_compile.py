@@ -70,7 +70,10 @@ def compile_variant(v):
         for name, arg in zip(names, args)
         if isinstance(arg, torch.Tensor) or (isinstance(arg, int) and arg % 16 == 0 and arg > 0)
     }
-    source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
+    try:
+        source = ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
+    except TypeError:  # older Triton (3.2): constants by name, no attributes
+        source = ASTSource(kernel, signature, constants)
     options = {"num_warps": triton_kernel.NUM_WARPS, "enable_fp_fusion": True}
     compiled = triton.compile(source, target=GPUTarget(*v["target"]), options=options)
     return sorted(compiled.asm)
