@@ -141,15 +141,17 @@ def implementations(
     return {name: impls[name] for name in BUILTIN + OPTIONAL if name in keep and name in impls}
 
 
-def make_inputs(n: int, c: int, positives: int, seed: int) -> tuple[Tensor, Targets]:
+def make_inputs(
+    n: int, c: int, positives: int, seed: int, device: str | torch.device = "cpu"
+) -> tuple[Tensor, Targets]:
     """Logits ``(n, c)`` ~ N(-4.6, 2^2) (about a 1% prior), ``positives`` items per row.
 
     Items are drawn with replacement (a repeat counts once, in every target form).
     """
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, c, generator=g).mul_(2.0).sub_(4.6)
-    index = torch.randint(0, c, (n, positives), generator=g)
-    dense = torch.zeros(n, c).scatter_(1, index, 1.0)
+    g = torch.Generator(device=device).manual_seed(seed)
+    logits = torch.randn(n, c, generator=g, device=device).mul_(2.0).sub_(4.6)
+    index = torch.randint(0, c, (n, positives), generator=g, device=device)
+    dense = torch.zeros(n, c, device=device).scatter_(1, index, 1.0)
     return logits, Targets(index=index, dense=dense, soft=dense * 0.9 + 0.05)
 
 

@@ -42,6 +42,7 @@ class Step:
     argv: tuple[str, ...]
     output: str
     needs_data: bool = False
+    needs_gpu: bool = False
     capture_stdout: bool = False
     copy_from: str | None = None  # a file the command writes under {tmp}, copied to ``output``
     timeout_s: int = 3600
@@ -100,6 +101,13 @@ STEPS: tuple[Step, ...] = (
         "bench_metrics",
         ("benchmarks/bench_metrics.py", "--threads", "1", "--json", "{out}"),
         "bench_metrics.json",
+    ),
+    Step(
+        "bench_gpu",
+        ("benchmarks/bench_gpu.py", "--json", "{out}"),
+        "bench_gpu.json",
+        needs_gpu=True,
+        timeout_s=1200,
     ),
     Step(
         "challenge_synthetic",
@@ -187,6 +195,9 @@ def run_step(step: Step, data: Path) -> dict[str, object] | None:
     if step.needs_data and not (data / "train.csv").is_file():
         print(f"[{step.name}] skipped: no challenge data at {data} (pass --data DIR)")
         return None
+    if step.needs_gpu and not _has_cuda():
+        print(f"[{step.name}] skipped: no CUDA GPU here (benchmarks/gpu.sh on a GPU makes it)")
+        return None
     target = GENERATED / step.output
     commit = git_commit()  # the code that runs, before anything is written
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,6 +256,12 @@ def record_provenance(name: str, record: dict[str, object]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _shown_path(path: Path) -> str:

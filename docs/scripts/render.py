@@ -252,6 +252,74 @@ def bench_focal_png(name: str, data: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# focal loss and mAP@k on a GPU: benchmarks/bench_gpu.py (run by benchmarks/gpu.sh)
+
+GPU_LABELS = {
+    "clone": "`logits.clone()` (one read, one write)",
+    "focalrec_kernel": "focalrec forward alone (value and gradient, index lists)",
+    "torchvision_formula_compiled": "torchvision's formula, `torch.compile`",
+    "torch_topk": "`torch.topk(scores, k)` alone",
+    "map_at_k": "`map_at_k`",
+    "map_at_k_no_validation": "`map_at_k(..., validate_args=False)`",
+}
+
+
+def bench_gpu_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    env, cfg = data["environment"], data["config"]
+    if env["device"] != "cuda":
+        raise ValueError(f"{name}.json was not measured on a GPU (device {env['device']!r})")
+    text = ""
+    headers = [
+        "forward + backward",
+        "median ms",
+        "/ BCE",
+        "/ compiled formula",
+        "GB/s",
+        "/ clone's bandwidth",
+        "peak extra memory / logits size",
+    ]
+    for case in data["focal"]:
+        rows = [
+            [
+                GPU_LABELS.get(key, FOCAL_LABELS.get(key, key)),
+                f"{r['ms']:.3f}",
+                _opt(r["vs_bce"], ".2f"),
+                _opt(r["vs_compiled"], ".2f"),
+                f"{r['bandwidth_gb_s']:.0f}",
+                f"{r['vs_clone_bandwidth']:.2f}",
+                _opt(r["peak_extra_x_logits"], ".2f"),
+            ]
+            for key, r in case["results"].items()
+        ]
+        rows += [
+            [GPU_LABELS.get(k, FOCAL_LABELS.get(k, k)), e] + [""] * 5
+            for k, e in case["errors"].items()
+        ]
+        text += (
+            f"**Focal loss, logits {case['n']:,} x {case['c']:,} {case['dtype']}** "
+            f"({case['logits_mb']:,.0f} MiB)\n\n" + md_table(headers, rows) + "\n"
+        )
+    for case in data["map_at_k"]:
+        text += f"**mAP@k, scores {case['n']:,} x {case['c']:,} float32, k = {case['k']}**\n\n"
+        if "error" in case:
+            text += f"{case['error']}\n\n"
+            continue
+        rows = [
+            [GPU_LABELS.get(key, key), f"{r['ms']:.3f}", f"{r['vs_topk']:.2f}x"]
+            for key, r in case["results"].items()
+        ]
+        text += md_table(["case", "median ms", "/ torch.topk"], rows) + "\n"
+    return (
+        text + f"{env['gpu']} ({env['gpu_memory_gb']:.0f} GB), torch {env['torch']}, triton "
+        f"{env['triton']}; {cfg['positives']} positives per row, alpha = {cfg['alpha']}, gamma = "
+        f"{cfg['gamma']}, median of {cfg['repeats']} interleaved repeats timed with CUDA events. "
+        "GB/s counts the bytes one pass must move (logits read, gradient written, dense targets "
+        "read); peak extra memory is `torch.cuda.max_memory_allocated` beyond the inputs, the "
+        "gradient included.\n\n" + provenance_line(name, provenance)
+    )
+
+
+# ------------------------------------------------------------------------------------------------
 # ranking metrics: benchmarks/bench_metrics.py
 
 
@@ -463,11 +531,21 @@ def ablation_png(name: str, data: dict[str, Any]) -> None:
 
 Markdown = Callable[[str, dict[str, Any], dict[str, Any]], str]
 Figure = Callable[[str, dict[str, Any]], None]
+# What a page says where a fragment's JSON has not been made (default: how to make it).
+MISSING = {
+    "bench_gpu": (
+        '!!! warning "GPU figures are not measured yet"\n'
+        "    No run on a GPU has been recorded, so this page has no GPU figures: the Triton\n"
+        "    backend's speed on GPUs is unmeasured. `bash benchmarks/gpu.sh` on a machine with a\n"
+        "    CUDA GPU (a few minutes) makes them and fills this section.\n"
+    ),
+}
 RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "prior_curves": (prior_curves_md, prior_curves_png),
     "focal_comparison": (focal_comparison_md, no_figure),
     "bench_focal": (bench_focal_md, bench_focal_png),
     "bench_metrics": (bench_metrics_md, bench_metrics_png),
+    "bench_gpu": (bench_gpu_md, no_figure),
     "challenge": (challenge_md, challenge_png),
     "challenge_synthetic": (challenge_md, challenge_png),
     "ablation": (ablation_md, ablation_png),
@@ -486,7 +564,7 @@ def render(check: bool = False, figures: bool = True) -> list[str]:
         target = GENERATED / f"{name}.md"
         if not source.is_file():
             # An honest gap, never a made-up number: the page says how to fill it.
-            text = (
+            text = MISSING.get(name) or (
                 f'!!! info "Not generated in this build"\n    `{name}` has not been run yet: '
                 f"`python docs/scripts/build_figures.py --only {name}` makes it.\n"
             )
