@@ -149,7 +149,9 @@ def _soft_terms(
         qg = tl.where(q_pos, tl.exp(gamma * tl.log(tl.where(q_pos, q, 1.0))), 0.0)
     r = tl.where(q_pos, (p * omp) / tl.where(q_pos, q, 1.0), 0.0)
     bce_fin = tl.where(bce < FLT_MAX, bce, FLT_MAX)
-    value = qg * bce
+    # An infinite BCE has q >= min(t, 1 - t) > 0: the term is infinite even where q^gamma
+    # underflows to 0 (not 0 * inf).
+    value = tl.where(bce < FLT_MAX, qg * bce, bce)
     grad = (qg * gamma) * ((1.0 - 2.0 * t) * r * bce_fin) + qg * (p * u - omp * t)
     return value, grad
 
