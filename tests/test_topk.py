@@ -232,8 +232,16 @@ def test_nan_scores_rejected_or_ranked_first() -> None:
         ),
         ({"item_bias": [0.0] * 5}, TypeError, r"`item_bias` must be a torch.Tensor, got list"),
         ({"k": 0}, ValueError, r"`k` must be a positive int \(k >= 1\), got 0"),
-        ({"chunk_size": 0}, ValueError, r"`chunk_size` must be None or an int >= 1, got 0"),
-        ({"chunk_size": 2.5}, ValueError, r"`chunk_size` must be None or an int >= 1, got 2.5"),
+        (
+            {"chunk_size": 0},
+            ValueError,
+            r"`chunk_size` must be None or a positive int \(>= 1\), got 0",
+        ),
+        (
+            {"chunk_size": 2.5},
+            TypeError,
+            r"`chunk_size` must be None or a positive int, got float 2.5",
+        ),
         (
             {"exclude": torch.tensor([[5], [0]])},
             ValueError,

@@ -465,8 +465,13 @@ def _check_factors(queries: object, item_embeddings: object, item_bias: object) 
 def _check_chunk_size(chunk_size: object) -> int | None:
     if chunk_size is None:
         return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be None or an int >= 1, got {chunk_size!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(
+            f"`chunk_size` must be None or a positive int, got {type(chunk_size).__name__} "
+            f"{chunk_size!r}"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be None or a positive int (>= 1), got {chunk_size}")
     return chunk_size
 
 
