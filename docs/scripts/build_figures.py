@@ -96,6 +96,12 @@ STEPS: tuple[Step, ...] = (
         "bench_metrics.json",
     ),
     Step(
+        # The 39,732 queries take days on 2 cores: 512 queries over the full catalogue.
+        "bench_topk",
+        ("benchmarks/bench_topk.py", "--queries", "512", "--json", "{out}"),
+        "bench_topk.json",
+    ),
+    Step(
         "challenge_synthetic",
         ("examples/challenge.py", "--output", "{tmp}/run", "--quiet"),
         "challenge_synthetic.json",

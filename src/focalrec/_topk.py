@@ -491,6 +491,32 @@ def _merge(vals: Tensor, idx: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return picked, items
 
 
+def _block_best(
+    q: Tensor,
+    item_embeddings: Tensor,
+    item_bias: Tensor | None,
+    k: int,
+    exclude: Tensor | None,
+    start: int,
+    validate_args: bool,
+    first_row: int,
+) -> tuple[Tensor, Tensor]:
+    """The exact best ``k`` of one block of scores, ``q`` against items whose first is global item
+    ``start``: their scores and global indices. The block is freed on return."""
+    # F.linear is q @ e.T; for small row blocks it is much faster than the @ operator.
+    block = F.linear(q, item_embeddings.to(q.dtype))
+    if item_bias is not None:
+        block += item_bias.to(q.dtype)
+    local_ex = None
+    if exclude is not None:
+        # The excluded items of this block, in its own indices; the others become padding.
+        shifted = exclude - start
+        outside = (shifted < 0) | (shifted >= block.shape[1]) | (exclude == PAD)
+        local_ex = shifted.masked_fill_(outside, PAD)
+    top = _topk_items(block, k, local_ex, validate_args, first_row=first_row, what=_FACTORED_SCORES)
+    return block.gather(1, top.clamp(min=0)), torch.where(top == PAD, PAD, top + start)
+
+
 def _local_best(
     queries: Tensor,
     item_embeddings: Tensor,
@@ -507,38 +533,23 @@ def _local_best(
     dtype = torch.float64 if queries.dtype == torch.float64 else torch.float32
     device = queries.device
     rows, items = _block_shape(n, c, chunk_size)
-    out_vals, out_idx = [], []
+    out_vals = [torch.empty(0, k, dtype=dtype, device=device)]
+    out_idx = [torch.empty(0, k, dtype=torch.long, device=device)]
     for r0 in range(0, n, rows):
         q = queries[r0 : r0 + rows].to(dtype)
         best_vals = torch.full((q.shape[0], k), float("-inf"), dtype=dtype, device=device)
         best_idx = torch.full((q.shape[0], k), PAD, dtype=torch.long, device=device)
         ex = exclude[r0 : r0 + rows] if exclude is not None else None
         for c0 in range(0, c, items):
-            # F.linear is q @ e.T; for small row blocks it is much faster than the @ operator.
-            block = F.linear(q, item_embeddings[c0 : c0 + items].to(dtype))
-            if item_bias is not None:
-                block += item_bias[c0 : c0 + items].to(dtype)
-            start, width = offset + c0, block.shape[1]
-            local_ex = None
-            if ex is not None:
-                # The excluded items of this block, in its own indices; the others become padding.
-                shifted = ex - start
-                local_ex = shifted.masked_fill_(
-                    (shifted < 0) | (shifted >= width) | (ex == PAD), PAD
-                )
-            top = _topk_items(
-                block, k, local_ex, validate_args, first_row=r0, what=_FACTORED_SCORES
+            bias = item_bias[c0 : c0 + items] if item_bias is not None else None
+            top_vals, top_idx = _block_best(
+                q, item_embeddings[c0 : c0 + items], bias, k, ex, offset + c0, validate_args, r0
             )
-            top_vals = block.gather(1, top.clamp(min=0))
-            top_idx = torch.where(top == PAD, PAD, top + start)
             best_vals, best_idx = _merge(
                 torch.cat([best_vals, top_vals], dim=1), torch.cat([best_idx, top_idx], dim=1), k
             )
         out_vals.append(best_vals)
         out_idx.append(best_idx)
-    if not out_vals:
-        empty = torch.empty(0, k, device=device)
-        return empty.to(dtype), empty.to(torch.long)
     return torch.cat(out_vals), torch.cat(out_idx)
 
 
@@ -646,8 +657,10 @@ def topk_items_from_embeddings(
     **Memory.** A block holds at most ``chunk_size`` scores (default ``2**24``, 64 MiB of float32)
     and spans ``max(chunk_size // N, min(chunk_size, 4096))`` items (or all ``C``), over
     ``chunk_size // items`` rows. Besides the inputs and the ``(N, k)`` result, the extra memory
-    is one block of scores, the best ``k`` of its rows, and (only for rows tied at the cut of a
-    block) about twice a block for the exact tie pass: :math:`O(N k + \text{chunk\_size})`,
+    is one block of scores and the best ``k`` of its rows (for half-precision inputs, also
+    float32 copies of the block's rows of ``queries`` and items); only where rows of a block tie
+    at its cut, the exact tie pass adds up to about 2.25 blocks' worth of bytes (a copy of those
+    rows, a bool mask and an int32 running count). In all :math:`O(N k + \text{chunk\_size})`,
     never :math:`O(N C)`.
 
     **Item-sharded over torch.distributed.** With ``process_group``, every rank of the group holds
