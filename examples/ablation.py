@@ -11,6 +11,10 @@ the validation users and the initial weights for every loss.
 Writes into OUT, each file atomically: ``ablation.md`` (the table), ``ablation.png`` (validation
 curves and mean +- std mAP@3 per loss), ``ablation.json`` (every run's figures) and ``runs/`` (each
 run's own outputs, see ``challenge.py``). Rerunning skips the runs whose ``metrics.json`` exists.
+
+Every run's options are checked before the first run starts. Options after ``--`` go to every run,
+so an option that only one loss uses (``--alpha``, ``--gamma``: focal only) is refused unless
+``--losses focal`` is the only loss.
 """
 
 from __future__ import annotations
@@ -65,16 +69,23 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return args, extra
 
 
+def run_argv(args: argparse.Namespace, extra: list[str], loss: str, seed: int) -> list[str]:
+    """The ``challenge.py`` options of the run with ``loss`` and ``seed``."""
+    out = args.output / "runs" / f"{loss}-seed{seed}"
+    argv = ["--loss", loss, "--seed", str(seed), "--output", str(out), *extra]
+    if args.data is not None:
+        argv += ["--data", str(args.data)]
+    if args.quiet:
+        argv.append("--quiet")
+    return argv
+
+
 def run_one(args: argparse.Namespace, extra: list[str], loss: str, seed: int) -> dict[str, Any]:
     """Train once with ``loss`` and ``seed`` (or reuse a finished run); its metrics.json."""
     out = args.output / "runs" / f"{loss}-seed{seed}"
     metrics = out / challenge.METRICS
     if not metrics.is_file():
-        argv = ["--loss", loss, "--seed", str(seed), "--output", str(out), *extra]
-        if args.data is not None:
-            argv += ["--data", str(args.data)]
-        if args.quiet:
-            argv.append("--quiet")
+        argv = run_argv(args, extra, loss, seed)
         print(f"== {loss}, seed {seed}: challenge.py {' '.join(argv)}", flush=True)
         if challenge.main(argv) != 0:
             raise SystemExit(f"error: the run {out} failed (see its message above)")
@@ -198,6 +209,9 @@ def plot(
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
+    for loss in args.losses:  # a bad option fails now, not after hours of other runs
+        for seed in args.seeds:
+            challenge.parse_args(run_argv(args, extra, loss, seed))
     args.output.mkdir(parents=True, exist_ok=True)
     runs = {loss: [run_one(args, extra, loss, seed) for seed in args.seeds] for loss in args.losses}
     table = summarize(runs)

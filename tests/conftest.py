@@ -9,6 +9,8 @@ numerics lands).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
             current, max_examples=current.max_examples * depth
         )
+
+
+def available_backends() -> list[str]:
+    """The loss backends that run here on float32 CPU logits (``FOCALREC_BACKEND`` values)."""
+    from focalrec._focal import native
+
+    return ["torch"] + (["native"] if native.load() is not None else [])
+
+
+@contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Run the loss on backend ``name`` (``FOCALREC_BACKEND``) inside the block."""
+    old = os.environ.get("FOCALREC_BACKEND")
+    os.environ["FOCALREC_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["FOCALREC_BACKEND"]
+        else:
+            os.environ["FOCALREC_BACKEND"] = old

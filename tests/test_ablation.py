@@ -68,3 +68,17 @@ def test_bad_options_exit_with_a_message(
         ablation.parse_args(argv)
     assert exc.value.code == 2
     assert len(re.findall(match, capsys.readouterr().err)) == 1
+
+
+def test_every_runs_options_are_checked_before_the_first_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--alpha applies to focal only: with bce among the losses, nothing runs."""
+    out = tmp_path / "ablation"
+    argv = ["--output", str(out), "--losses", "focal", "bce", "--", "--alpha", "0.5"]
+    with pytest.raises(SystemExit) as exc:
+        ablation.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "error: argument --alpha: applies to --loss focal only, not --loss bce\n"
+    assert not out.exists()

@@ -68,6 +68,12 @@ STEPS: tuple[Step, ...] = (
         capture_stdout=True,
     ),
     Step(
+        "loss_conventions",
+        ("docs/snippets/loss_conventions.py",),
+        "loss_conventions.txt",
+        capture_stdout=True,
+    ),
+    Step(
         "metrics_streaming",
         ("docs/snippets/metrics_streaming.py",),
         "metrics_streaming.txt",

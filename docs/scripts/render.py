@@ -140,7 +140,7 @@ def focal_comparison_md(name: str, data: dict[str, Any], provenance: dict[str, A
         "same, gamma = 2",
         "float16 logits",
         "index-list targets",
-        "saved for backward (x logits bytes)",
+        "held for backward (x logits bytes)",
         "gamma = 0 vs BCE-with-logits, max gradient difference",
     ]
     rows_t = [[h, *[row[i] for row in rows[:]]] for i, h in enumerate(headers) if i > 0]
@@ -150,9 +150,11 @@ def focal_comparison_md(name: str, data: dict[str, Any], provenance: dict[str, A
     return (
         md_table(["check", *names], rows_t, "l" * (len(names) + 1))
         + f"\nValue errors against a float64 log-space reference over {cfg['value_grid']} "
-        "(entries whose reference value is above 1e-30); saved bytes counted with "
-        f"`torch.autograd.graph.saved_tensors_hooks` for {rows_cfg[0]} x {rows_cfg[1]} float32 "
-        "logits, 3 positives per row.\n\n" + provenance_line("focal_comparison", provenance)
+        "(entries whose reference value is above 1e-30); bytes held for backward are those "
+        "saved through `torch.autograd.graph.saved_tensors_hooks` plus those an autograd node "
+        'holds itself (focalrec\'s gradient computed in forward), with `reduction="none"`, for '
+        f"{rows_cfg[0]} x {rows_cfg[1]} float32 logits, 3 positives per row.\n\n"
+        + provenance_line("focal_comparison", provenance)
     )
 
 
@@ -166,7 +168,10 @@ def no_figure(name: str, data: dict[str, Any]) -> None:
 FOCAL_LABELS = {
     "bce_with_logits": "`F.binary_cross_entropy_with_logits` (dense targets)",
     "focalrec_index": "focalrec, index-list targets",
-    "focalrec_dense": "focalrec, dense targets",
+    "focalrec_dense": "focalrec, dense float 0/1 targets",
+    "focalrec_bool": "focalrec, dense bool targets",
+    "focalrec_soft": "focalrec, soft targets (0.05 / 0.95)",
+    "compiled_torchvision_formula": "torchvision's formula under `torch.compile`",
     "paper_formula": "paper formula, written literally",
     "torchvision_formula": "torchvision's formula",
     "fvcore": "fvcore `sigmoid_focal_loss`",
@@ -190,7 +195,7 @@ def bench_focal_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) 
                 f"{r['cpu_vs_bce']:.2f}x",
                 _opt(r.get("peak_extra_x_logits"), ".2f")
                 + ("x" if r.get("peak_extra_x_logits") is not None else ""),
-                _opt(r["rel_diff_vs_focalrec"], ".1e"),
+                _opt(r["rel_diff_vs_float64"], ".1e"),
             ]
         )
     headers = [
@@ -199,14 +204,15 @@ def bench_focal_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) 
         "wall / BCE",
         "CPU time / BCE",
         "peak extra memory / logits size",
-        "loss value, relative difference to focalrec",
+        "loss value, relative difference to float64",
     ]
     return (
         f"![Focal loss time and memory relative to BCE-with-logits](generated/{name}.png)\n\n"
         + md_table(headers, rows)
         + f"\nLogits {cfg['n']:,} x {cfg['c']:,} {cfg['dtype']} ({cfg['logits_mb']:.0f} MiB), "
         f"{cfg['positives']} positives per row, alpha = {cfg['alpha']}, gamma = {cfg['gamma']}, "
-        f"median of {cfg['repeats']} interleaved repeats, {env['threads']} torch thread(s). "
+        f"median of {cfg['repeats']} interleaved repeats, {env['threads']} torch thread(s), "
+        f"focalrec's `{env.get('focalrec_backend', 'torch')}` backend. "
         "Peak extra memory is the resident memory that forward + backward adds, measured in a "
         "subprocess per implementation; it includes the logits' gradient (1x), which every "
         "implementation produces.\n\n" + provenance_line(name, provenance)

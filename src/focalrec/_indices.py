@@ -28,6 +28,7 @@ __all__ = [
     "is_index_list",
     "isin_rows",
     "row_blocks",
+    "values_readable",
 ]
 
 PAD = -1
@@ -46,6 +47,20 @@ gain from threads, and on a busy machine every trip through the thread pool cost
 
 _BROADCAST_VALUES = 32
 """Row-wise membership compares all pairs up to this many values per row, else binary-searches."""
+
+
+def values_readable() -> bool:
+    """Whether argument checks may read tensor values (a device-to-host sync).
+
+    False while ``torch.compile`` traces (a read would break the graph) and inside ``torch.func``
+    transforms (a batched tensor has no single value): there the checks that read values are
+    skipped, as with ``validate_args=False``, and shapes and dtypes are still checked.
+
+    Example:
+        >>> values_readable()
+        True
+    """
+    return not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
 
 
 def is_index_list(x: Tensor) -> bool:
@@ -70,7 +85,7 @@ def check_index_list(
 
     The dtype, the number of dimensions and the number of rows are always checked; the range check
     ``-1 <= x < num_classes`` reads the values (a device-to-host sync) and runs only when
-    ``validate_args`` is true.
+    ``validate_args`` is true and :func:`values_readable`.
 
     Example:
         >>> check_index_list(torch.tensor([[0, 7]]), "targets", num_classes=5)
@@ -93,7 +108,7 @@ def check_index_list(
         raise ValueError(
             f"`{name}` must have {num_rows} rows (one per sample), got shape {tuple(x.shape)}"
         )
-    if validate_args and num_classes is not None and x.numel() > 0:
+    if validate_args and num_classes is not None and x.numel() > 0 and values_readable():
         lo, hi = (int(v) for v in torch.aminmax(x))
         if lo < PAD or hi >= num_classes:
             raise ValueError(
@@ -117,7 +132,7 @@ def first_occurrence(x: Tensor) -> Tensor:
     sorted_x, perm = x.sort(dim=-1, stable=True)
     repeat_sorted = torch.zeros_like(sorted_x, dtype=torch.bool)
     repeat_sorted[..., 1:] = sorted_x[..., 1:] == sorted_x[..., :-1]
-    repeat = torch.empty_like(repeat_sorted).scatter_(-1, perm, repeat_sorted)
+    repeat = repeat_sorted.scatter(-1, perm, repeat_sorted)  # out of place: vmap has a rule
     return (x != PAD) & ~repeat
 
 

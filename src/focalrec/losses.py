@@ -8,8 +8,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from focalrec._focal_kernel import focal_loss_sum_or_elementwise
-from focalrec._indices import check_index_list, first_occurrence, is_index_list
+from focalrec._focal.inputs import FocalInputs
+from focalrec._focal.op import focal_loss
+from focalrec._indices import check_index_list, first_occurrence, is_index_list, values_readable
 
 __all__ = ["REDUCTIONS", "FocalLoss", "Reduction", "sigmoid_focal_loss"]
 
@@ -45,16 +46,20 @@ def sigmoid_focal_loss(
     0 and 1 (for ``t = 0.2, gamma = 2`` at ``p`` of about 0.05, see the example), so soft targets
     are sharpened; use ``gamma = 0`` if calibrated probabilities matter.
 
-    Everything is computed in log space (``softplus``) with a closed-form gradient that is
-    finite for every ``gamma >= 0``, including ``0 < gamma < 1`` at logits as large as ``1e4``.
+    Everything is computed in log space (``softplus``) with closed-form first and second
+    derivatives that are finite for every ``gamma >= 0``, including ``0 < gamma < 1`` at logits as
+    large as ``1e4``. At ``+-inf`` logits the loss and its gradient are their limits (``inf``
+    where the target disagrees, gradient ``+-alpha_t * weight``). A term whose weight
+    ``alpha_t * weight`` is 0 is 0, value and gradient, whatever its logit.
     ``gamma = 0, alpha = None`` equals :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
     Float16 and bfloat16 logits are computed in float32.
 
-    When the logits require grad, the forward pass computes the gradient too, in one pass over
-    cache-sized blocks of rows, and backward hands it on: apart from the output of
-    ``reduction="none"``, the loss allocates one logits-sized tensor, the gradient.
-    ``benchmarks/bench_focal.py`` compares its time and memory with BCE-with-logits and other
-    focal losses.
+    When the logits require grad, the forward pass computes the gradient too, in one pass, and
+    backward hands it on: apart from the output of ``reduction="none"``, the loss allocates one
+    logits-sized tensor, the gradient. Second derivatives, ``torch.func`` transforms,
+    ``torch.compile`` (one operator, no graph break) and ``torch.export`` are supported; see the
+    "Focal loss" guide for the backends (a C kernel compiled on first use for float32 CPU
+    logits, torch operations elsewhere) and ``benchmarks/bench_focal.py`` for time and memory.
 
     Args:
         logits: Scores of any shape; ``(N, C)`` with index-list targets.
@@ -65,7 +70,7 @@ def sigmoid_focal_loss(
             target tensor.
         alpha: Weight of the positive class in ``[0, 1]`` (negatives get ``1 - alpha``), a
             per-class tensor ``(C,)`` over the last dimension, or ``None`` for no weighting.
-        gamma: Focusing parameter, ``>= 0``.
+        gamma: Focusing parameter in ``[0, 3.4e38]`` (the float32 maximum).
         reduction: ``"none"`` (the elementwise loss), ``"sum"``, ``"mean"`` (the sum divided by
             the number of elements, or by the sum of ``weight`` when given) or
             ``"sum_over_positives"`` (the sum divided by ``max(P, 1)``, ``P`` the number of positive
@@ -74,8 +79,10 @@ def sigmoid_focal_loss(
             masked input gives ``0`` for ``"mean"``.
         weight: Optional non-negative elementwise weight or bool keep-mask, broadcastable to the
             logits. ``"mean"`` then averages over the kept entries only: ``sum(w * FL) / sum(w)``.
-        validate_args: Check the values of ``targets``, ``alpha`` and ``weight`` (reads them from
-            the device). Shapes, dtypes and ``gamma`` are always checked.
+        validate_args: Check the values of ``targets``, ``alpha`` and ``weight``, and reject NaN
+            logits where the weight is not 0 (reads values from the device; skipped under
+            ``torch.compile`` and ``torch.func`` transforms). Shapes, dtypes and ``gamma`` are
+            always checked.
 
     Returns:
         The loss: a scalar, or the logits' shape for ``reduction="none"``. Its dtype is
@@ -100,24 +107,36 @@ def sigmoid_focal_loss(
         0.05
     """
     _check_logits(logits)
-    _check_hyper(alpha, gamma, reduction, logits.shape[-1] if logits.ndim > 0 else 1, validate_args)
-    sparse = _check_targets(logits, targets, validate_args)
+    read_values = validate_args and values_readable()
+    num_classes = logits.shape[-1] if logits.ndim > 0 else 1
+    _check_hyper(alpha, gamma, reduction, num_classes, read_values)
+    sparse = _check_targets(logits, targets, read_values)
+    cd = torch.promote_types(logits.dtype, torch.float32)
     if weight is not None:
-        _check_weight(weight, logits, validate_args)
-        if weight.dtype == torch.bool:
-            weight = weight.to(torch.promote_types(logits.dtype, torch.float32))
-    gamma = float(gamma)
-    if not isinstance(alpha, Tensor) and alpha is not None:
-        alpha = float(alpha)
-    dense, index = (None, targets) if sparse else (targets, None)
+        _check_weight(weight, logits, read_values)
+        weight = weight.to(cd)
     divisor = None
     if reduction == "mean":
         divisor = _mean_denominator(logits, weight)
     elif reduction == "sum_over_positives":
         divisor = _num_positives(targets, sparse, weight, logits.shape).clamp_min(1.0)
-    out: Tensor = focal_loss_sum_or_elementwise(
-        logits, dense, index, alpha, gamma, weight, divisor, reduction == "none"
+    rows = logits.numel() // num_classes if num_classes > 0 else math.prod(logits.shape[:-1])
+    shape2d = (rows, num_classes)
+    inputs = FocalInputs(
+        logits=logits.reshape(shape2d),
+        dense=None if sparse else targets.reshape(shape2d),
+        index=targets if sparse else None,
+        alpha=None if alpha is None or isinstance(alpha, Tensor) else float(alpha),
+        alpha_vec=alpha.to(device=logits.device, dtype=cd) if isinstance(alpha, Tensor) else None,
+        gamma=float(gamma),
+        weight=None if weight is None else _rows_view(weight.expand(logits.shape), shape2d),
+        scale=None if divisor is None else torch.reciprocal(divisor.to(cd)),
     )
+    out = focal_loss(inputs, elementwise=reduction == "none")
+    if reduction == "none":
+        out = out.reshape(logits.shape)
+    if read_values:
+        _check_no_nan(out, logits, weight)
     return out
 
 
@@ -179,6 +198,30 @@ class FocalLoss(nn.Module):
         return f"alpha={alpha}, gamma={self.gamma}, reduction={self.reduction!r}"
 
 
+def _rows_view(weight: Tensor, shape2d: tuple[int, int]) -> Tensor:
+    """``weight`` (broadcast to the logits' shape) as ``(R, C)`` rows: a view where the
+    broadcast allows one (e.g. per-class or per-row weights), else a copy."""
+    try:
+        return weight.view(shape2d)
+    except RuntimeError:
+        return weight.reshape(shape2d)
+
+
+def _check_no_nan(out: Tensor, logits: Tensor, weight: Tensor | None) -> None:
+    """Reject NaN logits (where the weight is not 0), seen in the loss itself: one read."""
+    found = torch.isnan(out).any() if out.ndim > 0 else torch.isnan(out)
+    if not bool(found):
+        return
+    bad = torch.isnan(logits)
+    if weight is not None:
+        bad &= weight.expand(logits.shape) != 0
+    where = f" at index {tuple(int(i) for i in bad.nonzero()[0])}" if bool(bad.any()) else ""
+    raise ValueError(
+        f"`logits` must not contain NaN, got NaN{where}; "
+        "pass validate_args=False to skip this check"
+    )
+
+
 def _mean_denominator(logits: Tensor, weight: Tensor | None) -> Tensor:
     """Number of elements, or the sum of the broadcast weight; 1 when that is 0 (0-d tensor)."""
     dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -205,12 +248,20 @@ def _num_positives(
     return (targets.to(dtype) * weight.to(dtype)).sum()
 
 
+GAMMA_MAX = float(torch.finfo(torch.float32).max)
+"""The largest accepted ``gamma``: the float32 maximum, so that every kernel holds it exactly."""
+
+
 def _check_gamma(gamma: object) -> float:
-    """``gamma`` as a float; ``TypeError``/``ValueError`` unless it is a finite real ``>= 0``."""
+    """``gamma`` as a float; ``TypeError``/``ValueError`` unless it is a real in
+    ``[0, GAMMA_MAX]``."""
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
         raise TypeError(f"`gamma` must be a real number >= 0, got {type(gamma).__name__}")
-    if not (math.isfinite(gamma) and gamma >= 0.0):
-        raise ValueError(f"`gamma` must be a finite number >= 0, got {gamma}")
+    if not (math.isfinite(gamma) and 0.0 <= gamma <= GAMMA_MAX):
+        raise ValueError(
+            f"`gamma` must be a finite number in [0, {GAMMA_MAX:.8g}] (the float32 maximum), "
+            f"got {gamma}"
+        )
     return float(gamma)
 
 
@@ -289,8 +340,9 @@ def _check_targets(logits: Tensor, targets: object, validate_args: bool) -> bool
             f"got shape {tuple(targets.shape)}"
         )
     if validate_args and targets.is_floating_point() and targets.numel() > 0:
-        outside = ~((targets >= 0) & (targets <= 1))
-        if bool(outside.any()):
+        lo, hi = torch.stack(torch.aminmax(targets)).tolist()  # one pass; NaN propagates
+        if not (lo >= 0.0 and hi <= 1.0):
+            outside = ~((targets >= 0) & (targets <= 1))
             bad = float(targets[outside][0])
             raise ValueError(f"dense `targets` must hold values in [0, 1], got {bad}")
     return False

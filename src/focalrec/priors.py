@@ -21,7 +21,7 @@ from typing import overload
 import torch
 from torch import Tensor, nn
 
-from focalrec._focal_kernel import hard_negative_terms, hard_positive_terms
+from focalrec._focal.terms import hard_terms
 from focalrec._indices import check_index_list, first_occurrence, is_index_list
 from focalrec.losses import _broadcasts_to, _check_gamma
 
@@ -128,11 +128,12 @@ def _bisect_focal_root(w_pos: Tensor, w_neg: Tensor, gamma: float) -> Tensor:
     hi = torch.full_like(w_pos, 800.0)
     for _ in range(64):  # 1600 / 2**64 < 1e-16
         mid = 0.5 * (lo + hi)
-        _, g_pos = hard_positive_terms(mid, gamma, need_grad=True)
-        _, g_neg = hard_negative_terms(mid, gamma, need_grad=True)
+        # d/db of the t = 1 term is -f'(-b), of the t = 0 term f'(b) (focalrec._focal.terms).
+        g_pos = hard_terms(-mid, gamma)[1]
+        g_neg = hard_terms(mid, gamma)[1]
         assert g_pos is not None
         assert g_neg is not None
-        rising = w_pos * g_pos + w_neg * g_neg > 0
+        rising = w_neg * g_neg - w_pos * g_pos > 0
         hi = torch.where(rising, mid, hi)
         lo = torch.where(rising, lo, mid)
     return 0.5 * (lo + hi)

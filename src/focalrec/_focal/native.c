@@ -1,0 +1,328 @@
+/*
+ * focalrec's CPU kernel: the sigmoid focal loss and its gradient in one pass over float32 logits.
+ *
+ * Compiled on first use by native.py (no compiler is needed to install focalrec; without one the
+ * loss runs on its torch path). Notation as in terms.py: x a logit, t its target, p = sigmoid(x),
+ * s = softplus(x). A hard target (t in {0, 1}) uses the t = 0 formulas on y = x (t = 0) or y = -x
+ * (t = 1), since FL(x, 1) = FL(-x, 0):
+ *
+ *     f(y)  = p^g s                      p = sigmoid(y), s = softplus(y)
+ *     f'(y) = p^g (g (1 - p) s + p)      df/dx = f'(y) for t = 0, -f'(y) for t = 1
+ *
+ * with p^g = exp(g log p) (integer g: repeated products), log p = min(y, 0) - log1p(exp(-|y|)).
+ * A soft target takes the general formulas, q = p (1 - t) + (1 - p) t, BCE = t s(-x) + (1 - t) s(x):
+ *
+ *     f = q^g BCE,    df/dx = q^g (g (1 - 2t) r BCE + p (1 - t) - (1 - p) t),    r = p (1 - p) / q.
+ *
+ * Every factor is bounded, and products are ordered so that no intermediate overflows: values
+ * and gradients are finite for every finite logit, and at +-inf they are the limits (the loss
+ * is inf where the target disagrees, the gradient +-1 times the weight). A term whose weight is 0
+ * (alpha_t * weight * scale) is 0, value and gradient, whatever its logit.
+ *
+ * exp and log1p are evaluated by the branch-free polynomials below (about 1 ulp), so that the
+ * compiler vectorizes every loop. Rows are processed in tiles of TILE columns: the tile's logits
+ * and targets are read into local buffers, its values and gradients computed there, then the
+ * gradient is written out (so the gradient may overwrite the logits in place). Index-list targets
+ * become a per-tile 0/1 mask: the same loop serves them and dense 0/1 targets. Sums are formed in
+ * double, per tile, row and block of rows; the caller adds the block sums in order, so the result
+ * does not depend on the number of threads.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define TILE 256
+
+typedef struct {
+    const float *x;            /* logits (rows, cols), unit column stride */
+    int64_t x_row_stride;
+    float *grad;               /* gradient (rows, cols) or NULL; may equal x */
+    int64_t grad_row_stride;
+    float *value;              /* elementwise loss (rows, cols) or NULL */
+    int64_t value_row_stride;
+    const void *dense;         /* dense targets (rows, cols) or NULL */
+    int64_t dense_row_stride;
+    int32_t dense_is_bool;     /* 1: uint8/bool targets, 0: float32 */
+    int32_t has_alpha;
+    const int64_t *index;      /* index list (rows, index_width), global item ids, or NULL */
+    int64_t index_width;
+    const float *alpha_vec;    /* per global column, or NULL (then alpha, if has_alpha) */
+    const float *weight;       /* weight (rows, cols) with the strides below, or NULL */
+    int64_t weight_row_stride;
+    int64_t weight_col_stride;
+    int64_t rows;
+    int64_t cols;
+    int64_t col_offset;        /* global id of column 0 (index lists and alpha_vec are global) */
+    int64_t rows_per_block;
+    float alpha;
+    float gamma;
+    float scale;               /* multiplies every term: 1 / divisor of the reduction */
+    int32_t gamma_int;         /* gamma as 0..4 when it is that integer, else -1 */
+} focal_args;
+
+#define ALWAYS_INLINE_EARLY static inline __attribute__((always_inline))
+
+ALWAYS_INLINE_EARLY float f_from_bits(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
+
+/* exp(-a) for a >= 0 (NaN -> NaN, inf -> 0), gradual underflow included. */
+ALWAYS_INLINE_EARLY float fr_exp_neg(float a) {
+    const float lo = -103.972084f;
+    float x = -a;
+    float xc = x < lo ? lo : x;
+    xc = x == x ? xc : 0.0f;
+    const float magic = 12582912.0f;
+    float k = (xc * 1.44269504088896341f + magic) - magic;
+    float r = xc - k * 0.693359375f;
+    r = r + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t ki = (int32_t)k; /* in [-150, 0] */
+    int32_t k1 = ki >> 1;
+    int32_t k2 = ki - k1;
+    float res = p * f_from_bits((k1 + 127) << 23) * f_from_bits((k2 + 127) << 23);
+    res = x < lo ? 0.0f : res;
+    return x == x ? res : x;
+}
+
+/* log(1 + e) for e in [0, 1] (NaN -> NaN): 2 atanh(s), s = e / (2 + e) in [0, 1/3]. */
+ALWAYS_INLINE_EARLY float fr_log1p01(float e) {
+    float s = e / (2.0f + e);
+    float z = s * s;
+    float p = 2.0f / 13.0f;
+    p = p * z + 2.0f / 11.0f;
+    p = p * z + 2.0f / 9.0f;
+    p = p * z + 2.0f / 7.0f;
+    p = p * z + 2.0f / 5.0f;
+    p = p * z + 2.0f / 3.0f;
+    p = p * z + 2.0f;
+    return s * p;
+}
+
+/* log(v) for v >= 0 (0 -> -inf, inf -> inf, NaN -> NaN), subnormals included. */
+ALWAYS_INLINE_EARLY float fr_log(float v) {
+    int32_t sub = v < FLT_MIN;
+    float w = sub ? v * 8388608.0f : v; /* 2^23 */
+    int32_t i;
+    memcpy(&i, &w, sizeof i);
+    int32_t ex = ((i >> 23) & 0xff) - 127;
+    float m = f_from_bits((i & 0x007fffff) | 0x3f800000); /* [1, 2) */
+    int32_t big = m > 1.41421356f;
+    m = big ? m * 0.5f : m;
+    ex = ex + big - (sub ? 23 : 0);
+    float f = m - 1.0f;
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float p = 2.0f / 11.0f;
+    p = p * z + 2.0f / 9.0f;
+    p = p * z + 2.0f / 7.0f;
+    p = p * z + 2.0f / 5.0f;
+    p = p * z + 2.0f / 3.0f;
+    p = p * z + 2.0f;
+    float e = (float)ex;
+    float res = e * 0.693145751953125f + (s * p + e * 1.428606765330187045e-6f);
+    res = v == 0.0f ? -INFINITY : res;
+    res = v == INFINITY ? INFINITY : res;
+    return v == v ? res : v;
+}
+
+ALWAYS_INLINE_EARLY float int_power(float b, int32_t k) {
+    float b2 = b * b;
+    return k == 0 ? 1.0f : k == 1 ? b : k == 2 ? b2 : k == 3 ? b2 * b : b2 * b2;
+}
+
+/* Value and derivative (in y) of the t = 0 term at y; see the file comment. */
+ALWAYS_INLINE_EARLY void hard_terms(float y, float gamma, int32_t gamma_int, float *v, float *g) {
+    float e = fr_exp_neg(fabsf(y));
+    float l = fr_log1p01(e);
+    float inv = 1.0f / (1.0f + e);
+    float ei = e * inv;
+    int32_t pos = y >= 0.0f;
+    float p = pos ? inv : ei;
+    float omp = pos ? ei : inv;
+    float s = (pos ? y : 0.0f) + l;
+    /* p = 0 gives 0 even when gamma is so small that it rounds to 0 in float32 (not 0 * inf). */
+    float pg = gamma_int >= 0 ? int_power(p, gamma_int)
+                              : (p > 0.0f ? fr_exp_neg(gamma * (l - (pos ? 0.0f : y))) : 0.0f);
+    float s_fin = s < FLT_MAX ? s : FLT_MAX; /* (1 - p) s -> 0 at y = inf, not 0 * inf */
+    *v = pg * s;
+    *g = (pg * gamma) * (omp * s_fin) + pg * p;
+}
+
+/* Value and derivative (in x) for a target t anywhere in [0, 1]. */
+ALWAYS_INLINE_EARLY void soft_terms(float x, float t, float gamma, int32_t gamma_int, float *v, float *g) {
+    float e = fr_exp_neg(fabsf(x));
+    float l = fr_log1p01(e);
+    float inv = 1.0f / (1.0f + e);
+    float ei = e * inv;
+    int32_t pos = x >= 0.0f;
+    float p = pos ? inv : ei;
+    float omp = pos ? ei : inv;
+    float sp = (pos ? x : 0.0f) + l;  /* softplus(x) = -log(1 - p) */
+    float sn = (pos ? 0.0f : -x) + l; /* softplus(-x) = -log p */
+    float u = 1.0f - t;
+    float bce = (t > 0.0f ? t * sn : 0.0f) + (u > 0.0f ? u * sp : 0.0f);
+    float q = p * u + omp * t;
+    float qg = gamma_int >= 0 ? int_power(q, gamma_int)
+                              : (q > 0.0f ? fr_exp_neg(-gamma * fr_log(q)) : 0.0f);
+    float r = q > 0.0f ? (p * omp) / q : 0.0f;
+    float bce_fin = bce < FLT_MAX ? bce : FLT_MAX;
+    /* An infinite BCE (an infinite logit against a target that is not 0 or 1 on its side) has
+     * q >= min(t, 1 - t) > 0: the term is infinite even where q^gamma underflows to 0. */
+    *v = bce < INFINITY ? qg * bce : bce;
+    *g = (qg * gamma) * ((1.0f - 2.0f * t) * r * bce_fin) + qg * (p * u - omp * t);
+}
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* The t = 0 / t = 1 loop over a tile: values into vb, derivatives into gb; returns the sum (in
+ * float lanes: a tile is short). The factor is fb[j] when use_fb, else f1 (target 1) or f0. */
+ALWAYS_INLINE float hard_loop(int64_t n, const float *xb, const float *tb, const float *fb,
+                               float f0, float f1, int32_t use_fb, float *vb, float *gb,
+                               float gamma, int32_t gi) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) {
+        int32_t one = tb[j] != 0.0f;
+        float v, g;
+        hard_terms(one ? -xb[j] : xb[j], gamma, gi, &v, &g);
+        float f = use_fb ? fb[j] : (one ? f1 : f0);
+        float fv = f == 0.0f ? 0.0f : f * v;
+        vb[j] = fv;
+        gb[j] = f == 0.0f ? 0.0f : (one ? -f : f) * g;
+        sum += fv;
+    }
+    return sum;
+}
+
+/* The general loop, for a tile holding a soft target; the factor is always fb[j]. */
+ALWAYS_INLINE float soft_loop(int64_t n, const float *xb, const float *tb, const float *fb,
+                               float *vb, float *gb, float gamma, int32_t gi) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) {
+        float v, g;
+        soft_terms(xb[j], tb[j], gamma, gi, &v, &g);
+        float f = fb[j];
+        float fv = f == 0.0f ? 0.0f : f * v;
+        vb[j] = fv;
+        gb[j] = f == 0.0f ? 0.0f : f * g;
+        sum += fv;
+    }
+    return sum;
+}
+
+/* alpha_t * weight * scale for each column of the tile. */
+static void factors(const focal_args *a, int64_t row, int64_t c0, int64_t n, const float *tb,
+                    float *fb) {
+    const float scale = a->scale;
+    if (a->alpha_vec != NULL) {
+        const float *al = a->alpha_vec + a->col_offset + c0;
+        for (int64_t j = 0; j < n; j++)
+            fb[j] = scale * (al[j] * tb[j] + (1.0f - al[j]) * (1.0f - tb[j]));
+    } else if (a->has_alpha) {
+        const float al = a->alpha;
+        for (int64_t j = 0; j < n; j++) fb[j] = scale * (al * tb[j] + (1.0f - al) * (1.0f - tb[j]));
+    } else {
+        for (int64_t j = 0; j < n; j++) fb[j] = scale;
+    }
+    if (a->weight != NULL) {
+        const float *w = a->weight + row * a->weight_row_stride + c0 * a->weight_col_stride;
+        const int64_t cs = a->weight_col_stride;
+        if (cs == 1) {
+            for (int64_t j = 0; j < n; j++) fb[j] *= w[j];
+        } else {
+            for (int64_t j = 0; j < n; j++) fb[j] *= w[j * cs];
+        }
+    }
+}
+
+#define HARD(G, F) hard_loop(n, xb, tb, fb, f0, f1, F, vb, gb, gamma, G)
+#define SOFT(G) soft_loop(n, xb, tb, fb, vb, gb, gamma, G)
+
+/* One tile of one row: columns [c0, c0 + n). Returns the tile's sum. */
+static double tile(const focal_args *a, int64_t row, int64_t c0, int64_t n) {
+    float xb[TILE], tb[TILE], vb[TILE], gb[TILE], fb[TILE];
+    const float gamma = a->gamma;
+    memcpy(xb, a->x + row * a->x_row_stride + c0, (size_t)n * sizeof(float));
+    int32_t hard = 1;
+    if (a->index != NULL) {
+        memset(tb, 0, (size_t)n * sizeof(float));
+        const int64_t *ix = a->index + row * a->index_width;
+        for (int64_t j = 0; j < a->index_width; j++) {
+            int64_t c = ix[j] - a->col_offset - c0; /* padding -1 lands outside */
+            if (ix[j] >= 0 && c >= 0 && c < n) tb[c] = 1.0f;
+        }
+    } else if (a->dense != NULL) {
+        if (a->dense_is_bool) {
+            const uint8_t *d = (const uint8_t *)a->dense + row * a->dense_row_stride + c0;
+            for (int64_t j = 0; j < n; j++) tb[j] = d[j] ? 1.0f : 0.0f;
+        } else {
+            const float *d = (const float *)a->dense + row * a->dense_row_stride + c0;
+            int32_t soft = 0;
+            for (int64_t j = 0; j < n; j++) {
+                tb[j] = d[j];
+                soft |= (d[j] != 0.0f) & (d[j] != 1.0f);
+            }
+            hard = !soft;
+        }
+    } else {
+        memset(tb, 0, (size_t)n * sizeof(float));
+    }
+    const int32_t use_fb = !hard || a->alpha_vec != NULL || a->weight != NULL;
+    if (use_fb) factors(a, row, c0, n, tb, fb);
+    const float f0 = a->scale * (a->has_alpha ? 1.0f - a->alpha : 1.0f);
+    const float f1 = a->scale * (a->has_alpha ? a->alpha : 1.0f);
+    double sum;
+    /* One loop per integer gamma and factor kind, each branch-free and vectorized. */
+    switch (hard ? (use_fb ? 8 : 0) + a->gamma_int + 1 : 16 + a->gamma_int + 1) {
+    case 0: sum = HARD(-1, 0); break;
+    case 1: sum = HARD(0, 0); break;
+    case 2: sum = HARD(1, 0); break;
+    case 3: sum = HARD(2, 0); break;
+    case 4: sum = HARD(3, 0); break;
+    case 5: sum = HARD(4, 0); break;
+    case 8: sum = HARD(-1, 1); break;
+    case 9: sum = HARD(0, 1); break;
+    case 10: sum = HARD(1, 1); break;
+    case 11: sum = HARD(2, 1); break;
+    case 12: sum = HARD(3, 1); break;
+    case 13: sum = HARD(4, 1); break;
+    case 16: sum = SOFT(-1); break;
+    case 17: sum = SOFT(0); break;
+    case 18: sum = SOFT(1); break;
+    case 19: sum = SOFT(2); break;
+    case 20: sum = SOFT(3); break;
+    default: sum = SOFT(4); break;
+    }
+    if (a->grad != NULL) memcpy(a->grad + row * a->grad_row_stride + c0, gb, (size_t)n * sizeof(float));
+    if (a->value != NULL) memcpy(a->value + row * a->value_row_stride + c0, vb, (size_t)n * sizeof(float));
+    return sum;
+}
+
+/* Blocks [first, last) of rows_per_block rows: writes each block's sum into block_sums[block]. */
+int focal_blocks(const focal_args *a, int64_t first, int64_t last, double *block_sums) {
+    for (int64_t b = first; b < last; b++) {
+        int64_t r0 = b * a->rows_per_block;
+        int64_t r1 = r0 + a->rows_per_block < a->rows ? r0 + a->rows_per_block : a->rows;
+        double sum = 0.0;
+        for (int64_t row = r0; row < r1; row++) {
+            double row_sum = 0.0;
+            for (int64_t c0 = 0; c0 < a->cols; c0 += TILE) {
+                int64_t n = a->cols - c0 < TILE ? a->cols - c0 : TILE;
+                row_sum += tile(a, row, c0, n);
+            }
+            sum += row_sum;
+        }
+        block_sums[b] = sum;
+    }
+    return 0;
+}
+
+/* The size of focal_args, checked by the loader against its ctypes mirror. */
+int64_t focal_args_size(void) { return (int64_t)sizeof(focal_args); }

@@ -1,0 +1,372 @@
+"""The loss as PyTorch operators: custom ops, autograd to any order that is defined, dispatch.
+
+Two operators are registered with :mod:`torch.library`, each with a fake (meta) implementation
+and a vmap rule, so that ``torch.compile`` (``fullgraph=True`` included), ``torch.export`` and
+``torch.func`` see through them:
+
+- ``focalrec::focal_loss(logits, ...) -> (loss, grad)``: the loss (elementwise or summed) and,
+  when asked, its gradient, computed in one pass by a backend;
+- ``focalrec::focal_loss_derivative(logits, ..., order) -> d``: the first or second derivative
+  of each term.
+
+:class:`FocalLossFunction` wraps the first: forward keeps the gradient for backward, which scales
+it by the incoming gradient. In plain eager mode the first backward hands the kept gradient on
+and scales it in place (no second logits-sized tensor), and a later backward through a retained
+graph recomputes it; under ``torch.compile`` and ``torch.func`` the gradient is a saved output
+and backward is out of place. When backward itself is differentiated (``create_graph=True``,
+``torch.func.hessian``), the gradient comes from :class:`FocalDerivativeFunction`, whose own
+backward is the second derivative; the second derivative has no derivative registered, so a
+third-order derivative raises PyTorch's error for that instead of returning a wrong number.
+
+Backends (:func:`backend_name`): ``native`` (the compiled CPU kernel, float32 logits) and
+``torch`` (everything else, and the second derivative). ``FOCALREC_BACKEND=torch|native`` forces
+one; the default, ``auto``, picks the first that applies.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from focalrec._focal import native, torch_kernel
+from focalrec._focal.inputs import FocalInputs
+from focalrec._indices import values_readable
+
+__all__ = [
+    "BACKENDS",
+    "FocalDerivativeFunction",
+    "FocalLossFunction",
+    "backend_name",
+    "focal_loss",
+]
+
+BACKENDS = ("auto", "native", "torch")
+"""Values of the ``FOCALREC_BACKEND`` environment variable."""
+
+
+def backend_name(inp: FocalInputs) -> str:
+    """The backend that evaluates ``inp``: ``FOCALREC_BACKEND``, else the first that applies."""
+    forced = os.environ.get("FOCALREC_BACKEND", "auto").strip().lower() or "auto"
+    if forced not in BACKENDS:
+        raise ValueError(f"FOCALREC_BACKEND must be one of {BACKENDS}, got {forced!r}")
+    if forced == "torch":
+        return "torch"
+    if forced == "native":
+        if not native.supports(inp):
+            raise ValueError(
+                "FOCALREC_BACKEND=native takes float32 CPU logits, got "
+                f"{inp.logits.dtype} logits on {inp.logits.device}"
+            )
+        if native.load() is None:
+            raise RuntimeError(
+                f"FOCALREC_BACKEND=native: the compiled kernel is not available here "
+                f"({native.unavailable_reason()})"
+            )
+        return "native"
+    if native.supports(inp) and native.load() is not None:
+        return "native"
+    return "torch"
+
+
+def _forward(inp: FocalInputs, elementwise: bool, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    name = backend_name(inp)
+    if name == "native":
+        return native.forward(inp, elementwise, need_grad)
+    return torch_kernel.forward(inp, elementwise, need_grad)
+
+
+def _derivative(inp: FocalInputs, order: int) -> Tensor:
+    if order == 1 and backend_name(inp) != "torch":
+        grad = _forward(inp, elementwise=False, need_grad=True)[1]
+        assert grad is not None
+        return grad
+    return torch_kernel.derivative(inp, order)
+
+
+# --------------------------------------------------------------------------------------------------
+# custom operators
+
+
+@torch.library.custom_op("focalrec::focal_loss", mutates_args=())
+def _focal_loss_op(
+    logits: Tensor,
+    dense: Tensor | None,
+    index: Tensor | None,
+    alpha_vec: Tensor | None,
+    alpha: float | None,
+    gamma: float,
+    weight: Tensor | None,
+    scale: Tensor | None,
+    col_offset: int,
+    elementwise: bool,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    inp = FocalInputs(logits, dense, index, alpha, alpha_vec, gamma, weight, scale, col_offset)
+    out, grad = _forward(inp, elementwise, need_grad)
+    return out, logits.new_empty(0) if grad is None else grad
+
+
+@_focal_loss_op.register_fake
+def _(
+    logits: Tensor,
+    dense: Tensor | None,
+    index: Tensor | None,
+    alpha_vec: Tensor | None,
+    alpha: float | None,
+    gamma: float,
+    weight: Tensor | None,
+    scale: Tensor | None,
+    col_offset: int,
+    elementwise: bool,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    cd = torch.promote_types(logits.dtype, torch.float32)
+    out = logits.new_empty(logits.shape if elementwise else (), dtype=cd)
+    return out, torch.empty_like(logits) if need_grad else logits.new_empty(0)
+
+
+@torch.library.custom_op("focalrec::focal_loss_derivative", mutates_args=())
+def _focal_loss_derivative_op(
+    logits: Tensor,
+    dense: Tensor | None,
+    index: Tensor | None,
+    alpha_vec: Tensor | None,
+    alpha: float | None,
+    gamma: float,
+    weight: Tensor | None,
+    scale: Tensor | None,
+    col_offset: int,
+    order: int,
+) -> Tensor:
+    inp = FocalInputs(logits, dense, index, alpha, alpha_vec, gamma, weight, scale, col_offset)
+    return _derivative(inp, order)
+
+
+@_focal_loss_derivative_op.register_fake
+def _(
+    logits: Tensor,
+    dense: Tensor | None,
+    index: Tensor | None,
+    alpha_vec: Tensor | None,
+    alpha: float | None,
+    gamma: float,
+    weight: Tensor | None,
+    scale: Tensor | None,
+    col_offset: int,
+    order: int,
+) -> Tensor:
+    return torch.empty_like(logits)
+
+
+def _loop_vmap(op: Any) -> Any:
+    """A vmap rule that applies ``op`` to each batch element in turn and stacks the results."""
+
+    def rule(info: Any, in_dims: tuple[int | None, ...], *args: Any) -> tuple[Any, Any]:
+        results = []
+        for b in range(info.batch_size):
+            sliced = [
+                a if d is None or a is None else a.select(d, b)
+                for a, d in zip(args, in_dims, strict=True)
+            ]
+            results.append(op(*sliced))
+        if isinstance(results[0], tuple):
+            stacked = tuple(torch.stack(parts) for parts in zip(*results, strict=True))
+            return stacked, (0,) * len(stacked)
+        return torch.stack(results), 0
+
+    return rule
+
+
+torch.library.register_vmap("focalrec::focal_loss", _loop_vmap(_focal_loss_op))
+torch.library.register_vmap(
+    "focalrec::focal_loss_derivative", _loop_vmap(_focal_loss_derivative_op)
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# autograd
+
+
+class FocalDerivativeFunction(torch.autograd.Function):
+    """The first derivative of each term, differentiable once more (its backward is ``f''``)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        logits: Tensor,
+        dense: Tensor | None,
+        index: Tensor | None,
+        alpha_vec: Tensor | None,
+        alpha: float | None,
+        gamma: float,
+        weight: Tensor | None,
+        scale: Tensor | None,
+        col_offset: int,
+    ) -> Tensor:
+        out: Tensor = _focal_loss_derivative_op(
+            logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset, 1
+        )
+        return out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset = inputs
+        ctx.save_for_backward(logits, dense, index, alpha_vec, weight, scale)
+        ctx.save_for_forward(logits, dense, index, alpha_vec, weight, scale)
+        ctx.hyper = (alpha, gamma, col_offset)
+
+    @staticmethod
+    def _second(ctx: Any, tensors: tuple[Tensor | None, ...]) -> Tensor:
+        logits, dense, index, alpha_vec, weight, scale = tensors
+        alpha, gamma, col_offset = ctx.hyper
+        out: Tensor = _focal_loss_derivative_op(
+            logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset, 2
+        )
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        second = FocalDerivativeFunction._second(ctx, ctx.saved_tensors)
+        return (second * grad).to(second.dtype), None, None, None, None, None, None, None, None
+
+
+class FocalLossFunction(torch.autograd.Function):
+    """The loss (elementwise or summed), differentiable in the logits; see the module docstring.
+
+    ``forward`` returns ``(loss, grad)``; ``grad`` is a non-differentiable by-product (empty
+    unless ``need_grad``) that callers drop.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        logits: Tensor,
+        dense: Tensor | None,
+        index: Tensor | None,
+        alpha_vec: Tensor | None,
+        alpha: float | None,
+        gamma: float,
+        weight: Tensor | None,
+        scale: Tensor | None,
+        col_offset: int,
+        elementwise: bool,
+        need_grad: bool,
+    ) -> tuple[Tensor, Tensor]:
+        out: tuple[Tensor, Tensor] = _focal_loss_op(
+            logits,
+            dense,
+            index,
+            alpha_vec,
+            alpha,
+            gamma,
+            weight,
+            scale,
+            col_offset,
+            elementwise,
+            need_grad,
+        )
+        return out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        logits, dense, index, alpha_vec, alpha, gamma, weight, scale = inputs[:8]
+        col_offset, elementwise, need_grad = inputs[8:]
+        grad = output[1]
+        ctx.mark_non_differentiable(grad)
+        ctx.set_materialize_grads(False)  # no zeros for the gradient's (absent) gradient
+        ctx.hyper = (alpha, gamma, col_offset, elementwise)
+        ctx.eager = values_readable()  # neither torch.compile nor torch.func is running
+        tensors = (logits, dense, index, alpha_vec, weight, scale)
+        ctx.save_for_forward(*tensors)
+        if ctx.eager:
+            ctx.kept = grad if need_grad else None  # handed to the first backward
+            ctx.save_for_backward(*tensors)
+        else:
+            ctx.kept = None
+            ctx.save_for_backward(*tensors, grad if need_grad else None)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor | None, _: Tensor | None) -> tuple[Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        logits = saved[0]
+        rest: tuple[None, ...] = (None,) * 10
+        if grad_out is None:
+            return None, *rest
+        alpha, gamma, col_offset, elementwise = ctx.hyper
+        args = (*saved[1:4], alpha, gamma, saved[4], saved[5], col_offset)
+        if torch.is_grad_enabled():  # backward is differentiated: a differentiable gradient
+            grad = _derivative_function().apply(logits, *args)  # type: ignore[no-untyped-call]
+            return (grad * grad_out).to(logits.dtype), *rest
+        if not ctx.eager:
+            kept = saved[6]
+            if kept is None:
+                kept = _focal_loss_derivative_op(logits, *args, 1)
+            return (kept * grad_out).to(logits.dtype), *rest
+        grad = ctx.kept
+        ctx.kept = None  # handed on: a second backward (retain_graph=True) recomputes it
+        if grad is None:
+            grad = _focal_loss_derivative_op(logits, *args, 1)
+        if elementwise or grad_out.device.type != "cpu" or float(grad_out) != 1.0:
+            grad.mul_(grad_out.to(grad.dtype))
+        return grad, *rest
+
+
+class _ForwardModeDerivative(FocalDerivativeFunction):
+    """:class:`FocalDerivativeFunction` with forward-mode AD (``jvp``), outside torch.compile,
+    which cannot trace a custom ``jvp``."""
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor | None, *_: Any) -> Tensor:
+        second = FocalDerivativeFunction._second(ctx, ctx.saved_tensors)
+        if tangent is None:
+            return torch.zeros_like(second)
+        return (second * tangent).to(second.dtype)
+
+
+class _ForwardModeFocalLoss(FocalLossFunction):
+    """:class:`FocalLossFunction` with forward-mode AD (``jvp``: ``torch.func.jacfwd``,
+    ``torch.func.hessian``), outside torch.compile, which cannot trace a custom ``jvp``."""
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: Tensor | None, *_: Any) -> tuple[Tensor, None]:
+        logits, dense, index, alpha_vec, weight, scale = ctx.saved_tensors[:6]
+        alpha, gamma, col_offset, elementwise = ctx.hyper
+        cd = torch.promote_types(logits.dtype, torch.float32)
+        if tangent is None:
+            out = logits.new_zeros(logits.shape if elementwise else (), dtype=cd)
+            return out, None
+        grad = _derivative_function().apply(  # type: ignore[no-untyped-call]
+            logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset
+        )
+        product = (grad * tangent).to(cd)
+        return (product if elementwise else product.sum()), None
+
+
+def _derivative_function() -> type[FocalDerivativeFunction]:
+    return FocalDerivativeFunction if torch.compiler.is_compiling() else _ForwardModeDerivative
+
+
+def focal_loss(inp: FocalInputs, elementwise: bool) -> Tensor:
+    """The loss of ``inp`` (elementwise ``(R, C)``, or the sum), differentiable in its logits."""
+    logits = inp.logits
+    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    function = FocalLossFunction if torch.compiler.is_compiling() else _ForwardModeFocalLoss
+    out: tuple[Tensor, Tensor] = function.apply(  # type: ignore[no-untyped-call]
+        logits,
+        inp.dense,
+        inp.index,
+        inp.alpha_vec,
+        inp.alpha,
+        inp.gamma,
+        inp.weight,
+        inp.scale,
+        inp.col_offset,
+        elementwise,
+        need_grad,
+    )
+    return out[0]

@@ -1,0 +1,124 @@
+r"""Closed-form terms of the sigmoid focal loss: value, first and second derivative, in torch.
+
+Notation: ``x`` a logit, ``t`` its target in ``[0, 1]``, ``p = sigmoid(x)``, ``s = softplus``,
+``q = 1 - p_t = p (1 - t) + (1 - p) t``, ``BCE = t s(-x) + (1 - t) s(x)``, ``c = 1 - 2t`` and
+``r = p (1 - p) / q``, which lies in ``[0, 1]``. The focal term without its weight is
+
+.. math::
+
+    f = q^\gamma \mathrm{BCE}, \qquad
+    f' = q^\gamma \big(\gamma c r \mathrm{BCE} + p (1 - t) - (1 - p) t\big),
+
+.. math::
+
+    f'' = q^\gamma \big(\gamma (\gamma - 1) c^2 r^2 \mathrm{BCE}
+        + 2 \gamma c r (p (1 - t) - (1 - p) t) + \gamma c r (1 - 2p) \mathrm{BCE}
+        + p (1 - p)\big).
+
+For a hard target the formulas are those of ``t = 0`` at ``y = x`` (``t = 0``) or ``y = -x``
+(``t = 1``), since ``FL(x, 1) = FL(-x, 0)``; with ``p = sigmoid(y)``:
+
+.. math::
+
+    f = p^\gamma s(y), \qquad f' = p^\gamma (\gamma (1 - p) s(y) + p), \qquad
+    f'' = p^\gamma (1 - p) \big(\gamma^2 (1 - p) s(y) + (2 \gamma + 1) p - \gamma p s(y)\big),
+
+with ``df/dx = f'(y)`` for ``t = 0``, ``-f'(y)`` for ``t = 1``, and ``d^2 f / dx^2 = f''(y)`` for
+both. Each factor is bounded (``(1 - p) s(y)`` and ``r BCE`` tend to 0 where ``s`` grows), so all
+terms are finite for every finite logit and every ``gamma >= 0``: the textbook
+``gamma q^(gamma - 1) dq/dx`` is ``inf * 0`` at saturated logits when ``gamma < 1``.
+``q^gamma`` is a product for an integer ``gamma`` up to 4, else ``exp(gamma log q)`` with
+``log q`` in log space (``log p = -s(-y)`` for hard targets). A factor ``s`` that multiplies a
+vanishing one is clamped to the dtype's largest finite value, so that at ``x = +-inf`` the terms
+are their limits rather than ``0 * inf``. Products are ordered so that no intermediate overflows
+for any ``gamma`` up to the float32 maximum.
+
+These functions are the math of the torch backend (:mod:`focalrec._focal.torch_kernel`); the
+compiled and Triton kernels evaluate the same formulas.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["hard_terms", "soft_terms"]
+
+_INT_GAMMAS = (0.0, 1.0, 2.0, 3.0, 4.0)
+
+
+def _power(base: Tensor, log_base: Tensor | None, gamma: float) -> Tensor:
+    """``base ** gamma``: a product for small integer ``gamma``, else ``exp(gamma log base)``."""
+    if gamma in _INT_GAMMAS:
+        k = int(gamma)
+        if k == 0:
+            return torch.ones_like(base)
+        out = base
+        for _ in range(k - 1):
+            out = out * base
+        return out
+    log = torch.log(base) if log_base is None else log_base
+    # A zero base gives 0, also for a gamma that rounds to 0 in the dtype (not exp(0 * -inf)).
+    return torch.where(base > 0, torch.exp(log * gamma), 0.0)
+
+
+def _finite(x: Tensor) -> Tensor:
+    """``x`` with ``+inf`` replaced by the dtype's largest finite value."""
+    return x.clamp_max(torch.finfo(x.dtype).max)
+
+
+def hard_terms(
+    y: Tensor, gamma: float, *, need_grad: bool = True, need_hess: bool = False
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``f``, ``f'`` and ``f''`` of the ``t = 0`` term at ``y`` (None where not asked for)."""
+    p, omp = torch.sigmoid(y), torch.sigmoid(-y)
+    s = F.softplus(y)
+    pg = _power(p, None if gamma in _INT_GAMMAS else -F.softplus(-y), gamma)
+    value = pg * s
+    if not (need_grad or need_hess):
+        return value, None, None
+    s_fin = _finite(s)
+    omp_s = omp * s_fin
+    grad = (pg * gamma) * omp_s + pg * p if need_grad else None
+    hess = None
+    if need_hess:
+        inner = (gamma * gamma) * omp_s + (2.0 * gamma + 1.0) * p - (gamma * p) * s_fin
+        hess = pg * omp * inner
+    return value, grad, hess
+
+
+def soft_terms(
+    x: Tensor, t: Tensor, gamma: float, *, need_grad: bool = True, need_hess: bool = False
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``f``, ``df/dx`` and ``d^2 f / dx^2`` for targets ``t`` anywhere in ``[0, 1]``."""
+    p, omp = torch.sigmoid(x), torch.sigmoid(-x)
+    sp, sn = F.softplus(x), F.softplus(-x)
+    u = 1.0 - t
+    # t s(-x) + (1 - t) s(x): a zero weight contributes 0, also where s is infinite.
+    bce = torch.where(t > 0, t * sn, 0.0) + torch.where(u > 0, u * sp, 0.0)
+    q = p * u + omp * t
+    qg = _power(q, None, gamma)
+    # An infinite BCE has q >= min(t, 1 - t) > 0: the term is infinite even where q^gamma
+    # underflows to 0 (not 0 * inf).
+    value = torch.where(torch.isinf(bce), bce, qg * bce)
+    if not (need_grad or need_hess):
+        return value, None, None
+    r = torch.where(q > 0, (p * omp) / q, 0.0)
+    c = 1.0 - 2.0 * t
+    bce_fin = _finite(bce)
+    p_minus_t = p * u - omp * t  # p - t without cancellation at t = 1
+    cr = c * r
+    grad = None
+    if need_grad:
+        grad = (qg * gamma) * (cr * bce_fin) + qg * p_minus_t
+    hess = None
+    if need_hess:
+        inner = (
+            (gamma - 1.0) * (cr * cr * bce_fin) * gamma
+            + 2.0 * gamma * cr * p_minus_t
+            + gamma * cr * (1.0 - 2.0 * p) * bce_fin
+            + p * omp
+        )
+        hess = qg * inner
+    return value, grad, hess
