@@ -177,29 +177,41 @@ def _status_bytes(field: str) -> int:
     raise KeyError(field)
 
 
-def memory_child(args: argparse.Namespace) -> None:
-    """Print the peak RSS added by one forward + backward of ``args.memory_child``.
+def peak_extra_bytes(run: Callable[[], object], between: Callable[[], None] | None = None) -> int:
+    """The peak resident memory that ``run()`` adds, in bytes, measured on a second call.
 
-    Measured on a second call, after a warm-up, with the peak reset once the inputs exist
-    (``/proc/self/clear_refs``, Linux); where that is not possible the setup's own peak may hide
-    part of it, and the result says so.
+    The first call is a warm-up (one-time allocations are not ``run``'s); ``between()`` runs
+    after it. The peak is reset once the inputs exist (``/proc/self/clear_refs``, Linux); where
+    that is not possible the setup's own peak may hide part of it.
     """
-    base, targets = make_inputs(args.n, args.c, args.positives, args.seed)
-    fn = implementations(args.alpha, args.gamma, [args.memory_child])[args.memory_child]
-    x = base.clone().requires_grad_()
-    fn(x, targets).backward()  # warm-up: one-time allocations (and compilation) are not counted
-    x.grad = None
+    run()
+    if between is not None:
+        between()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM)
         exact = True
     except OSError:
         exact = False
     before = _status_bytes("VmRSS")
-    fn(x, targets).backward()
+    run()
     peak = _status_bytes("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if not exact:
         peak *= 1024
-    print(json.dumps({"extra_bytes": max(peak - before, 0), "exact": exact}))
+    return max(peak - before, 0)
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """Print the peak RSS added by one forward + backward of ``args.memory_child`` (the warm-up
+    call also compiles, where a backend compiles: that is not counted)."""
+    base, targets = make_inputs(args.n, args.c, args.positives, args.seed)
+    fn = implementations(args.alpha, args.gamma, [args.memory_child])[args.memory_child]
+    x = base.clone().requires_grad_()
+
+    def clear_grad() -> None:
+        x.grad = None
+
+    extra = peak_extra_bytes(lambda: fn(x, targets).backward(), between=clear_grad)
+    print(json.dumps({"extra_bytes": extra}))
 
 
 def measure_memory(name: str, args: argparse.Namespace) -> int | None:

@@ -219,13 +219,37 @@ def bench_focal_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) 
     )
 
 
-def bench_focal_png(name: str, data: dict[str, Any]) -> None:
+def time_and_memory_png(
+    name: str,
+    labels: Sequence[str],
+    colors: Sequence[str],
+    panels: tuple[tuple[Sequence[float], str], tuple[Sequence[float], str]],
+) -> None:
+    """Two horizontal bar panels side by side, time ratios (a line at 1) and memory."""
     import matplotlib.pyplot as plt
 
+    n = len(labels)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 0.45 * n + 1.4), dpi=120)
+    (ratios, time_label), (memory, memory_label) = panels
+    ax_t.barh(range(n), ratios, color=colors)
+    ax_t.set_yticks(range(n), labels, fontsize=8)
+    ax_t.invert_yaxis()
+    ax_t.axvline(1.0, color="black", linewidth=0.8)
+    ax_t.set_xlabel(time_label)
+    ax_m.barh(range(n), memory, color=colors)
+    ax_m.set_yticks(range(n), [""] * n)
+    ax_m.invert_yaxis()
+    ax_m.set_xlabel(memory_label)
+    for ax in (ax_t, ax_m):
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+def bench_focal_png(name: str, data: dict[str, Any]) -> None:
     results = data["results"]
     keys = list(results)
-    labels = [FOCAL_LABELS.get(k, k).replace("`", "") for k in keys]
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 0.45 * len(keys) + 1.4), dpi=120)
     colors = [
         "tab:gray"
         if k == "bce_with_logits"
@@ -234,21 +258,18 @@ def bench_focal_png(name: str, data: dict[str, Any]) -> None:
         else "tab:orange"
         for k in keys
     ]
-    ax_t.barh(range(len(keys)), [results[k]["wall_vs_bce"] for k in keys], color=colors)
-    ax_t.set_yticks(range(len(keys)), labels, fontsize=8)
-    ax_t.invert_yaxis()
-    ax_t.axvline(1.0, color="black", linewidth=0.8)
-    ax_t.set_xlabel("wall time / BCE-with-logits")
-    mem = [results[k].get("peak_extra_x_logits") or 0.0 for k in keys]
-    ax_m.barh(range(len(keys)), mem, color=colors)
-    ax_m.set_yticks(range(len(keys)), [""] * len(keys))
-    ax_m.invert_yaxis()
-    ax_m.set_xlabel("peak extra memory / logits size")
-    for ax in (ax_t, ax_m):
-        ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(GENERATED / f"{name}.png")
-    plt.close(fig)
+    time_and_memory_png(
+        name,
+        [FOCAL_LABELS.get(k, k).replace("`", "") for k in keys],
+        colors,
+        (
+            ([results[k]["wall_vs_bce"] for k in keys], "wall time / BCE-with-logits"),
+            (
+                [results[k].get("peak_extra_x_logits") or 0.0 for k in keys],
+                "peak extra memory / logits size",
+            ),
+        ),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -373,6 +394,66 @@ def bench_metrics_png(name: str, data: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(GENERATED / f"{name}.png")
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# top-k from embeddings: benchmarks/bench_topk.py
+
+
+def bench_topk_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    cfg, env = data["config"], data["environment"]
+    rows = []
+    for case, r in data["results"].items():
+        peak = r.get("peak_extra_mib")
+        rows.append(
+            [
+                case,
+                f"{r['median_s']:.2f}",
+                f"{r['ms_per_query']:.2f}",
+                f"{r['ratio_to_baseline']:.2f}x",
+                "n/a" if peak is None else f"{peak:,.0f}",
+            ]
+        )
+    headers = [
+        "case",
+        "median seconds",
+        "ms per query",
+        "time / the obvious way (same exclusions)",
+        "peak extra memory (MiB)",
+    ]
+    checks = [[k, f"{v:.4f}"] for k, v in data["checks"].items()]
+    return (
+        f"![Top-k from embeddings: time and memory](generated/{name}.png)\n\n"
+        + md_table(headers, rows)
+        + f"\n{cfg['queries']:,} queries x {cfg['items']:,} items, d = {cfg['dim']}, "
+        f"k = {cfg['k']}, float32, {cfg['exclude_width']} excluded items per query in the "
+        f"exclusion cases; blocks of {cfg['block_rows']:,} x {cfg['block_items']:,} scores "
+        f"({cfg['block_mib']:.0f} MiB) on both chunked sides; all the scores would take "
+        f"{cfg['scores_gib']:.2f} GiB (materialized only up to "
+        f"{cfg['materialize_limit_gib']:g} GiB). Median of {cfg['repeats']} interleaved repeats, "
+        f"{env['threads']} torch thread(s); peak extra memory is the resident memory one run "
+        "adds to its inputs, measured in a subprocess per case.\n\n"
+        + md_table(["the same lists?", "fraction of rows"], checks)
+        + "\n"
+        + provenance_line(name, provenance)
+    )
+
+
+def bench_topk_png(name: str, data: dict[str, Any]) -> None:
+    results = data["results"]
+    cases = list(results)
+    time_and_memory_png(
+        name,
+        cases,
+        ["tab:blue" if c.startswith("topk_items_from") else "tab:gray" for c in cases],
+        (
+            (
+                [results[c]["ratio_to_baseline"] for c in cases],
+                "time / chunked matmul + torch.topk",
+            ),
+            ([results[c].get("peak_extra_mib") or 0.0 for c in cases], "peak extra memory (MiB)"),
+        ),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -546,6 +627,7 @@ RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "bench_focal": (bench_focal_md, bench_focal_png),
     "bench_metrics": (bench_metrics_md, bench_metrics_png),
     "bench_gpu": (bench_gpu_md, no_figure),
+    "bench_topk": (bench_topk_md, bench_topk_png),
     "challenge": (challenge_md, challenge_png),
     "challenge_synthetic": (challenge_md, challenge_png),
     "ablation": (ablation_md, ablation_png),

@@ -5,6 +5,7 @@ dense. See :mod:`focalrec._indices` for the convention shared by every function.
 """
 
 from focalrec._indices import dense_to_index_list, index_list_to_dense
+from focalrec._topk import topk_items_from_embeddings
 from focalrec.losses import FocalLoss, sigmoid_focal_loss
 from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
 from focalrec.priors import class_priors, focal_prior_bias, init_prior_bias_, prior_bias
@@ -41,4 +42,5 @@ __all__ = [
     "recall_at_k",
     "sigmoid_focal_loss",
     "topk_items",
+    "topk_items_from_embeddings",
 ]
