@@ -78,7 +78,7 @@ from challenge_data import (
     split_users,
     validation_size,
 )
-from focalrec.models import SequenceMLP
+from focalrec.models import SequenceGRU, SequenceMLP, SequenceRecommender, SequenceTransformer
 from options import OneLineParser, OptionError, integer, number, path
 
 # =================================================================================================
@@ -89,38 +89,55 @@ from options import OneLineParser, OptionError, integer, number, path
 
 @dataclass(frozen=True)
 class Defaults:
-    """Default values of the command-line options."""
+    """Default values of the command-line options (the model's own options: MODEL_DEFAULTS)."""
 
-    loss: str = "bce"  # focal | bce | softmax (bce: the best on the real data, see ablation.py)
+    model: str = "gru"  # mlp | gru | transformer (gru: the best on the real data)
+    loss: str = "bce"  # focal | bce | softmax (bce: see ablation.py and the docs' loss ablation)
     alpha: float = 0.25  # focal loss alpha (weight of the positives); --loss focal only
     gamma: float = 2.0  # focal loss gamma; --loss focal only
     optimizer: str = "adamw"  # adamw | sgd
     epochs: int = 30
     patience: int = 2  # epochs without a better validation mAP@3 before stopping
-    embedding_dim: int = 50
-    hidden_sizes: tuple[int, ...] = (256,)
-    dropout: float = 0.0
-    metadata: bool = False  # use challenge_data.csv's item features when present
+    metadata: bool = False  # use challenge_data.csv's item features (--model mlp only)
     prior: str = "frequency"  # output-bias prior: "frequency" (per item) or a float such as 0.01
     val_fraction: float = 0.1
     seed: int = 0
 
 
 @dataclass(frozen=True)
-class OptimizerDefaults:
-    """Per-optimizer values of --lr, --weight-decay, --batch-size, --momentum when not given."""
+class ModelDefaults:
+    """Per-model values of the model options and of AdamW's --lr, when not given."""
 
-    lr: float
+    embedding_dim: int
+    dropout: float
+    lr: float  # with --optimizer adamw; --optimizer sgd keeps the write-up's 0.1
+    hidden_sizes: tuple[int, ...] | None = None  # mlp: widths of the hidden layers
+    hidden_size: int | None = None  # gru: size of the state
+    layers: int | None = None  # gru: stacked GRUs; transformer: attention blocks
+    heads: int | None = None  # transformer: attention heads
+
+
+@dataclass(frozen=True)
+class OptimizerDefaults:
+    """Per-optimizer values of --weight-decay, --batch-size, --momentum (and SGD's --lr)."""
+
     weight_decay: float
     batch_size: int
+    lr: float | None = None  # None: the model's (MODEL_DEFAULTS)
     momentum: float | None = None  # SGD only
 
 
 DEFAULTS = Defaults()
+MODEL_DEFAULTS = {
+    # The write-up's model: the last L item embeddings concatenated, one hidden layer.
+    "mlp": ModelDefaults(embedding_dim=50, dropout=0.0, lr=3e-3, hidden_sizes=(256,)),
+    "gru": ModelDefaults(embedding_dim=128, dropout=0.2, lr=2e-3, hidden_size=256, layers=1),
+    "transformer": ModelDefaults(embedding_dim=64, dropout=0.1, lr=3e-3, layers=2, heads=2),
+}
 OPTIMIZER_DEFAULTS = {
-    "adamw": OptimizerDefaults(lr=3e-3, weight_decay=1e-4, batch_size=512),
+    "adamw": OptimizerDefaults(weight_decay=1e-4, batch_size=512),
     # The write-up's settings, kept as the faithful baseline: `--optimizer sgd`.
-    "sgd": OptimizerDefaults(lr=0.1, weight_decay=1e-4, batch_size=256, momentum=0.9),
+    "sgd": OptimizerDefaults(weight_decay=1e-4, batch_size=256, lr=0.1, momentum=0.9),
 }
 # =================================================================================================
 
@@ -131,11 +148,18 @@ CHECKPOINT, BEST_MODEL, METRICS = "checkpoint.pt", "best_model.pt", "metrics.jso
 CURVE, SUBMISSION = "training_curve.png", "submission.csv"
 OUTPUTS = (CHECKPOINT, BEST_MODEL, METRICS, CURVE, SUBMISSION)
 RESUMABLE = ("epochs", "patience")  # options that --resume may change
-# Options that only one loss or optimizer uses: option -> (the choosing option, the choice).
+MODELS = tuple(MODEL_DEFAULTS)
+# Options that only some losses, optimizers or models use: option -> (the choosing option, the
+# choices that use it).
 USED_ONLY_BY = {
-    "alpha": ("loss", "focal"),
-    "gamma": ("loss", "focal"),
-    "momentum": ("optimizer", "sgd"),
+    "alpha": ("loss", ("focal",)),
+    "gamma": ("loss", ("focal",)),
+    "momentum": ("optimizer", ("sgd",)),
+    "hidden_sizes": ("model", ("mlp",)),
+    "metadata": ("model", ("mlp",)),
+    "hidden_size": ("model", ("gru",)),
+    "layers": ("model", ("gru", "transformer")),
+    "heads": ("model", ("transformer",)),
 }
 SIZE = integer(1, 2**31 - 1)  # layer widths and counts
 
@@ -148,6 +172,15 @@ SIZE = integer(1, 2**31 - 1)  # layer widths and counts
 def _per_optimizer(name: str) -> str:
     values = ", ".join(f"{o}: {getattr(v, name)}" for o, v in OPTIMIZER_DEFAULTS.items())
     return f"default per optimizer ({values})"
+
+
+def _per_model(name: str) -> str:
+    values = ", ".join(
+        f"{m}: {getattr(v, name)}"
+        for m, v in MODEL_DEFAULTS.items()
+        if getattr(v, name) is not None
+    )
+    return f"default per model ({values})"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -188,29 +221,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     g = p.add_argument_group("model")
     g.add_argument(
+        "--model",
+        choices=MODELS,
+        default=d.model,
+        help="the write-up's MLP over the last L items, a GRU, or causal self-attention "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
         "--embedding-dim",
         type=SIZE,
-        default=d.embedding_dim,
-        help="size of each item embedding (default: %(default)s)",
+        help=f"size of each item embedding; {_per_model('embedding_dim')}",
     )
     g.add_argument(
         "--hidden-sizes",
         type=SIZE,
         nargs="*",
-        default=list(d.hidden_sizes),
-        help="widths of the hidden layers, none for a linear model (default: %(default)s)",
+        help=f"--model mlp: widths of the hidden layers, none for a linear model; "
+        f"{_per_model('hidden_sizes')}",
+    )
+    g.add_argument(
+        "--hidden-size",
+        type=SIZE,
+        help=f"--model gru: size of its state; {_per_model('hidden_size')}",
+    )
+    g.add_argument(
+        "--layers",
+        type=SIZE,
+        help=f"--model gru: stacked GRUs, transformer: attention blocks; {_per_model('layers')}",
+    )
+    g.add_argument(
+        "--heads", type=SIZE, help=f"--model transformer: attention heads; {_per_model('heads')}"
     )
     g.add_argument(
         "--dropout",
         type=number(0, 1, high_open=True),
-        default=d.dropout,
-        help="dropout probability (default: %(default)s)",
+        help=f"dropout probability; {_per_model('dropout')}",
     )
     g.add_argument(
         "--metadata",
         action=argparse.BooleanOptionalAction,
-        default=d.metadata,
-        help="use challenge_data.csv's item features (default: %(default)s)",
+        help=f"--model mlp: use challenge_data.csv's item features (default: {d.metadata})",
     )
     g.add_argument(
         "--prior",
@@ -229,8 +279,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument(
         "--alpha",
-        type=number(0, 1),
-        help=f"focal loss alpha, --loss focal only (default: {d.alpha})",
+        type=alpha,
+        help=f"focal loss alpha in [0, 1], or 'none' for no weighting; --loss focal only "
+        f"(default: {d.alpha})",
     )
     g.add_argument(
         "--gamma",
@@ -243,7 +294,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=d.optimizer,
         help="sgd with its defaults is the write-up's optimizer (default: %(default)s)",
     )
-    g.add_argument("--lr", type=number(0, low_open=True), help=_per_optimizer("lr"))
+    g.add_argument(
+        "--lr",
+        type=number(0, low_open=True),
+        help=f"learning rate; --optimizer adamw: {_per_model('lr')}, "
+        f"--optimizer sgd: {OPTIMIZER_DEFAULTS['sgd'].lr}",
+    )
     g.add_argument("--weight-decay", type=number(0), help=_per_optimizer("weight_decay"))
     g.add_argument(
         "--momentum",
@@ -274,21 +330,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seed of the split, the initialization and the shuffling (default: %(default)s)",
     )
     args = p.parse_args(argv)
-    opt = OPTIMIZER_DEFAULTS[args.optimizer]
-    for name in ("lr", "weight_decay", "batch_size"):
+    opt, model = OPTIMIZER_DEFAULTS[args.optimizer], MODEL_DEFAULTS[args.model]
+    for name in ("weight_decay", "batch_size"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(opt, name))
-    defaults = {"alpha": d.alpha, "gamma": d.gamma, "momentum": OPTIMIZER_DEFAULTS["sgd"].momentum}
-    for name, (chooser, choice) in USED_ONLY_BY.items():
-        if getattr(args, chooser) == choice:
+    for name in ("lr", "embedding_dim", "dropout"):
+        if getattr(args, name) is None:
+            value = getattr(opt, name, None) if name == "lr" else None
+            setattr(args, name, getattr(model, name) if value is None else value)
+    defaults = {
+        "alpha": d.alpha,
+        "gamma": d.gamma,
+        "momentum": OPTIMIZER_DEFAULTS["sgd"].momentum,
+        "metadata": d.metadata,
+        **{
+            name: getattr(model, name)
+            for name in ("hidden_sizes", "hidden_size", "layers", "heads")
+        },
+    }
+    for name, (chooser, choices) in USED_ONLY_BY.items():
+        if getattr(args, chooser) in choices:
             if getattr(args, name) is None:
-                setattr(args, name, defaults[name])
+                value = defaults[name]
+                setattr(args, name, list(value) if isinstance(value, tuple) else value)
         elif getattr(args, name) is not None:  # refused rather than silently ignored
             chosen = getattr(args, chooser)
+            flag = name.replace("_", "-")
             p.error(
-                f"argument --{name}: applies to --{chooser} {choice} only, not --{chooser} {chosen}"
+                f"argument --{flag}: applies to --{chooser} {' and '.join(choices)} only, "
+                f"not --{chooser} {chosen}"
             )
+    if args.alpha == "none":
+        args.alpha = None
     return args
+
+
+def alpha(text: str) -> str | float:
+    """The ``--alpha`` type: a number in [0, 1], or ``'none'`` (no weighting)."""
+    if text == "none":
+        return text
+    try:
+        return number(0, 1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1] or 'none', got {text!r}"
+        ) from None
 
 
 def prior(text: str) -> str | float:
@@ -434,31 +520,54 @@ def make_windows(data: ChallengeData, val_fraction: float, seed: int) -> Windows
 # -------------------------------------------------------------------------------------------------
 
 
-def build_model(config: dict[str, Any], data: ChallengeData, windows: Windows) -> SequenceMLP:
+def build_model(
+    config: dict[str, Any], data: ChallengeData, windows: Windows
+) -> SequenceRecommender:
     torch.manual_seed(config["seed"])
     prior: float | Tensor
     if config["prior"] == "frequency":  # each item's smoothed rate among the training targets
         prior = focalrec.class_priors(windows.train_targets, data.num_items)
     else:
         prior = float(config["prior"])
-    meta = data.metadata if config["metadata"] else None
+    common = {
+        "embedding_dim": config["embedding_dim"],
+        "dropout": config["dropout"],
+        "prior": prior,
+    }
     try:
+        if config["model"] == "gru":
+            return SequenceGRU(
+                data.num_items,
+                data.history_len,
+                hidden_size=config["hidden_size"],
+                num_layers=config["layers"],
+                **common,
+            )
+        if config["model"] == "transformer":
+            return SequenceTransformer(
+                data.num_items,
+                data.history_len,
+                num_blocks=config["layers"],
+                num_heads=config["heads"],
+                **common,
+            )
+        meta = data.metadata if config["metadata"] else None
         return SequenceMLP(
             data.num_items,
             data.history_len,
-            embedding_dim=config["embedding_dim"],
             hidden_sizes=config["hidden_sizes"],
-            dropout=config["dropout"],
-            prior=prior,
             item_features=None if meta is None else torch.from_numpy(meta.categorical),
             item_numeric=None if meta is None else torch.from_numpy(meta.numeric),
+            **common,
         )
+    except ValueError as e:  # e.g. an embedding size the attention heads do not divide
+        raise OptionError(f"--model {config['model']}", str(e)) from None
     except (RuntimeError, MemoryError) as e:
         if "allocat" not in str(e) and "overflow" not in str(e):
             raise
         raise OptionError(
             "--embedding-dim",
-            f"{config['embedding_dim']} with --hidden-sizes {config['hidden_sizes']} and "
+            f"{config['embedding_dim']} for --model {config['model']} with "
             f"{data.num_items} items: the model's weights do not fit in memory",
         ) from None
 
@@ -471,13 +580,23 @@ def softmax_loss(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def make_loss(config: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
-    """The training loss of ``(logits (N, C), targets (N, 3) index list)``."""
+    """The training loss of ``(logits (N, C), targets (N, 3) index list)``.
+
+    The targets were checked when the data was loaded, so the loss does not check them again
+    (``validate_args=False``); logits that stop being finite show as a NaN training loss, which
+    :func:`train` reports as divergence.
+    """
     if config["loss"] == "focal":
         return focalrec.FocalLoss(
-            alpha=config["alpha"], gamma=config["gamma"], reduction="sum_over_positives"
+            alpha=config["alpha"],
+            gamma=config["gamma"],
+            reduction="sum_over_positives",
+            validate_args=False,
         )
     if config["loss"] == "bce":  # gamma=0 without alpha is BCE-with-logits, on sparse targets
-        return focalrec.FocalLoss(alpha=None, gamma=0.0, reduction="sum_over_positives")
+        return focalrec.FocalLoss(
+            alpha=None, gamma=0.0, reduction="sum_over_positives", validate_args=False
+        )
     return softmax_loss
 
 
@@ -655,8 +774,9 @@ def used_config(config: dict[str, Any]) -> dict[str, Any]:
     """What a run uses of ``config``: the data by fingerprint, not by path; the options its loss
     and optimizer ignore as None (so do older checkpoints' values); ``--prior`` as a number."""
     used = {k: v for k, v in config.items() if k != "data"}
-    for name, (chooser, choice) in USED_ONLY_BY.items():
-        if used.get(chooser) != choice:
+    used.setdefault("model", "mlp")  # checkpoints from before --model trained the MLP
+    for name, (chooser, choices) in USED_ONLY_BY.items():
+        if used.get(chooser) not in choices:
             used[name] = None
     if isinstance(used.get("prior"), str) and used["prior"] != "frequency":
         used["prior"] = float(used["prior"])

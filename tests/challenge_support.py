@@ -18,7 +18,7 @@ import synthetic  # noqa: E402
 TINY = synthetic.SyntheticConfig(
     num_series=8, num_loose_items=12, num_train_users=150, num_test_users=20, seed=5
 )
-FAST = ["--embedding-dim", "8", "--hidden-sizes", "32", "--batch-size", "128"]
+FAST = ["--model", "mlp", "--embedding-dim", "8", "--hidden-sizes", "32", "--batch-size", "128"]
 OUTPUTS = ("metrics.json", "training_curve.png", "best_model.pt", "checkpoint.pt", "submission.csv")
 
 

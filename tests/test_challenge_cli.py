@@ -343,7 +343,7 @@ def test_resume_refuses_other_settings(
     assert challenge.main([*argv, "--lr", "0.5"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    trained_lr = challenge.OPTIMIZER_DEFAULTS[challenge.DEFAULTS.optimizer].lr
+    trained_lr = challenge.MODEL_DEFAULTS["mlp"].lr  # FAST trains the MLP with AdamW
     assert f"trained with lr={trained_lr}, not 0.5" in err
     assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
 
@@ -380,3 +380,91 @@ def test_other_losses_and_settings_train(
     assert metrics["config"]["loss"] == options[1]
     assert all(math.isfinite(e["train_loss"]) for e in metrics["epochs"])
     assert metrics["data"]["item_metadata_used"] == ("--metadata" in options)
+
+
+@pytest.mark.parametrize(
+    ("options", "recorded"),
+    [
+        (["--model", "gru", "--embedding-dim", "8", "--hidden-size", "16"], {"layers": 1}),
+        (
+            ["--model", "transformer", "--embedding-dim", "8", "--heads", "2", "--layers", "1"],
+            {"hidden_size": None, "hidden_sizes": None},
+        ),
+        (["--model", "mlp", "--embedding-dim", "8", "--hidden-sizes"], {"hidden_sizes": []}),
+    ],
+)
+def test_every_model_trains_with_its_own_defaults(
+    tiny_data: Path, tmp_path: Path, options: list[str], recorded: dict[str, object]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_data), "--output", str(out), "--epochs", "1", "--quiet", *options]
+    assert challenge.main(argv) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    model = options[1]
+    assert config["model"] == model
+    assert config["lr"] == challenge.MODEL_DEFAULTS[model].lr
+    assert config["dropout"] == challenge.MODEL_DEFAULTS[model].dropout
+    for name, value in recorded.items():
+        assert config[name] == value
+    best = torch.load(out / "best_model.pt", weights_only=True)["model"]
+    assert ("gru.weight_ih_l0" in best) == (model == "gru")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--model", "gru", "--hidden-sizes", "8"],
+            "argument --hidden-sizes: applies to --model mlp only, not --model gru",
+        ),
+        (
+            ["--model", "mlp", "--hidden-size", "8"],
+            "argument --hidden-size: applies to --model gru only, not --model mlp",
+        ),
+        (
+            ["--model", "mlp", "--layers", "2"],
+            "argument --layers: applies to --model gru and transformer only, not --model mlp",
+        ),
+        (
+            ["--model", "gru", "--heads", "2"],
+            "argument --heads: applies to --model transformer only, not --model gru",
+        ),
+        (
+            ["--model", "gru", "--metadata"],
+            "argument --metadata: applies to --model mlp only, not --model gru",
+        ),
+        (["--model", "rnn"], "argument --model: invalid choice: 'rnn'"),
+        (
+            ["--loss", "focal", "--alpha", "nan"],
+            "argument --alpha: expected a number in [0, 1] or 'none'",
+        ),
+    ],
+)
+def test_options_of_another_model_are_refused(
+    options: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        challenge.parse_args(options)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+def test_a_model_the_options_cannot_build_is_one_line(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_data), "--output", str(out), "--model", "transformer"]
+    argv += ["--embedding-dim", "10", "--heads", "3"]
+    assert challenge.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --model transformer: ")
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_focal_loss_without_alpha(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_data), "--output", str(out), "--epochs", "1", "--quiet", *FAST]
+    assert challenge.main([*argv, "--loss", "focal", "--alpha", "none", "--gamma", "1"]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert (config["alpha"], config["gamma"]) == (None, 1.0)

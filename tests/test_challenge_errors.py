@@ -220,7 +220,7 @@ CASES: list[tuple[str, Case, str, int]] = [
     (
         "focal alpha 2",
         options("--loss", "focal", "--alpha", "2"),
-        "argument --alpha: expected a number in [0, 1], got '2'",
+        "argument --alpha: expected a number in [0, 1] or 'none', got '2'",
         2,
     ),
     ("focal alpha nan", options("--loss", "focal", "--alpha", "nan"), "argument --alpha:", 2),
@@ -276,7 +276,7 @@ CASES: list[tuple[str, Case, str, int]] = [
     (
         "alpha 7 with bce",
         options("--loss", "bce", "--alpha", "7"),
-        "argument --alpha: expected a number in [0, 1], got '7'",
+        "argument --alpha: expected a number in [0, 1] or 'none', got '7'",
         2,
     ),
     (
@@ -300,7 +300,7 @@ CASES: list[tuple[str, Case, str, int]] = [
         "argument --val-fraction: 0.999 of the 150 train.csv users leaves none to train on",
         2,
     ),
-    ("model too large", huge_model, "argument --embedding-dim: 2147483647 with", 2),
+    ("model too large", huge_model, "argument --embedding-dim: 2147483647 for --model mlp with", 2),
     # ---- training that diverges: exit status 1 ----
     (
         "lr 1e30",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -524,88 +525,34 @@ def challenge_png(name: str, data: dict[str, Any]) -> None:
 # the loss ablation: examples/ablation.py's ablation.json
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return mean, var**0.5
+def _ablation_module() -> Any:
+    """``examples/ablation.py``, whose report the page shows as the example prints it."""
+    examples = str(GENERATED.parents[1] / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    import ablation
+
+    return ablation
+
+
+def _portable(command: str) -> str:
+    """The ablation's command with this machine's folders replaced by DIR and OUT."""
+    command = re.sub(r"--data \S+", "--data DIR", command)
+    return re.sub(r"--output \S+", "--output OUT", command)
 
 
 def ablation_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
-    runs: dict[str, list[dict[str, Any]]] = data["runs"]
-    reference = "focal" if "focal" in runs else next(iter(runs))
-    seeds = [r["config"]["seed"] for r in runs[reference]]
-    if len(seeds) < 2:
-        raise ValueError(f"{name}: one seed gives no spread; run the ablation with 2 or more seeds")
-    rows = []
-    for loss, results in runs.items():
-        best = _mean_std([r["best_val_map3"] for r in results])
-        diffs = [
-            r["best_val_map3"] - ref["best_val_map3"]
-            for r, ref in zip(results, runs[reference], strict=True)
-        ]
-        paired = _mean_std(diffs)
-        to_best = _mean_std([r["timings_s"]["training_to_best_epoch"] for r in results])
-        per_epoch = _mean_std([r["timings_s"]["training"] / len(r["epochs"]) for r in results])
-        epochs = _mean_std([float(r["best_epoch"]) for r in results])
-        rows.append(
-            [
-                loss,
-                f"{best[0]:.4f} ± {best[1]:.4f}",
-                "" if loss == reference else f"{paired[0]:+.4f} ± {paired[1]:.4f}",
-                f"{to_best[0]:.0f} ± {to_best[1]:.0f}",
-                f"{per_epoch[0]:.1f} ± {per_epoch[1]:.1f}",
-                f"{epochs[0]:.1f} ± {epochs[1]:.1f}",
-            ]
-        )
-    headers = [
-        "loss",
-        "best validation mAP@3",
-        f"paired difference vs {reference}",
-        "training to the best epoch (s)",
-        "seconds per epoch",
-        "best epoch",
-    ]
-    baselines = runs[reference][0].get("baselines_val_map3", {})
-    base = ", ".join(f"{k} {v:.4f}" for k, v in baselines.items())
+    data = {**data, "command": _portable(data["command"])}
     return (
-        f"![Validation mAP@3 by loss, every seed](generated/{name}.png)\n\n"
-        + md_table(headers, rows)
-        + f"\nMean ± standard deviation over seeds {seeds}; a seed fixes the validation users and "
-        "the initial weights for every loss, so the differences are paired. "
-        + (f"Baselines on the split of seed {seeds[0]}: {base}.\n\n" if base else "\n\n")
+        f"![Each loss's paired difference to BCE, by model](generated/{name}.png)\n\n"
+        + _ablation_module().markdown(data)
+        + "\n"
         + provenance_line(name, provenance)
     )
 
 
 def ablation_png(name: str, data: dict[str, Any]) -> None:
-    import matplotlib.pyplot as plt
-
-    runs: dict[str, list[dict[str, Any]]] = data["runs"]
-    fig, (ax_curve, ax_bar) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
-    colors = dict(zip(runs, ["tab:blue", "tab:orange", "tab:green", "tab:red"], strict=False))
-    for loss, results in runs.items():
-        for i, r in enumerate(results):
-            x = [e["epoch"] for e in r["epochs"]]
-            y = [e["val_map3"] for e in r["epochs"]]
-            ax_curve.plot(x, y, color=colors[loss], alpha=0.7, label=loss if i == 0 else None)
-    ax_curve.set(xlabel="epoch", ylabel="validation mAP@3", title="every seed")
-    ax_curve.legend(fontsize=8)
-    stats = [_mean_std([r["best_val_map3"] for r in results]) for results in runs.values()]
-    ax_bar.bar(
-        list(runs),
-        [m for m, _ in stats],
-        yerr=[sd for _, sd in stats],
-        color=[colors[loss] for loss in runs],
-        capsize=4,
-    )
-    low = min(m - sd for m, sd in stats)
-    ax_bar.set_ylim(bottom=max(0.0, low - 0.05 * abs(low) - 0.005))
-    ax_bar.set(ylabel="best validation mAP@3", title="mean ± std over seeds")
-    for ax in (ax_curve, ax_bar):
-        ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(GENERATED / f"{name}.png")
-    plt.close(fig)
+    _ablation_module().plot(GENERATED / f"{name}.png", data)
 
 
 # ------------------------------------------------------------------------------------------------
