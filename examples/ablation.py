@@ -17,9 +17,10 @@ Losses are named ``softmax``, ``bce`` and ``focal-g{gamma}-a{alpha}`` (``alpha``
 
 Resumable: a run whose ``metrics.json`` exists is never redone (it is checked to have been made
 with the same options and data; if not, the ablation stops and says which option differs); an
-interrupted run goes on from its last checkpoint. The runs go in order seed by seed, so an
-ablation stopped early (``--max-runs``, or killed) has every setting at fewer seeds rather than
-a few settings at every seed. ``--jobs N`` trains N runs at once, each in its own process.
+interrupted run goes on from its last checkpoint, and a finished run given a larger ``--epochs``
+or ``--patience`` (after ``--``) goes on from its last epoch. The runs go in order seed by seed,
+so an ablation stopped early (``--max-runs``, or killed) has every setting at fewer seeds rather
+than a few settings at every seed. ``--jobs N`` trains N runs at once, each in its own process.
 
 Writes into OUT, each file atomically: ``ablation.md`` (per model: each loss's mean validation
 mAP@3, its paired difference to BCE with a 95% confidence interval, epochs to the best epoch and
@@ -170,22 +171,29 @@ def expected_config(args: argparse.Namespace, extra: list[str], cell: Cell) -> d
 def finished(
     args: argparse.Namespace, extra: list[str], cell: Cell, fingerprint: str
 ) -> dict[str, Any] | None:
-    """The run's metrics.json if it is done; SystemExit if it was made differently."""
+    """The run's metrics.json if it is done; SystemExit if it was made differently.
+
+    A run made with a smaller ``--epochs`` or ``--patience`` is not done: :func:`train` resumes
+    it with the larger values (``challenge.py --resume``), which goes on from its last epoch.
+    """
     path = cell.folder(args.output) / challenge.METRICS
     if not path.is_file():
         return None
     result: dict[str, Any] = json.loads(path.read_text())
     made, wanted = challenge.used_config(result["config"]), expected_config(args, extra, cell)
     made.pop("history_len", None)
+    grown = False
     for key in sorted(set(made) | set(wanted)):
-        if made.get(key) != wanted.get(key):
+        if key in challenge.RESUMABLE and made.get(key, 0) < wanted.get(key, 0):
+            grown = True
+        elif made.get(key) != wanted.get(key):
             raise SystemExit(
                 f"error: {path} was made with {key}={made.get(key)!r}, not {wanted.get(key)!r}: "
                 "remove that run or choose another --output"
             )
     if result["data"]["fingerprint"] != fingerprint:
         raise SystemExit(f"error: {path} was made from other data files than {args.data}")
-    return result
+    return None if grown else result
 
 
 def train(args: argparse.Namespace, extra: list[str], cell: Cell) -> None:
@@ -196,7 +204,8 @@ def train(args: argparse.Namespace, extra: list[str], cell: Cell) -> None:
     env = dict(os.environ)
     if args.jobs > 1:  # the cores are shared between the runs
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
-    print(f"== {cell.model}, {cell.loss}, seed {cell.seed}", flush=True)
+    sys.stdout.write(f"== {cell.model}, {cell.loss}, seed {cell.seed}\n")  # one write: threads
+    sys.stdout.flush()
     script = str(Path(__file__).resolve().parent / "challenge.py")
     done = subprocess.run([sys.executable, script, *argv], env=env, check=False)
     if done.returncode != 0:

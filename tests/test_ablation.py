@@ -175,3 +175,26 @@ def test_runs_are_resumable_time_boxed_and_checked(tmp_path: Path) -> None:
     other = ["--", "--epochs", "1", "--embedding-dim", "5", "--hidden-sizes", "8"]
     with pytest.raises(SystemExit, match=r"was made with embedding_dim=4, not 5"):
         ablation.main([*grid, "--report-only", *other])
+
+
+def test_a_larger_epoch_budget_extends_finished_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = tmp_path / "data", tmp_path / "ablation"
+    synthetic.write_dataset(data, TINY)
+    model = ["--embedding-dim", "4", "--hidden-sizes", "8", "--patience", "5"]
+    grid = ["--data", str(data), "--output", str(out), "--models", "mlp", "--losses", "bce"]
+    grid += ["--seeds", "0", "--quiet"]
+    assert ablation.main([*grid, "--", "--epochs", "1", *model]) == 0
+    metrics = out / "runs" / "mlp" / "bce" / "seed0" / "metrics.json"
+    first = json.loads(metrics.read_text())["epochs"]
+    capsys.readouterr()
+    assert ablation.main([*grid, "--report-only", "--", "--epochs", "2", *model]) == 0
+    assert "no run is finished yet" in capsys.readouterr().out  # the run is not done yet
+    assert ablation.main([*grid, "--", "--epochs", "2", *model]) == 0
+    extended = json.loads(metrics.read_text())
+    assert extended["config"]["epochs"] == 2
+    assert extended["epochs"][:1] == first  # went on from epoch 1, not from scratch
+    assert len(extended["epochs"]) == 2
+    with pytest.raises(SystemExit, match=r"was made with epochs=2, not 1"):
+        ablation.main([*grid, "--report-only", "--", "--epochs", "1", *model])

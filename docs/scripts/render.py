@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 GENERATED = Path(__file__).resolve().parents[2] / "docs" / "generated"
+# examples/challenge.py's --model choices and the classes they train
+MODEL_CLASSES = {"mlp": "SequenceMLP", "gru": "SequenceGRU", "transformer": "SequenceTransformer"}
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str = "") -> str:
@@ -468,7 +470,8 @@ def challenge_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) ->
         [f"{k} baseline", f"{v:.4f}", f"{best / v - 1:+.1%}" if v > 0 else "n/a"]
         for k, v in data["baselines_val_map3"].items()
     ]
-    rows.append([f"model (`SequenceMLP`, best epoch {data['best_epoch']})", f"{best:.4f}", ""])
+    model = MODEL_CLASSES[data["config"].get("model", "mlp")]
+    rows.append([f"model (`{model}`, best epoch {data['best_epoch']})", f"{best:.4f}", ""])
     data_rows = [
         ["history length L", d["history_len"]],
         ["challenges (items)", f"{d['num_items']:,}"],
