@@ -91,6 +91,12 @@ STEPS: tuple[Step, ...] = (
         env={"OMP_NUM_THREADS": "1"},
     ),
     Step(
+        "bench_linear",
+        ("benchmarks/bench_linear.py", "--threads", "1", "--json", "{out}"),
+        "bench_linear.json",
+        timeout_s=6 * 3600,
+    ),
+    Step(
         "bench_metrics",
         ("benchmarks/bench_metrics.py", "--threads", "1", "--json", "{out}"),
         "bench_metrics.json",
