@@ -420,6 +420,31 @@ def test_module_is_linear_plus_focal_loss() -> None:
     assert head.alpha.dtype == torch.float64  # a buffer: moves with the module
 
 
+def test_initialization_draws_the_whole_layer_and_keeps_a_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from focalrec import linear
+    from focalrec.linear import _uniform_rows_
+
+    monkeypatch.setattr(linear, "_INIT_BLOCK_ELEMENTS", 30)  # blocks of 4 rows
+    torch.manual_seed(0)
+    whole = torch.empty(101, 7).uniform_(-0.3, 0.3)
+    after = torch.rand(2)
+    for lo, hi in [(0, 101), (0, 40), (40, 101), (55, 55), (100, 101)]:
+        torch.manual_seed(0)
+        part = torch.empty(hi - lo, 7)
+        _uniform_rows_(part, lo, 101, 0.3)
+        assert torch.equal(part, whole[lo:hi])
+        assert torch.equal(torch.rand(2), after)  # the generator ends where the whole draw's does
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 300)
+    torch.manual_seed(0)
+    head = LinearFocalLoss(16, 300, prior=None)
+    assert torch.equal(head.weight, layer.weight)
+    assert head.bias is not None
+    assert torch.equal(head.bias, layer.bias)
+
+
 def test_module_prior_and_initialization() -> None:
     torch.manual_seed(0)
     head = LinearFocalLoss(64, 1000, prior=0.02)

@@ -82,7 +82,13 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             results[f"{reduction}-{kind}-{bits}"] = _run(
                 d, lo, hi, reduction, kind, dist.group.WORLD
             )
-        # The module splits the catalogue itself: 12 items on rank 0, 11 on rank 1.
+        # The module splits the catalogue itself: 12 items on rank 0, 11 on rank 1, and
+        # initializes its range as the unsplit layer would.
+        torch.manual_seed(0)
+        init = LinearFocalLoss(D, C, prior=None, process_group=dist.group.WORLD)
+        assert init.bias is not None
+        results["init"] = {"w": init.weight.detach(), "b": init.bias.detach()}
+        results["init"]["next"] = torch.rand(4)  # the generator, after the initialization
         d = _data(torch.float64)
         head = LinearFocalLoss(
             D, C, alpha=d["alpha"], process_group=dist.group.WORLD, dtype=torch.float64
@@ -141,6 +147,13 @@ def test_two_item_ranges_match_one_process(tmp_path: Path) -> None:
         d = _data(torch.float64 if bits == "64" else torch.float32)
         key = f"{reduction}-{kind}-{bits}"
         _assert_matches([r[key] for r in ranks], _single(d, reduction, kind), bits)
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(D, C)
+    after = torch.rand(4)
+    for name, whole in (("w", linear.weight), ("b", linear.bias)):
+        assert torch.equal(torch.cat([r["init"][name] for r in ranks]), whole.detach())
+    for r in ranks:
+        assert torch.equal(r["init"]["next"], after)
     module = [r["module"] for r in ranks]
     assert [m["range"].tolist() for m in module] == [[0, 12], [12, 23]]
     expected = _single(_data(torch.float64), "mean", "index", weighted=False)

@@ -11,6 +11,7 @@ weight and the bias. The same decomposition splits a catalogue over processes by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -556,6 +557,24 @@ class _FusedLinearFocal(torch.autograd.Function):
         return out[0], out[1], out[2], None, None
 
 
+_INIT_BLOCK_ELEMENTS = 1 << 22  # values drawn at once when a rank initializes its item range
+
+
+def _uniform_rows_(out: Tensor, start: int, total: int, bound: float) -> None:
+    """Fill ``out`` (CPU) with rows ``[start, start + len(out))`` of a ``(total, *out.shape[1:])``
+    ``uniform_(-bound, bound)`` draw, block by block, drawing (and dropping) the other rows too
+    so the generator ends where the whole draw leaves it."""
+    width = math.prod(out.shape[1:])
+    step = max(1, _INIT_BLOCK_ELEMENTS // max(width, 1))
+    end = start + out.shape[0]
+    for lo in range(0, total, step):
+        hi = min(total, lo + step)
+        block = torch.empty((hi - lo, *out.shape[1:]), dtype=out.dtype).uniform_(-bound, bound)
+        a, b = max(lo, start), min(hi, end)
+        if a < b:
+            out[a - start : b - start].copy_(block[a - lo : b - lo])
+
+
 def _no_second_derivative(g: Tensor, sources: list[Tensor]) -> Tensor:
     """``g``, in the graph of ``sources`` (what it depends on), with a backward that raises."""
     out: Tensor = _NoSecondDerivative.apply(g, *sources)  # type: ignore[no-untyped-call]
@@ -603,7 +622,8 @@ class LinearFocalLoss(nn.Module):
     ``loss = head(features, target)`` equals ``FocalLoss(...)(linear(features), target)`` for
     an ``nn.Linear`` with the same weight and bias, computed by
     :func:`linear_sigmoid_focal_loss` without forming the ``(N, C)`` logits. The weight and bias
-    are initialized as ``nn.Linear`` does, then the bias at the logit of ``prior``
+    are initialized as ``nn.Linear`` does (on a rank of an item split: that rank's rows of the
+    unsplit layer's draw, the same seed giving the same layer), then the bias at the logit of ``prior``
     (:func:`focalrec.init_prior_bias_`), as ``SequenceMLP``'s output layer; the state dict holds
     ``weight`` and ``bias`` as ``nn.Linear``'s does (a per-item ``alpha`` is a buffer that
     ``.to()`` moves but the state dict leaves out), so either loads the other's.
@@ -701,8 +721,29 @@ class LinearFocalLoss(nn.Module):
         self.validate_args = validate_args
 
     def _init_parameters(self, prior: float | Tensor | None) -> None:
-        """``nn.Linear``'s initialization, then the bias at the logit of ``prior``."""
-        nn.Linear.reset_parameters(self)  # type: ignore[arg-type]
+        """``nn.Linear``'s initialization, then the bias at the logit of ``prior``.
+
+        A rank of an item split gets the rows that ``nn.Linear(in_features, num_items)`` on
+        the CPU would draw for its range, and leaves the generator where that draw does: the
+        same seed gives the split layer the unsplit one's weights, whatever the number of ranks.
+        """
+        if self.num_items_local == self.num_items:
+            nn.Linear.reset_parameters(self)  # type: ignore[arg-type]
+        else:
+            # nn.Linear: kaiming_uniform_(a=sqrt(5)) for the weight, then U(+-1/sqrt(fan_in)).
+            gain = nn.init.calculate_gain("leaky_relu", math.sqrt(5))
+            fan_in = self.in_features
+            bound = math.sqrt(3.0) * gain / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            params = [(self.weight, bound)]
+            if self.bias is not None:
+                params.append((self.bias, 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0))
+            with torch.no_grad():
+                for param, b in params:
+                    if param.numel() == 0 and fan_in == 0:
+                        continue  # nn.init leaves a layer without inputs as it is
+                    rows = torch.empty(param.shape, dtype=param.dtype)
+                    _uniform_rows_(rows, self.item_offset, self.num_items, b)
+                    param.copy_(rows)
         if self.bias is not None and prior is not None:
             init_prior_bias_(self.bias, prior)
 
