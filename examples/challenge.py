@@ -1,6 +1,6 @@
 """Predict the next 3 programming challenges a user solves (Analytics Vidhya challenge, mAP@3).
 
-Reads top to bottom: load -> encode -> windows -> train -> evaluate -> submit.
+Reads top to bottom: check -> load -> encode -> windows -> train -> evaluate -> submit.
 
     python examples/challenge.py                       # built-in synthetic data, about a minute
     python examples/challenge.py --data DIR --output OUT
@@ -18,16 +18,33 @@ every (last ``L`` challenges, next 3) window of the training users, plus the win
 first ``L`` challenges of the validation and test users (what is known about them at prediction
 time). Each validation user is scored on their first ``L`` challenges -> next 3, as test users are.
 
-Outputs, each written atomically into OUT (a reader never sees a half-written file):
-``metrics.json`` (configuration, per-epoch loss and validation mAP@3, baselines, timings),
-``training_curve.png``, ``best_model.pt`` (the best epoch's weights and the vocabulary),
+Outputs in OUT: ``metrics.json`` (configuration, per-epoch loss and validation mAP@3, baselines,
+timings), ``training_curve.png``, ``best_model.pt`` (the best epoch's weights and the vocabulary),
 ``checkpoint.pt`` (the last epoch, for ``--resume``) and, with ``test.csv``, ``submission.csv``.
+They are one run's: a run writes its files into a hidden folder beside OUT
+(``runs/.challenge.partial`` for ``runs/challenge``; a checkpoint after every epoch) and replaces
+OUT as a whole only once they are all written (see ``atomic.py``). So an interrupted or failed run
+leaves OUT as it was; ``--resume`` continues the partial run, or a complete run in OUT whose
+``--epochs`` or ``--patience`` has grown. OUT may hold only files of a run: a folder with anything
+else in it, or the current folder, is refused rather than replaced.
+
+Errors: every option, input file and checkpoint is checked before anything is written. A bad one is
+one line on stderr, ``error: ...``, naming the option (exit status 2) or the file, line and column
+(exit status 1), and nothing on disk changes. ``--alpha`` and ``--gamma`` apply to ``--loss focal``
+only and ``--momentum`` to ``--optimizer sgd`` only: given with another loss or optimizer they are
+refused, not ignored. A training whose loss or scores stop being finite stops with one line naming
+the epoch (its partial run is deleted: a resume would replay it). A write that fails (a full disk)
+stops with one line; ``--resume`` then goes on from the last checkpoint written.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import hashlib
+import io
+import math
 import os
 import sys
 import tempfile
@@ -59,8 +76,10 @@ from challenge_data import (
     pad_sequences,
     sliding_windows,
     split_users,
+    validation_size,
 )
-from focalrec.models import SequenceMLP
+from focalrec.models import SequenceGRU, SequenceMLP, SequenceRecommender, SequenceTransformer
+from options import OneLineParser, OptionError, integer, number, path
 
 # =================================================================================================
 # DEFAULTS -- the best settings we know for the real data. Every command-line default comes from
@@ -70,38 +89,55 @@ from focalrec.models import SequenceMLP
 
 @dataclass(frozen=True)
 class Defaults:
-    """Default values of the command-line options."""
+    """Default values of the command-line options (the model's own options: MODEL_DEFAULTS)."""
 
-    loss: str = "bce"  # focal | bce | softmax (bce: the best on the real data, see ablation.py)
-    alpha: float = 0.25  # focal loss alpha (weight of the positives)
-    gamma: float = 2.0  # focal loss gamma
+    model: str = "gru"  # mlp | gru | transformer (gru: the best on the real data)
+    loss: str = "bce"  # focal | bce | softmax (bce: see ablation.py and the docs' loss ablation)
+    alpha: float = 0.25  # focal loss alpha (weight of the positives); --loss focal only
+    gamma: float = 2.0  # focal loss gamma; --loss focal only
     optimizer: str = "adamw"  # adamw | sgd
     epochs: int = 30
     patience: int = 2  # epochs without a better validation mAP@3 before stopping
-    embedding_dim: int = 50
-    hidden_sizes: tuple[int, ...] = (256,)
-    dropout: float = 0.0
-    metadata: bool = False  # use challenge_data.csv's item features when present
+    metadata: bool = False  # use challenge_data.csv's item features (--model mlp only)
     prior: str = "frequency"  # output-bias prior: "frequency" (per item) or a float such as 0.01
     val_fraction: float = 0.1
     seed: int = 0
 
 
 @dataclass(frozen=True)
-class OptimizerDefaults:
-    """Per-optimizer values of --lr, --weight-decay, --momentum, --batch-size when not given."""
+class ModelDefaults:
+    """Per-model values of the model options and of AdamW's --lr, when not given."""
 
-    lr: float
+    embedding_dim: int
+    dropout: float
+    lr: float  # with --optimizer adamw; --optimizer sgd keeps the write-up's 0.1
+    hidden_sizes: tuple[int, ...] | None = None  # mlp: widths of the hidden layers
+    hidden_size: int | None = None  # gru: size of the state
+    layers: int | None = None  # gru: stacked GRUs; transformer: attention blocks
+    heads: int | None = None  # transformer: attention heads
+
+
+@dataclass(frozen=True)
+class OptimizerDefaults:
+    """Per-optimizer values of --weight-decay, --batch-size, --momentum (and SGD's --lr)."""
+
     weight_decay: float
-    momentum: float
     batch_size: int
+    lr: float | None = None  # None: the model's (MODEL_DEFAULTS)
+    momentum: float | None = None  # SGD only
 
 
 DEFAULTS = Defaults()
+MODEL_DEFAULTS = {
+    # The write-up's model: the last L item embeddings concatenated, one hidden layer.
+    "mlp": ModelDefaults(embedding_dim=50, dropout=0.0, lr=3e-3, hidden_sizes=(256,)),
+    "gru": ModelDefaults(embedding_dim=128, dropout=0.2, lr=2e-3, hidden_size=256, layers=1),
+    "transformer": ModelDefaults(embedding_dim=64, dropout=0.1, lr=3e-3, layers=2, heads=2),
+}
 OPTIMIZER_DEFAULTS = {
-    "adamw": OptimizerDefaults(lr=3e-3, weight_decay=1e-4, momentum=0.0, batch_size=512),
+    "adamw": OptimizerDefaults(weight_decay=1e-4, batch_size=512),
     # The write-up's settings, kept as the faithful baseline: `--optimizer sgd`.
-    "sgd": OptimizerDefaults(lr=0.1, weight_decay=1e-4, momentum=0.9, batch_size=256),
+    "sgd": OptimizerDefaults(weight_decay=1e-4, batch_size=256, lr=0.1, momentum=0.9),
 }
 # =================================================================================================
 
@@ -110,11 +146,26 @@ K = 3  # mAP@3, the challenge's metric
 CHUNK = 4096  # rows scored at once in evaluation
 CHECKPOINT, BEST_MODEL, METRICS = "checkpoint.pt", "best_model.pt", "metrics.json"
 CURVE, SUBMISSION = "training_curve.png", "submission.csv"
+OUTPUTS = (CHECKPOINT, BEST_MODEL, METRICS, CURVE, SUBMISSION)
 RESUMABLE = ("epochs", "patience")  # options that --resume may change
+MODELS = tuple(MODEL_DEFAULTS)
+# Options that only some losses, optimizers or models use: option -> (the choosing option, the
+# choices that use it).
+USED_ONLY_BY = {
+    "alpha": ("loss", ("focal",)),
+    "gamma": ("loss", ("focal",)),
+    "momentum": ("optimizer", ("sgd",)),
+    "hidden_sizes": ("model", ("mlp",)),
+    "metadata": ("model", ("mlp",)),
+    "hidden_size": ("model", ("gru",)),
+    "layers": ("model", ("gru", "transformer")),
+    "heads": ("model", ("transformer",)),
+}
+SIZE = integer(1, 2**31 - 1)  # layer widths and counts
 
 
 # -------------------------------------------------------------------------------------------------
-# Command line
+# Command line: every value is checked as it is parsed (options.py)
 # -------------------------------------------------------------------------------------------------
 
 
@@ -123,73 +174,100 @@ def _per_optimizer(name: str) -> str:
     return f"default per optimizer ({values})"
 
 
+def _per_model(name: str) -> str:
+    values = ", ".join(
+        f"{m}: {getattr(v, name)}"
+        for m, v in MODEL_DEFAULTS.items()
+        if getattr(v, name) is not None
+    )
+    return f"default per model ({values})"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = DEFAULTS
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data and outputs")
     g.add_argument(
         "--data",
-        type=Path,
+        type=path,
         metavar="DIR",
         help="directory with train.csv [test.csv] [challenge_data.csv] "
         "(default: a built-in deterministic synthetic dataset)",
     )
     g.add_argument(
         "--output",
-        type=Path,
+        type=path,
         metavar="OUT",
         default=Path("runs/challenge"),
-        help="directory for the outputs (default: %(default)s)",
+        help="directory for the outputs, replaced as a whole by each run (default: %(default)s)",
     )
     g.add_argument(
         "--history-len",
-        type=int,
+        type=SIZE,
         metavar="L",
         help="challenges a model sees (default: inferred, see above)",
     )
     g.add_argument(
         "--val-fraction",
-        type=float,
+        type=number(0, 1, low_open=True, high_open=True),
         default=d.val_fraction,
         help="fraction of train.csv users held out for validation (default: %(default)s)",
     )
     g.add_argument(
-        "--resume", action="store_true", help="continue the run in OUT from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run of OUT, or its complete run with more --epochs",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     g = p.add_argument_group("model")
     g.add_argument(
+        "--model",
+        choices=MODELS,
+        default=d.model,
+        help="the write-up's MLP over the last L items, a GRU, or causal self-attention "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
         "--embedding-dim",
-        type=int,
-        default=d.embedding_dim,
-        help="size of each item embedding (default: %(default)s)",
+        type=SIZE,
+        help=f"size of each item embedding; {_per_model('embedding_dim')}",
     )
     g.add_argument(
         "--hidden-sizes",
-        type=int,
+        type=SIZE,
         nargs="*",
-        default=list(d.hidden_sizes),
-        help="widths of the hidden layers (default: %(default)s)",
+        help=f"--model mlp: widths of the hidden layers, none for a linear model; "
+        f"{_per_model('hidden_sizes')}",
+    )
+    g.add_argument(
+        "--hidden-size",
+        type=SIZE,
+        help=f"--model gru: size of its state; {_per_model('hidden_size')}",
+    )
+    g.add_argument(
+        "--layers",
+        type=SIZE,
+        help=f"--model gru: stacked GRUs, transformer: attention blocks; {_per_model('layers')}",
+    )
+    g.add_argument(
+        "--heads", type=SIZE, help=f"--model transformer: attention heads; {_per_model('heads')}"
     )
     g.add_argument(
         "--dropout",
-        type=float,
-        default=d.dropout,
-        help="dropout probability (default: %(default)s)",
+        type=number(0, 1, high_open=True),
+        help=f"dropout probability; {_per_model('dropout')}",
     )
     g.add_argument(
         "--metadata",
         action=argparse.BooleanOptionalAction,
-        default=d.metadata,
-        help="use challenge_data.csv's item features (default: %(default)s)",
+        help=f"--model mlp: use challenge_data.csv's item features (default: {d.metadata})",
     )
     g.add_argument(
         "--prior",
+        type=prior,
         default=d.prior,
         help="positive rate the output bias starts from: 'frequency' (each item's "
-        "rate among the training targets) or a number (default: %(default)s)",
+        "rate among the training targets) or a number in (0, 1) (default: %(default)s)",
     )
     g = p.add_argument_group("training")
     g.add_argument(
@@ -200,10 +278,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: %(default)s)",
     )
     g.add_argument(
-        "--alpha", type=float, default=d.alpha, help="focal loss alpha (default: %(default)s)"
+        "--alpha",
+        type=alpha,
+        help=f"focal loss alpha in [0, 1], or 'none' for no weighting; --loss focal only "
+        f"(default: {d.alpha})",
     )
     g.add_argument(
-        "--gamma", type=float, default=d.gamma, help="focal loss gamma (default: %(default)s)"
+        "--gamma",
+        type=number(0),
+        help=f"focal loss gamma, --loss focal only (default: {d.gamma})",
     )
     g.add_argument(
         "--optimizer",
@@ -211,64 +294,132 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=d.optimizer,
         help="sgd with its defaults is the write-up's optimizer (default: %(default)s)",
     )
-    g.add_argument("--lr", type=float, help=_per_optimizer("lr"))
-    g.add_argument("--weight-decay", type=float, help=_per_optimizer("weight_decay"))
-    g.add_argument("--momentum", type=float, help=f"SGD only; {_per_optimizer('momentum')}")
+    g.add_argument(
+        "--lr",
+        type=number(0, low_open=True),
+        help=f"learning rate; --optimizer adamw: {_per_model('lr')}, "
+        f"--optimizer sgd: {OPTIMIZER_DEFAULTS['sgd'].lr}",
+    )
+    g.add_argument("--weight-decay", type=number(0), help=_per_optimizer("weight_decay"))
+    g.add_argument(
+        "--momentum",
+        type=number(0, 1, high_open=True),
+        help=f"--optimizer sgd only (default: {OPTIMIZER_DEFAULTS['sgd'].momentum})",
+    )
     g.add_argument(
         "--batch-size",
-        type=int,
+        type=SIZE,
         help=f"global batch, split over processes; {_per_optimizer('batch_size')}",
     )
     g.add_argument(
         "--epochs",
-        type=int,
+        type=SIZE,
         default=d.epochs,
         help="at most this many epochs (default: %(default)s)",
     )
     g.add_argument(
         "--patience",
-        type=int,
+        type=SIZE,
         default=d.patience,
         help="stop after this many epochs without a better validation mAP@3 (default: %(default)s)",
     )
     g.add_argument(
         "--seed",
-        type=int,
+        type=integer(0, 2**32 - 1),
         default=d.seed,
         help="seed of the split, the initialization and the shuffling (default: %(default)s)",
     )
     args = p.parse_args(argv)
-    opt = OPTIMIZER_DEFAULTS[args.optimizer]
-    for name in ("lr", "weight_decay", "momentum", "batch_size"):
+    opt, model = OPTIMIZER_DEFAULTS[args.optimizer], MODEL_DEFAULTS[args.model]
+    for name in ("weight_decay", "batch_size"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(opt, name))
-    for name, ok in (
-        ("--epochs", args.epochs >= 1),
-        ("--patience", args.patience >= 1),
-        ("--batch-size", args.batch_size >= 1),
-        ("--lr", args.lr > 0),
-        ("--val-fraction", 0 < args.val_fraction < 1),
-        ("--dropout", 0 <= args.dropout < 1),
-        ("--history-len", args.history_len is None or args.history_len >= 1),
-    ):
-        if not ok:
-            p.error(f"{name} out of range: {getattr(args, name[2:].replace('-', '_'))}")
-    if args.prior != "frequency":
-        try:
-            ok = 0 < float(args.prior) < 1
-        except ValueError:
-            ok = False
-        if not ok:
-            p.error(f"--prior must be 'frequency' or a number in (0, 1), got {args.prior!r}")
+    for name in ("lr", "embedding_dim", "dropout"):
+        if getattr(args, name) is None:
+            value = getattr(opt, name, None) if name == "lr" else None
+            setattr(args, name, getattr(model, name) if value is None else value)
+    defaults = {
+        "alpha": d.alpha,
+        "gamma": d.gamma,
+        "momentum": OPTIMIZER_DEFAULTS["sgd"].momentum,
+        "metadata": d.metadata,
+        **{
+            name: getattr(model, name)
+            for name in ("hidden_sizes", "hidden_size", "layers", "heads")
+        },
+    }
+    for name, (chooser, choices) in USED_ONLY_BY.items():
+        if getattr(args, chooser) in choices:
+            if getattr(args, name) is None:
+                value = defaults[name]
+                setattr(args, name, list(value) if isinstance(value, tuple) else value)
+        elif getattr(args, name) is not None:  # refused rather than silently ignored
+            chosen = getattr(args, chooser)
+            flag = name.replace("_", "-")
+            p.error(
+                f"argument --{flag}: applies to --{chooser} {' and '.join(choices)} only, "
+                f"not --{chooser} {chosen}"
+            )
+    if args.alpha == "none":
+        args.alpha = None
     return args
 
 
+def alpha(text: str) -> str | float:
+    """The ``--alpha`` type: a number in [0, 1], or ``'none'`` (no weighting)."""
+    if text == "none":
+        return text
+    try:
+        return number(0, 1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, 1] or 'none', got {text!r}"
+        ) from None
+
+
+def prior(text: str) -> str | float:
+    """The ``--prior`` type: ``'frequency'`` or a number in (0, 1)."""
+    if text == "frequency":
+        return text
+    try:
+        return number(0, 1, low_open=True, high_open=True)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'frequency' or a number in (0, 1), got {text!r}"
+        ) from None
+
+
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The options that define a run, as plain values (stored in metrics.json and checkpoints)."""
+    """The options that define a run, as plain values (stored in metrics.json and checkpoints).
+
+    An option the chosen loss or optimizer does not use is ``None``.
+    """
     skip = {"data", "output", "resume", "quiet"}
     config = {k: v for k, v in vars(args).items() if k not in skip}
     config["data"] = "synthetic" if args.data is None else str(args.data)
     return config
+
+
+def check_options(args: argparse.Namespace, data: ChallengeData, world: int) -> None:
+    """The checks of options that depend on the data or on the number of processes."""
+    if args.metadata and data.metadata is None:
+        raise OptionError(
+            "--metadata", f"{args.data} has no challenge_data.csv to take the item features from"
+        )
+    if len(data.train) < 2:
+        raise DataError(
+            Path(data.files[0]),
+            f"{len(data.train)} user: at least 2 are needed (training and validation users)",
+        )
+    try:
+        validation_size(len(data.train), args.val_fraction)
+    except ValueError:
+        raise OptionError(
+            "--val-fraction",
+            f"{args.val_fraction} of the {len(data.train)} train.csv users leaves none to train on",
+        ) from None
+    if args.batch_size < world:
+        raise OptionError("--batch-size", f"{args.batch_size} is less than {world} processes")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -369,24 +520,56 @@ def make_windows(data: ChallengeData, val_fraction: float, seed: int) -> Windows
 # -------------------------------------------------------------------------------------------------
 
 
-def build_model(config: dict[str, Any], data: ChallengeData, windows: Windows) -> SequenceMLP:
+def build_model(
+    config: dict[str, Any], data: ChallengeData, windows: Windows
+) -> SequenceRecommender:
     torch.manual_seed(config["seed"])
     prior: float | Tensor
     if config["prior"] == "frequency":  # each item's smoothed rate among the training targets
         prior = focalrec.class_priors(windows.train_targets, data.num_items)
     else:
         prior = float(config["prior"])
-    meta = data.metadata if config["metadata"] else None
-    return SequenceMLP(
-        data.num_items,
-        data.history_len,
-        embedding_dim=config["embedding_dim"],
-        hidden_sizes=config["hidden_sizes"],
-        dropout=config["dropout"],
-        prior=prior,
-        item_features=None if meta is None else torch.from_numpy(meta.categorical),
-        item_numeric=None if meta is None else torch.from_numpy(meta.numeric),
-    )
+    common = {
+        "embedding_dim": config["embedding_dim"],
+        "dropout": config["dropout"],
+        "prior": prior,
+    }
+    try:
+        if config["model"] == "gru":
+            return SequenceGRU(
+                data.num_items,
+                data.history_len,
+                hidden_size=config["hidden_size"],
+                num_layers=config["layers"],
+                **common,
+            )
+        if config["model"] == "transformer":
+            return SequenceTransformer(
+                data.num_items,
+                data.history_len,
+                num_blocks=config["layers"],
+                num_heads=config["heads"],
+                **common,
+            )
+        meta = data.metadata if config["metadata"] else None
+        return SequenceMLP(
+            data.num_items,
+            data.history_len,
+            hidden_sizes=config["hidden_sizes"],
+            item_features=None if meta is None else torch.from_numpy(meta.categorical),
+            item_numeric=None if meta is None else torch.from_numpy(meta.numeric),
+            **common,
+        )
+    except ValueError as e:  # e.g. an embedding size the attention heads do not divide
+        raise OptionError(f"--model {config['model']}", str(e)) from None
+    except (RuntimeError, MemoryError) as e:
+        if "allocat" not in str(e) and "overflow" not in str(e):
+            raise
+        raise OptionError(
+            "--embedding-dim",
+            f"{config['embedding_dim']} for --model {config['model']} with "
+            f"{data.num_items} items: the model's weights do not fit in memory",
+        ) from None
 
 
 def softmax_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -397,13 +580,23 @@ def softmax_loss(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def make_loss(config: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
-    """The training loss of ``(logits (N, C), targets (N, 3) index list)``."""
+    """The training loss of ``(logits (N, C), targets (N, 3) index list)``.
+
+    The targets were checked when the data was loaded, so the loss does not check them again
+    (``validate_args=False``); logits that stop being finite show as a NaN training loss, which
+    :func:`train` reports as divergence.
+    """
     if config["loss"] == "focal":
         return focalrec.FocalLoss(
-            alpha=config["alpha"], gamma=config["gamma"], reduction="sum_over_positives"
+            alpha=config["alpha"],
+            gamma=config["gamma"],
+            reduction="sum_over_positives",
+            validate_args=False,
         )
     if config["loss"] == "bce":  # gamma=0 without alpha is BCE-with-logits, on sparse targets
-        return focalrec.FocalLoss(alpha=None, gamma=0.0, reduction="sum_over_positives")
+        return focalrec.FocalLoss(
+            alpha=None, gamma=0.0, reduction="sum_over_positives", validate_args=False
+        )
     return softmax_loss
 
 
@@ -477,14 +670,22 @@ def validation_map(model: nn.Module, windows: Windows, procs: Processes) -> floa
     """mAP@3 of the validation users, their own history excluded, over all processes.
 
     Each process scores its share of the users; the streaming metric all-reduces its state.
+    NaN when a score is not finite (a diverged model), on every process alike.
     """
     model.eval()
     metric = focalrec.MeanAveragePrecisionAtK(K)
     history = windows.val_history[procs.rank :: procs.world]
     targets = windows.val_targets[procs.rank :: procs.world]
+    not_finite = 0
     for s in range(0, len(history), CHUNK):
         h = history[s : s + CHUNK]
-        metric.update(model(h), targets[s : s + CHUNK], exclude=h)
+        scores = model(h)
+        if not bool(torch.isfinite(scores).all()):
+            not_finite += 1
+            continue
+        metric.update(scores, targets[s : s + CHUNK], exclude=h)
+    if procs.all_sum(not_finite)[0] > 0:
+        return math.nan
     return float(metric.compute())
 
 
@@ -507,10 +708,12 @@ def evaluate_baselines(windows: Windows, num_items: int) -> dict[str, float]:
 def predict_top3(model: nn.Module, history: Tensor) -> Tensor:
     """The 3 best items of each row that are not in its history, ``(N, 3)`` in rank order."""
     model.eval()
-    chunks = [
-        focalrec.topk_items(model(history[s : s + CHUNK]), K, exclude=history[s : s + CHUNK])
-        for s in range(0, len(history), CHUNK)
-    ]
+    chunks = []
+    for s in range(0, len(history), CHUNK):
+        scores = model(history[s : s + CHUNK])
+        if not bool(torch.isfinite(scores).all()):
+            raise TrainingDiverged("the model's scores are not finite: training diverged")
+        chunks.append(focalrec.topk_items(scores, K, exclude=history[s : s + CHUNK]))
     return torch.cat(chunks) if chunks else torch.empty(0, K, dtype=torch.long)
 
 
@@ -532,8 +735,12 @@ class TrainState:
     done: bool = False
 
 
+class TrainingDiverged(Exception):
+    """The loss or the scores stopped being finite."""
+
+
 def save_checkpoint(
-    out: Path,
+    folder: Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     state: TrainState,
@@ -541,7 +748,7 @@ def save_checkpoint(
     digest: str,
 ) -> None:
     atomic.save_torch(
-        out / CHECKPOINT,
+        folder / CHECKPOINT,
         {
             "config": config,
             "data_fingerprint": digest,
@@ -553,64 +760,165 @@ def save_checkpoint(
     )
 
 
-def read_checkpoint(out: Path, config: dict[str, Any], digest: str) -> dict[str, Any]:
-    """The checkpoint in ``out``, after checking that it belongs to this data and these options."""
-    path = out / CHECKPOINT
-    if not path.is_file():
-        raise DataError(path, "no checkpoint to resume from (run once without --resume)")
-    ckpt: dict[str, Any] = torch.load(path, weights_only=True)
+CHECKPOINT_TYPES = {
+    "config": dict,
+    "data_fingerprint": str,
+    "model": dict,
+    "optimizer": dict,
+    "state": dict,
+    "rng": Tensor,
+}
+
+
+def used_config(config: dict[str, Any]) -> dict[str, Any]:
+    """What a run uses of ``config``: the data by fingerprint, not by path; the options its loss
+    and optimizer ignore as None (so do older checkpoints' values); ``--prior`` as a number."""
+    used = {k: v for k, v in config.items() if k != "data"}
+    used.setdefault("model", "mlp")  # checkpoints from before --model trained the MLP
+    for name, (chooser, choices) in USED_ONLY_BY.items():
+        if used.get(chooser) not in choices:
+            used[name] = None
+    if isinstance(used.get("prior"), str) and used["prior"] != "frequency":
+        used["prior"] = float(used["prior"])
+    return used
+
+
+def resume(
+    path: Path,
+    config: dict[str, Any],
+    digest: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> TrainState:
+    """Restore ``model`` and ``optimizer`` from the checkpoint ``path``; its training state.
+
+    The checkpoint must belong to this data (by fingerprint) and these options (all but
+    :data:`RESUMABLE`), and hold every tensor with this model's shapes.
+
+    Raises:
+        DataError: naming the checkpoint and what is wrong with it.
+    """
+    try:
+        content = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, f"cannot be read: {e.strerror or e}") from None
+    if not content:
+        raise DataError(path, "the file is empty, not a checkpoint")
+    try:
+        ckpt = torch.load(io.BytesIO(content), weights_only=True)
+    except Exception:  # torch's many errors suggest weights_only=False, which would run the file
+        raise DataError(
+            path, "cannot be read as a checkpoint: truncated, damaged or not written by torch.save"
+        ) from None
+    problem = _checkpoint_problem(ckpt)
+    if problem is not None:
+        raise DataError(path, f"not a checkpoint of this example: {problem}")
     if ckpt["data_fingerprint"] != digest:
         raise DataError(path, "the checkpoint was trained on different data files")
-    for key, value in ckpt["config"].items():
-        if key not in RESUMABLE and config.get(key) != value:
+    trained, now = used_config(ckpt["config"]), used_config(config)
+    for key in sorted(set(trained) | set(now)):
+        if key not in RESUMABLE and trained.get(key) != now.get(key):
             raise DataError(
                 path,
-                f"the checkpoint was trained with {key}={value!r}, not {config.get(key)!r}; "
-                f"only {', '.join(RESUMABLE)} may change on --resume",
+                f"the checkpoint was trained with {key}={trained.get(key)!r}, not "
+                f"{now.get(key)!r}; only {', '.join(RESUMABLE)} may change on --resume",
             )
-    return ckpt
-
-
-def restore(
-    ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, config: dict[str, Any]
-) -> TrainState:
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["rng"])
     state = TrainState(**ckpt["state"])
+    for weights in (ckpt["model"], state.best_model):
+        mismatch = _shape_mismatch(weights, model.state_dict())
+        if mismatch is not None:
+            raise DataError(path, f"not a checkpoint of this model: {mismatch}")
+    model.load_state_dict(ckpt["model"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError):
+        raise DataError(path, "its optimizer or random state does not fit this run") from None
     # --epochs and --patience may have grown since: the run goes on if they allow it.
     state.done = state.bad_epochs >= config["patience"] or state.epoch >= config["epochs"]
     return state
 
 
+STATE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "epoch": int,
+    "history": list,
+    "best_epoch": int,
+    "best_map": float,
+    "best_model": (dict, type(None)),
+    "bad_epochs": int,
+    "done": bool,
+}
+HISTORY_KEYS = {"epoch", "train_loss", "val_map3", "seconds"}
+
+
+def _checkpoint_problem(ckpt: object) -> str | None:
+    """What makes ``ckpt`` other than a checkpoint :func:`save_checkpoint` wrote, or None."""
+    if not isinstance(ckpt, dict):
+        return f"it holds a {type(ckpt).__name__}, not a dict"
+    if "vocabulary" in ckpt and "optimizer" not in ckpt:
+        return f"it is a {BEST_MODEL} (the best weights only): resume from {CHECKPOINT}"
+    for key, kind in CHECKPOINT_TYPES.items():
+        if not isinstance(ckpt.get(key), kind):
+            return f"its {key!r} is missing or not a {kind.__name__}"
+    state = ckpt["state"]
+    if set(state) != set(STATE_TYPES):
+        return f"its state has the keys {sorted(state)}, not {sorted(STATE_TYPES)}"
+    for key, kinds in STATE_TYPES.items():
+        if not isinstance(state[key], kinds):
+            return f"its state's {key} is a {type(state[key]).__name__}"
+    history = state["history"]
+    if not all(isinstance(h, dict) and set(h) == HISTORY_KEYS for h in history):
+        return f"its state's history is not a list of {sorted(HISTORY_KEYS)}"
+    if len(history) != state["epoch"] or (state["epoch"] > 0) != (state["best_model"] is not None):
+        return f"its state is inconsistent (epoch {state['epoch']}, {len(history)} epochs recorded)"
+    return None
+
+
+def _shape_mismatch(weights: dict[str, Any] | None, expected: dict[str, Tensor]) -> str | None:
+    if weights is None:
+        return None
+    if set(weights) != set(expected):
+        missing = sorted(set(expected) - set(weights)) or sorted(set(weights) - set(expected))
+        return f"its weights differ in name ({missing[0]})"
+    for name, tensor in expected.items():
+        got = weights[name]
+        if not isinstance(got, Tensor) or got.shape != tensor.shape:
+            shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+            return f"{name} has shape {shape}, this model's is {tuple(tensor.shape)}"
+    return None
+
+
 def train(
     model: nn.Module,
+    optimizer: torch.optim.Optimizer,
     windows: Windows,
     config: dict[str, Any],
     procs: Processes,
-    out: Path,
-    digest: str,
-    checkpoint: dict[str, Any] | None,
+    state: TrainState,
+    save: Callable[[TrainState], None],
     quiet: bool,
 ) -> TrainState:
-    """Train with early stopping on validation mAP@3, checkpointing after every epoch.
+    """Train from ``state`` on, with early stopping on validation mAP@3; ``save`` every epoch.
 
-    With a ``checkpoint`` (``--resume``), the model, optimizer and early-stopping state are
-    restored and training goes on from the epoch after it.
+    Raises:
+        TrainingDiverged: when the epoch's training loss or validation scores are not finite.
     """
     wrapped = DistributedDataParallel(model) if procs.world > 1 else model
     loss_fn = make_loss(config)
-    optimizer = make_optimizer(config, model)
-    state = TrainState(history=[])
-    if checkpoint is not None:
-        state = restore(checkpoint, model, optimizer, config)
-        say(procs, quiet, f"resumed from {out / CHECKPOINT} after epoch {state.epoch}")
     assert state.history is not None
     while not state.done and state.epoch < config["epochs"]:
         epoch = state.epoch + 1
         start = time.perf_counter()
         loss = train_one_epoch(wrapped, loss_fn, optimizer, windows, config, epoch, procs, quiet)
         val_map = validation_map(model, windows, procs)
+        if not (math.isfinite(loss) and math.isfinite(val_map)):  # alike on every process
+            what = f"training loss is {loss}"
+            if math.isfinite(loss):
+                what = "validation scores are not finite"
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch}: the {what}; "
+                f"try a lower --lr than {config['lr']:g}"
+            )
         seconds = time.perf_counter() - start
         improved = val_map > state.best_map
         if improved:
@@ -624,7 +932,7 @@ def train(
         )
         state.done = state.bad_epochs >= config["patience"] or epoch >= config["epochs"]
         if procs.main:
-            save_checkpoint(out, model, optimizer, state, config, digest)
+            save(state)
         say(
             procs,
             quiet,
@@ -640,12 +948,18 @@ def train(
 
 
 def submission_csv(data: ChallengeData, top3: Tensor) -> str:
-    """``user_sequence,challenge`` rows: ``{user}_{L+1}`` .. ``{user}_{L+3}`` in rank order."""
+    """``user_sequence,challenge`` rows: ``{user}_{L+1}`` .. ``{user}_{L+3}`` in rank order.
+
+    Written by the ``csv`` module, so an ID holding a comma or a quote is quoted as the input
+    files quote it.
+    """
     L = data.history_len
-    lines = ["user_sequence,challenge"]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["user_sequence", "challenge"])
     for user, items in zip(data.test_users, top3.tolist(), strict=True):
-        lines += [f"{user}_{L + 1 + r},{data.vocabulary[i]}" for r, i in enumerate(items)]
-    return "\n".join(lines) + "\n"
+        writer.writerows([f"{user}_{L + 1 + r}", data.vocabulary[i]] for r, i in enumerate(items))
+    return text.getvalue()
 
 
 def plot_curve(
@@ -666,12 +980,14 @@ def plot_curve(
     ax_map.axvline(best_epoch, color="green", alpha=0.3, label=f"best epoch {best_epoch}")
     ax_map.set(xlabel="epoch", ylabel="validation mAP@3", title="validation mAP@3")
     ax_map.legend()
-    atomic.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    atomic.write_bytes(path, png.getvalue())
 
 
 def write_results(
-    out: Path,
+    folder: Path,
     data: ChallengeData,
     windows: Windows,
     model: nn.Module,
@@ -682,104 +998,146 @@ def write_results(
     assert state.history is not None
     assert state.best_model is not None
     best = {"model": state.best_model, "vocabulary": data.vocabulary, "epoch": state.best_epoch}
-    atomic.save_torch(out / BEST_MODEL, {**best, "config": summary["config"]})
+    atomic.save_torch(folder / BEST_MODEL, {**best, "config": summary["config"]})
     if data.test:
         model.load_state_dict(state.best_model)
         atomic.write_text(
-            out / SUBMISSION, submission_csv(data, predict_top3(model, windows.test_history))
+            folder / SUBMISSION, submission_csv(data, predict_top3(model, windows.test_history))
         )
-    atomic.save_json(out / METRICS, summary)
-    plot_curve(out / CURVE, state.history, summary["baselines_val_map3"], state.best_epoch)
+    atomic.save_json(folder / METRICS, summary)
+    plot_curve(folder / CURVE, state.history, summary["baselines_val_map3"], state.best_epoch)
+
+
+def fail(procs: Processes, error: Exception | str, status: int = 1) -> int:
+    """Report ``error`` as one line on stderr (from the main process); the exit status."""
+    if procs.main:
+        print(f"error: {error}", file=sys.stderr)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv)  # a bad option value: one line on stderr, exit status 2
     procs = start_processes()
     config = run_config(args)
     quiet = args.quiet
     t0 = time.perf_counter()
 
-    # Load -> encode: every file is validated before anything is written.
+    # Check -> load -> encode -> windows: every file, option and checkpoint is checked before
+    # anything is written.
     try:
         data, digest = load_data(args)
         config["history_len"] = data.history_len
-        if args.output.exists() and not args.output.is_dir():
-            raise DataError(args.output, "exists and is not a directory")
-        checkpoint = read_checkpoint(args.output, config, digest) if args.resume else None
+        check_options(args, data, procs.world)
+        windows = make_windows(data, config["val_fraction"], config["seed"])
+        run = atomic.RunDirectory(args.output, OUTPUTS)
+        model = build_model(config, data, windows)
+        optimizer = make_optimizer(config, model)
+        state, resumed_from = TrainState(history=[]), None
+        if args.resume:
+            resumed_from = run.find(CHECKPOINT)
+            if resumed_from is None:
+                raise DataError(
+                    run.path, "no checkpoint to resume from (run once without --resume)"
+                )
+            state = resume(resumed_from, config, digest, model, optimizer)
+    except OptionError as e:
+        return fail(procs, e, status=2)
+    except atomic.RunDirectoryError as e:
+        return fail(procs, f"argument --output: {e}", status=2)
     except DataError as e:
-        if procs.main:
-            print(f"error: {e}", file=sys.stderr)
-        return 1
+        return fail(procs, e)
     say(
         procs,
         quiet,
         f"data: {config['data']}: {len(data.train)} train.csv users, "
         f"{len(data.test)} test.csv users, {data.num_items} challenges, L={data.history_len}",
     )
-
-    # Windows: index lists of histories and next challenges, split by user.
-    windows = make_windows(data, config["val_fraction"], config["seed"])
-    load_seconds = time.perf_counter() - t0
     say(
         procs,
         quiet,
         f"windows: {len(windows.train_history)} training, "
         f"{len(windows.val_history)} validation users, {len(windows.test_history)} test users",
     )
+    load_seconds = time.perf_counter() - t0
+    continuing = resumed_from is not None and resumed_from.parent == run.partial
+    if resumed_from is not None:
+        say(procs, quiet, f"resumed from {resumed_from} after epoch {state.epoch}")
+        if state.done and not continuing:
+            if procs.main:
+                run.recover()
+            say(procs, quiet, f"the run in {args.output} is complete: nothing to do")
+            return 0
 
     # Baselines on the same split.
     baseline_maps = evaluate_baselines(windows, data.num_items)
     for name, value in baseline_maps.items():
         say(procs, quiet, f"{name} baseline: val mAP@3 {value:.4f}")
 
-    # Train, keeping the best epoch.
-    if procs.main:
-        args.output.mkdir(parents=True, exist_ok=True)
-        if checkpoint is None:  # a fresh run: no file of an earlier run may stay beside it
-            for name in (CHECKPOINT, BEST_MODEL, METRICS, CURVE, SUBMISSION):
-                (args.output / name).unlink(missing_ok=True)
-    if procs.world > 1:
-        dist.barrier()
-    model = build_model(config, data, windows)
-    state = train(model, windows, config, procs, args.output, digest, checkpoint, quiet)
-    assert state.history is not None
+    # Train, keeping the best epoch; every file goes into the partial run, which then becomes OUT.
+    try:
+        if procs.world > 1:
+            dist.barrier()  # every process has checked the output folder
+        if procs.main:
+            run.begin(keep_partial=continuing)
+        if procs.world > 1:
+            dist.barrier()
 
-    # Evaluate the best epoch and submit.
-    if procs.main:
-        train_seconds = sum(h["seconds"] for h in state.history)
-        best_seconds = sum(h["seconds"] for h in state.history[: state.best_epoch])
-        summary = {
-            "config": config,
-            "data": {
-                "files": data.files if args.data else [Path(f).name for f in data.files],
-                "fingerprint": digest,
-                "history_len": data.history_len,
-                "num_items": data.num_items,
-                "item_metadata_used": config["metadata"] and data.metadata is not None,
-                "train_csv_users": len(data.train),
-                "test_csv_users": len(data.test),
-                "training_windows": len(windows.train_history),
-                "validation_users": len(windows.val_history),
-            },
-            "world_size": procs.world,
-            "epochs": state.history,
-            "best_epoch": state.best_epoch,
-            "best_val_map3": state.best_map,
-            "baselines_val_map3": baseline_maps,
-            "timings_s": {
-                "load_and_windows": load_seconds,
-                "training": train_seconds,
-                "training_to_best_epoch": best_seconds,
-                "total": time.perf_counter() - t0,
-            },
-        }
-        write_results(args.output, data, windows, model, state, summary)
-        say(
-            procs,
-            quiet,
-            f"best epoch {state.best_epoch}: val mAP@3 {state.best_map:.4f} "
-            f"({best_seconds:.0f} s of training); outputs in {args.output}",
-        )
+        def save(state: TrainState) -> None:
+            save_checkpoint(run.partial, model, optimizer, state, config, digest)
+
+        state = train(model, optimizer, windows, config, procs, state, save, quiet)
+        assert state.history is not None
+
+        # Evaluate the best epoch and submit.
+        if procs.main:
+            train_seconds = sum(h["seconds"] for h in state.history)
+            best_seconds = sum(h["seconds"] for h in state.history[: state.best_epoch])
+            summary = {
+                "config": config,
+                "data": {
+                    "files": data.files if args.data else [Path(f).name for f in data.files],
+                    "fingerprint": digest,
+                    "history_len": data.history_len,
+                    "num_items": data.num_items,
+                    "item_metadata_used": config["metadata"] and data.metadata is not None,
+                    "train_csv_users": len(data.train),
+                    "test_csv_users": len(data.test),
+                    "training_windows": len(windows.train_history),
+                    "validation_users": len(windows.val_history),
+                },
+                "world_size": procs.world,
+                "epochs": state.history,
+                "best_epoch": state.best_epoch,
+                "best_val_map3": state.best_map,
+                "baselines_val_map3": baseline_maps,
+                "timings_s": {
+                    "load_and_windows": load_seconds,
+                    "training": train_seconds,
+                    "training_to_best_epoch": best_seconds,
+                    "total": time.perf_counter() - t0,
+                },
+            }
+            write_results(run.partial, data, windows, model, state, summary)
+            run.commit()  # the new run replaces OUT as a whole
+            say(
+                procs,
+                quiet,
+                f"best epoch {state.best_epoch}: val mAP@3 {state.best_map:.4f} "
+                f"({best_seconds:.0f} s of training); outputs in {args.output}",
+            )
+    except TrainingDiverged as e:  # resuming would replay the same epochs: nothing to keep
+        if procs.main:
+            with contextlib.suppress(OSError):
+                run.discard()
+        return fail(procs, e)
+    except atomic.RunDirectoryError as e:
+        return fail(procs, e)
+    except OSError as e:  # a full disk, a folder made read-only: OUT is as it was
+        if procs.main and not (run.partial / CHECKPOINT).is_file():
+            with contextlib.suppress(OSError):
+                run.discard()  # nothing in it to resume from
+        waiting = f"; the new run waits complete in {run.new}" if run.new.exists() else ""
+        return fail(procs, f"{e.filename or run.path}: cannot write: {e.strerror or e}{waiting}")
     if procs.world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -15,12 +15,24 @@ Only ``train.csv`` is required. Everything is validated before anything is train
 malformed file raises :class:`DataError`, whose one-line message names the file, the line (the
 header is line 1) and the column. CRLF line endings and a UTF-8 byte-order mark are accepted, and
 so are blank lines and spaces around column names.
+
+What is refused, beyond the schema: text that is not UTF-8 (UTF-16 included), a NUL character,
+a required column named twice in the header, a field that holds a line break (IDs never do; it is
+almost always a quote left open that swallowed the lines after it), a field over
+``csv.field_size_limit()`` characters, numbers written with other than ASCII digits (``int`` reads
+``١`` as 1), and a ``test.csv`` user who is also a ``train.csv`` user (the model would be trained on
+the future it is asked to predict). Fields may be quoted, so IDs may hold commas and quotes; the
+example's ``submission.csv`` quotes them back the same way (the ``csv`` module's dialect).
+Each file is read into memory whole (the challenge's largest file is a few megabytes).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +40,8 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+
+from options import shown
 
 __all__ = [
     "CHALLENGE_COLUMNS",
@@ -46,6 +60,7 @@ __all__ = [
     "read_sequences",
     "sliding_windows",
     "split_users",
+    "validation_size",
 ]
 
 SEQUENCE_COLUMNS = ("user_sequence", "user_id", "challenge_sequence", "challenge")
@@ -81,6 +96,11 @@ PAD = -1
 """Padding of histories and targets: focalrec's index-list convention."""
 
 
+_SEQUENCE = re.compile(r"\+?0*[1-9][0-9]{0,8}")  # 1 .. 999,999,999
+_SUBMISSIONS = re.compile(r"[0-9]{1,18}")
+_DATE = re.compile(r"([0-9]{1,2})-([0-9]{1,2})-([0-9]{4})")  # dd-mm-yyyy
+
+
 class DataError(ValueError):
     """A malformed input file; the one-line message names the file, line and column."""
 
@@ -100,38 +120,115 @@ class DataError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+_UTF16_32 = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _text(path: Path) -> str:
+    """The text of ``path``, decoded as UTF-8 (a leading byte-order mark is skipped)."""
+    if path.is_dir():
+        raise DataError(path, "is a folder, not a file")
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, f"cannot be read: {e.strerror or e}") from None
+    for bom, encoding in _UTF16_32:  # UTF-32 first: its little-endian mark starts like UTF-16's
+        if raw.startswith(bom):
+            raise DataError(path, f"the file is {encoding} text; save it as UTF-8")
+    start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = raw[start:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        offset = start + e.start
+        raise DataError(
+            path,
+            f"not UTF-8 text: byte 0x{raw[offset]:02x} at offset {offset} cannot be decoded; "
+            "save the file as UTF-8",
+            line=raw[:offset].count(b"\n") + 1,
+        ) from None
+    if "\0" in text:
+        raise DataError(
+            path,
+            "holds a NUL character (UTF-16 text without a byte-order mark?); save it as UTF-8",
+            line=text[: text.index("\0")].count("\n") + 1,
+        )
+    return text
+
+
+def _csv_problem(error: csv.Error) -> str:
+    message = str(error)
+    if message == "unexpected end of data":
+        return 'a quote (") opens a field here and never closes'
+    if message.startswith("field larger than field limit"):
+        return (
+            f"a field is longer than {csv.field_size_limit():,} characters "
+            '(a quote (") left open swallows the lines after it)'
+        )
+    if message.startswith("',' expected after"):
+        return 'a quoted field goes on after its closing quote (write a quote inside one as "")'
+    return f"malformed CSV: {message}"
+
+
+def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(line, fields)`` for each record of the CSV ``text``; a record is one line."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        line = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataError(path, _csv_problem(e), line=line) from None
+        if reader.line_num != line:
+            raise DataError(
+                path,
+                f"a quoted field runs on to line {reader.line_num}: a field cannot hold a line "
+                'break (is a quote (") left open?)',
+                line=line,
+            )
+        yield line, fields
+
+
 def _rows(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line, {column: value})`` for each data row of ``path``, after checking the header.
 
-    Column names are matched ignoring case and surrounding spaces; extra columns are ignored.
+    Column names are matched ignoring case and surrounding spaces; extra columns are ignored, but a
+    required column may appear only once.
     """
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or not any(h.strip() for h in header):
-            raise DataError(path, f"the file is empty; expected a header {','.join(columns)}")
-        names = [h.strip().lower() for h in header]
-        position = {}
-        for column in columns:
-            if column.lower() not in names:
-                raise DataError(
-                    path,
-                    f"missing column; expected {','.join(columns)}, found {','.join(header)}",
-                    line=1,
-                    column=column,
-                )
-            position[column] = names.index(column.lower())
-        for fields in reader:
-            line = reader.line_num
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # blank line
-            if len(fields) != len(header):
-                raise DataError(
-                    path, f"expected {len(header)} fields, found {len(fields)}", line=line
-                )
-            yield line, {c: fields[i].strip() for c, i in position.items()}
+    records = _records(path, _text(path))
+    _, header = next(records, (1, []))
+    if not any(h.strip() for h in header):
+        raise DataError(path, f"the file is empty; expected a header {','.join(columns)}")
+    names = [h.strip().lower() for h in header]
+    position = {}
+    for column in columns:
+        count = names.count(column.lower())
+        if count == 0:
+            raise DataError(
+                path,
+                f"missing column; expected {','.join(columns)}, "
+                f"found {shown(','.join(header), 200)}",
+                line=1,
+                column=column,
+            )
+        if count > 1:
+            raise DataError(
+                path, f"the header names this column {count} times", line=1, column=column
+            )
+        position[column] = names.index(column.lower())
+    for line, fields in records:
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # blank line
+        if len(fields) != len(header):
+            raise DataError(path, f"expected {len(header)} fields, found {len(fields)}", line=line)
+        yield line, {c: fields[i].strip() for c, i in position.items()}
 
 
 @dataclass(frozen=True)
@@ -173,22 +270,19 @@ def read_sequences(path: Path) -> Sequences:
         if not user:
             raise DataError(path, "empty user_id", line=line, column="user_id")
         raw = row["challenge_sequence"]
-        try:
-            position = int(raw)
-        except ValueError:
-            position = 0
-        if position < 1 or not raw.lstrip("+").isdigit():
+        if not _SEQUENCE.fullmatch(raw):
             raise DataError(
                 path,
-                f"expected a positive integer, found {raw!r}",
+                f"expected a positive integer, found {shown(raw)} (ASCII digits, below 10^9)",
                 line=line,
                 column="challenge_sequence",
             )
+        position = int(raw)
         if row["user_sequence"] != f"{user}_{position}":
             raise DataError(
                 path,
                 f"expected {user}_{position} (user_id _ challenge_sequence), "
-                f"found {row['user_sequence']!r}",
+                f"found {shown(row['user_sequence'])}",
                 line=line,
                 column="user_sequence",
             )
@@ -258,17 +352,18 @@ def read_challenges(path: Path) -> Challenges:
                 column="challenge_ID",
             )
         first_line[cid] = line
-        if row["total_submissions"] and not row["total_submissions"].isdigit():
+        if row["total_submissions"] and not _SUBMISSIONS.fullmatch(row["total_submissions"]):
             raise DataError(
                 path,
-                f"expected an integer >= 0 or nothing, found {row['total_submissions']!r}",
+                "expected an integer in [0, 10^18) in ASCII digits or nothing, "
+                f"found {shown(row['total_submissions'])}",
                 line=line,
                 column="total_submissions",
             )
         if row["publish_date"] and _parse_date(row["publish_date"]) is None:
             raise DataError(
                 path,
-                f"expected a date dd-mm-yyyy or nothing, found {row['publish_date']!r}",
+                f"expected a date dd-mm-yyyy or nothing, found {shown(row['publish_date'])}",
                 line=line,
                 column="publish_date",
             )
@@ -281,11 +376,12 @@ def read_challenges(path: Path) -> Challenges:
 
 
 def _parse_date(text: str) -> date | None:
-    parts = text.split("-")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+    match = _DATE.fullmatch(text)
+    if match is None:
         return None
+    day, month, year = (int(part) for part in match.groups())
     try:
-        return date(int(parts[2]), int(parts[1]), int(parts[0]))
+        return date(year, month, day)
     except ValueError:
         return None
 
@@ -441,6 +537,8 @@ def load_challenge_data(data_dir: Path, *, history_len: int | None = None) -> Ch
     test = read_sequences(test_path) if test_path.exists() else None
     catalogue_path = data_dir / "challenge_data.csv"
     challenges = read_challenges(catalogue_path) if catalogue_path.exists() else None
+    if test is not None:
+        _check_disjoint(train, test)
     length = infer_history_len(train, test, history_len)
 
     known = {item for items in train.items for item in items}
@@ -485,6 +583,20 @@ def load_challenge_data(data_dir: Path, *, history_len: int | None = None) -> Ch
     )
 
 
+def _check_disjoint(train: Sequences, test: Sequences) -> None:
+    """Refuse a ``test.csv`` user who is also a ``train.csv`` user (whose future is trained on)."""
+    first_line = {user: lines[0] for user, lines in zip(train.users, train.lines, strict=True)}
+    for user, lines in zip(test.users, test.lines, strict=True):
+        if user in first_line:
+            raise DataError(
+                test.path,
+                f"user {user} is also a {train.path.name} user (line {first_line[user]}); test "
+                "users must be other users: their next challenges would be trained on",
+                line=lines[0],
+                column="user_id",
+            )
+
+
 def _unknown(seqs: Sequences, known: set[str]) -> Iterator[tuple[str, int]]:
     for items, lines in zip(seqs.items, seqs.lines, strict=True):
         for item, line in zip(items, lines, strict=True):
@@ -497,6 +609,30 @@ def _unknown(seqs: Sequences, known: set[str]) -> Iterator[tuple[str, int]]:
 # --------------------------------------------------------------------------------------------
 
 
+def validation_size(num_users: int, val_fraction: float) -> int:
+    """How many of ``num_users`` users :func:`split_users` holds out: ``round(N * fraction)``, >= 1.
+
+    Raises:
+        ValueError: ``val_fraction`` outside ``(0, 1)``, or a split that leaves no training user.
+
+    Example:
+        >>> validation_size(150, 0.1), validation_size(3, 0.1)
+        (15, 1)
+        >>> validation_size(150, 0.999)
+        Traceback (most recent call last):
+        ...
+        ValueError: holding out 150 of 150 users for validation leaves none to train on
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    num_val = max(1, round(num_users * val_fraction))
+    if num_val >= num_users:
+        raise ValueError(
+            f"holding out {num_val} of {num_users} users for validation leaves none to train on"
+        )
+    return num_val
+
+
 def split_users(num_users: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A random user-level split: sorted indices of the training and of the validation users.
 
@@ -505,11 +641,7 @@ def split_users(num_users: int, val_fraction: float, seed: int) -> tuple[np.ndar
         >>> len(train), len(val), sorted([*train, *val]) == list(range(10))
         (8, 2, True)
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    num_val = max(1, round(num_users * val_fraction))
-    if num_val >= num_users:
-        raise ValueError(f"cannot split {num_users} users into training and validation users")
+    num_val = validation_size(num_users, val_fraction)
     order = np.random.default_rng(seed).permutation(num_users)
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 

@@ -1,18 +1,31 @@
-"""Shared test configuration: hypothesis profiles and depth, and the optional real challenge data.
+"""Shared test configuration: hypothesis profiles and depth, Triton's interpreter, and the optional
+real challenge data.
 
 ``FOCALREC_HYPOTHESIS_DEPTH=N`` (an integer >= 1, default 1) multiplies the number of examples of
 every hypothesis property in the suite by ``N``, whether the test fixes its own ``max_examples``
 or takes the profile's (see ``docs/contributing.md``: run it with 20 before a change to the
 numerics lands).
+
+On a machine without CUDA, ``TRITON_INTERPRET=1`` is set here (unless the environment sets it),
+before anything imports Triton: Triton decides at import whether its own library functions run
+in the interpreter, and the Triton backend's tests (``tests/test_triton_kernel.py``) run the
+kernel on CPU tensors in the interpreter. Nothing else in the suite runs Triton kernels on the
+CPU. With CUDA, those tests run the compiled kernel on the GPU instead.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
+
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 settings.register_profile(
     "ci",
@@ -57,3 +70,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
             current, max_examples=current.max_examples * depth
         )
+
+
+def available_backends() -> list[str]:
+    """The loss backends that run here on float32 CPU logits (``FOCALREC_BACKEND`` values)."""
+    from focalrec._focal import native
+
+    return ["torch"] + (["native"] if native.load() is not None else [])
+
+
+@contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Run the loss on backend ``name`` (``FOCALREC_BACKEND``) inside the block."""
+    old = os.environ.get("FOCALREC_BACKEND")
+    os.environ["FOCALREC_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["FOCALREC_BACKEND"]
+        else:
+            os.environ["FOCALREC_BACKEND"] = old

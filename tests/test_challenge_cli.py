@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import signal
+import random
+import shutil
 import subprocess
 import sys
 import time
@@ -15,40 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "examples" / "challenge.py"
-sys.path.insert(0, str(REPO_ROOT / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-import challenge  # noqa: E402
-import synthetic  # noqa: E402
-from challenge_data import load_challenge_data  # noqa: E402
-
-TINY = synthetic.SyntheticConfig(
-    num_series=8, num_loose_items=12, num_train_users=150, num_test_users=20, seed=5
-)
-FAST = ["--embedding-dim", "8", "--hidden-sizes", "32", "--batch-size", "128"]
-OUTPUTS = ("metrics.json", "training_curve.png", "best_model.pt", "checkpoint.pt", "submission.csv")
-
-
-def env() -> dict[str, str]:
-    """The environment of a subprocess: this checkout's ``src`` first, one thread."""
-    paths = [str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")]
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-        "OMP_NUM_THREADS": "1",
-    }
-
-
-def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+import challenge
+import synthetic
+from challenge_data import load_challenge_data
+from challenge_support import FAST, OUTPUTS, SCRIPT, TINY, env, run, tree
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +30,14 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def epochs(data: Path, out: Path, count: int) -> list[str]:
+    """Options of a tiny run of exactly ``count`` epochs (no early stop)."""
+    run_options = ["--data", str(data), "--output", str(out), "--epochs", str(count)]
+    return [*run_options, "--patience", "10", *FAST]
+
+
 def four_epochs(data: Path, out: Path) -> list[str]:
-    """Options of a tiny run of exactly 4 epochs (no early stop)."""
-    return ["--data", str(data), "--output", str(out), "--epochs", "4", "--patience", "10", *FAST]
+    return epochs(data, out, 4)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +52,7 @@ def finished_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def test_end_to_end_outputs(finished_run: Path) -> None:
     assert sorted(p.name for p in finished_run.iterdir()) == sorted(OUTPUTS)  # no temp files
+    assert [p.name for p in finished_run.parent.iterdir()] == ["out"]  # no partial run left
     metrics = json.loads((finished_run / "metrics.json").read_text())
     epochs = metrics["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
@@ -135,26 +113,93 @@ def test_resume_after_kill_9_replays_the_uninterrupted_run(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    partial = out.parent / ".out.partial"  # the run in progress, beside OUT (see atomic.py)
     deadline = time.monotonic() + 120
-    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
+    while not (partial / "checkpoint.pt").exists() and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL  # killed, not finished
-    assert not (out / "metrics.json").exists()
-    epochs_done = torch.load(out / "checkpoint.pt", weights_only=True)["state"]["epoch"]
+    proc.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
+    assert proc.wait() != 0  # killed, not finished
+    assert not out.exists()  # no run is complete yet: no OUT
+    epochs_done = torch.load(partial / "checkpoint.pt", weights_only=True)["state"]["epoch"]
     assert 1 <= epochs_done < 4
 
     resumed = run([*args, "--resume"])
     assert resumed.returncode == 0, resumed.stderr
+    assert_the_four_epoch_run(out, finished_run)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+def assert_the_four_epoch_run(out: Path, reference: Path) -> None:
+    """``out`` holds a complete 4-epoch run, the same as the uninterrupted ``reference`` run."""
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
     got = json.loads((out / "metrics.json").read_text())
-    want = json.loads((finished_run / "metrics.json").read_text())
+    want = json.loads((reference / "metrics.json").read_text())
     assert [e["epoch"] for e in got["epochs"]] == [1, 2, 3, 4]
+    assert got["config"]["epochs"] == 4
     for g, w in zip(got["epochs"], want["epochs"], strict=True):
         assert g["train_loss"] == pytest.approx(w["train_loss"], rel=1e-5)
         assert g["val_map3"] == pytest.approx(w["val_map3"], abs=1e-9)
     assert got["best_epoch"] == want["best_epoch"]
-    assert (out / "submission.csv").read_text() == (finished_run / "submission.csv").read_text()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["state"]["epoch"] == 4
+    best = torch.load(out / "best_model.pt", weights_only=True)
+    assert best["epoch"] == got["best_epoch"]
+    assert best["config"]["epochs"] == 4
+    assert (out / "submission.csv").read_text() == (reference / "submission.csv").read_text()
+
+
+def test_kill_9_during_resume_leaves_one_whole_run_or_the_other(
+    tiny_data: Path, finished_run: Path, tmp_path: Path
+) -> None:
+    """``--resume --epochs 4`` on a finished 2-epoch run, killed at seeded random moments: OUT is
+    always the 2-epoch run byte for byte, or the whole 4-epoch run, never a mixture of the two.
+    A kill that leaves a partial run is followed by a resume of it (killed again, or finishing).
+
+    A kill comes a random time (up to two epochs' worth) after a random line of the run's output,
+    so kills fall in every phase: checks, training, writing the results, swapping OUT."""
+    runs, saved = tmp_path / "runs", tmp_path / "two-epochs"
+    out = runs / "out"
+    assert challenge.main([*epochs(tiny_data, out, 2), "--quiet"]) == 0
+    epoch_seconds = json.loads((out / "metrics.json").read_text())["epochs"][-1]["seconds"]
+    shutil.copytree(out, saved)
+    two_epochs = tree(out)
+    resume = [*epochs(tiny_data, out, 4), "--resume"]
+
+    rng = random.Random(0)
+    seen = []
+    for _ in range(5):
+        if tree(out) != two_epochs:  # the last resume finished: start again from 2 epochs
+            shutil.rmtree(runs)
+            shutil.copytree(saved, out)
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *resume],
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for _ in range(rng.randrange(1, 8)):  # data, windows, resumed, 2 baselines, 2 epochs
+            proc.stdout.readline()
+        try:
+            proc.wait(timeout=rng.uniform(0, 2 * epoch_seconds))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        proc.communicate()
+        if out.is_dir() and tree(out) == two_epochs:
+            seen.append("2 epochs")
+        elif not out.exists():  # killed between the swap's two renames: the next run finishes it
+            assert_the_four_epoch_run(runs / ".out.new", finished_run)
+            seen.append("4 epochs, being swapped in")
+        else:
+            assert_the_four_epoch_run(out, finished_run)
+            seen.append("4 epochs")
+    print("after each kill, OUT held:", seen)
+
+    finished = run([*resume, "--quiet"])
+    assert finished.returncode == 0, finished.stderr
+    assert_the_four_epoch_run(out, finished_run)
+    assert sorted(p.name for p in runs.iterdir()) == ["out"]  # no partial, new or old run left
 
 
 def test_two_process_ddp_run(tiny_data: Path, tmp_path: Path) -> None:
@@ -284,7 +329,7 @@ def test_missing_data_dir_and_missing_checkpoint(
     )
     assert_user_error(
         ["--data", str(tiny_data), "--output", str(out), "--resume"],
-        "checkpoint.pt: no checkpoint to resume from",
+        "out: no checkpoint to resume from",
         out,
         capsys,
     )
@@ -298,7 +343,7 @@ def test_resume_refuses_other_settings(
     assert challenge.main([*argv, "--lr", "0.5"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    trained_lr = challenge.OPTIMIZER_DEFAULTS[challenge.DEFAULTS.optimizer].lr
+    trained_lr = challenge.MODEL_DEFAULTS["mlp"].lr  # FAST trains the MLP with AdamW
     assert f"trained with lr={trained_lr}, not 0.5" in err
     assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
 
@@ -335,3 +380,91 @@ def test_other_losses_and_settings_train(
     assert metrics["config"]["loss"] == options[1]
     assert all(math.isfinite(e["train_loss"]) for e in metrics["epochs"])
     assert metrics["data"]["item_metadata_used"] == ("--metadata" in options)
+
+
+@pytest.mark.parametrize(
+    ("options", "recorded"),
+    [
+        (["--model", "gru", "--embedding-dim", "8", "--hidden-size", "16"], {"layers": 1}),
+        (
+            ["--model", "transformer", "--embedding-dim", "8", "--heads", "2", "--layers", "1"],
+            {"hidden_size": None, "hidden_sizes": None},
+        ),
+        (["--model", "mlp", "--embedding-dim", "8", "--hidden-sizes"], {"hidden_sizes": []}),
+    ],
+)
+def test_every_model_trains_with_its_own_defaults(
+    tiny_data: Path, tmp_path: Path, options: list[str], recorded: dict[str, object]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_data), "--output", str(out), "--epochs", "1", "--quiet", *options]
+    assert challenge.main(argv) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    model = options[1]
+    assert config["model"] == model
+    assert config["lr"] == challenge.MODEL_DEFAULTS[model].lr
+    assert config["dropout"] == challenge.MODEL_DEFAULTS[model].dropout
+    for name, value in recorded.items():
+        assert config[name] == value
+    best = torch.load(out / "best_model.pt", weights_only=True)["model"]
+    assert ("gru.weight_ih_l0" in best) == (model == "gru")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--model", "gru", "--hidden-sizes", "8"],
+            "argument --hidden-sizes: applies to --model mlp only, not --model gru",
+        ),
+        (
+            ["--model", "mlp", "--hidden-size", "8"],
+            "argument --hidden-size: applies to --model gru only, not --model mlp",
+        ),
+        (
+            ["--model", "mlp", "--layers", "2"],
+            "argument --layers: applies to --model gru and transformer only, not --model mlp",
+        ),
+        (
+            ["--model", "gru", "--heads", "2"],
+            "argument --heads: applies to --model transformer only, not --model gru",
+        ),
+        (
+            ["--model", "gru", "--metadata"],
+            "argument --metadata: applies to --model mlp only, not --model gru",
+        ),
+        (["--model", "rnn"], "argument --model: invalid choice: 'rnn'"),
+        (
+            ["--loss", "focal", "--alpha", "nan"],
+            "argument --alpha: expected a number in [0, 1] or 'none'",
+        ),
+    ],
+)
+def test_options_of_another_model_are_refused(
+    options: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        challenge.parse_args(options)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+def test_a_model_the_options_cannot_build_is_one_line(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_data), "--output", str(out), "--model", "transformer"]
+    argv += ["--embedding-dim", "10", "--heads", "3"]
+    assert challenge.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --model transformer: ")
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_focal_loss_without_alpha(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_data), "--output", str(out), "--epochs", "1", "--quiet", *FAST]
+    assert challenge.main([*argv, "--loss", "focal", "--alpha", "none", "--gamma", "1"]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert (config["alpha"], config["gamma"]) == (None, 1.0)

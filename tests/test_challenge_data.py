@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import math
 import sys
@@ -218,7 +219,7 @@ def test_split_users_is_a_deterministic_partition() -> None:
     assert val.tolist() != split_users(100, 0.2, seed=2)[1].tolist()
     with pytest.raises(ValueError, match="val_fraction must be in"):
         split_users(10, 1.5, seed=0)
-    with pytest.raises(ValueError, match="cannot split 1 users"):
+    with pytest.raises(ValueError, match="holding out 1 of 1 users"):
         split_users(1, 0.5, seed=0)
 
 
@@ -331,7 +332,7 @@ MALFORMED: list[tuple[str, str, list[str], str]] = [
         "challenge_data.csv",
         CATALOGUE_HEADER,
         _replace(CATALOGUE, 1, "CI2,1,SI1,many,02-02-2003,AI1,M,AOI1,"),
-        r"challenge_data\.csv, line 3, column total_submissions: expected an integer >= 0",
+        r"challenge_data\.csv, line 3, column total_submissions: expected an integer in \[0, ",
     ),
     (
         "challenge_data.csv",
@@ -366,6 +367,118 @@ def test_malformed_input_names_file_line_and_column(
     with pytest.raises(DataError, match=message) as info:
         load_challenge_data(data_dir)
     assert "\n" not in str(info.value)
+
+
+ENCODED: list[tuple[str, bytes, str]] = [
+    # (file, its bytes, expected message regex): what is not clean UTF-8 CSV
+    (
+        "train.csv",
+        (HEADER + "\n" + "\n".join(GOOD_TRAIN[:3]) + "\xe9\n").encode("latin-1"),
+        r"train\.csv, line 4: not UTF-8 text: byte 0xe9 at offset \d+ cannot be decoded",
+    ),
+    (
+        "train.csv",
+        HEADER.encode("utf-16"),
+        r"train\.csv: the file is UTF-16 text; save it as UTF-8",
+    ),
+    ("train.csv", HEADER.encode("utf-32"), r"train\.csv: the file is UTF-32 text"),
+    ("train.csv", HEADER.encode("utf-16-le"), r"train\.csv, line 1: holds a NUL character"),
+    (
+        "train.csv",
+        f"{HEADER}\n7_1,7,1,CI{'9' * 140_000}\n".encode(),
+        r"train\.csv, line 2: a field is longer than 131,072 characters",
+    ),
+    (
+        "train.csv",
+        (
+            HEADER
+            + "\n"
+            + "\n".join(GOOD_TRAIN[:2])
+            + '\n7_3,7,3,"CI2\n'
+            + "\n".join(GOOD_TRAIN[3:])
+        ).encode(),
+        r"train\.csv, line 4: a quote \(\"\) opens a field here and never closes",
+    ),
+    (
+        "train.csv",
+        f'{HEADER}\n7_1,7,1,"CI1\n7_2,7,2,CI2"\n'.encode(),
+        r"train\.csv, line 2: a quoted field runs on to line 3: a field cannot hold a line break",
+    ),
+    (
+        "train.csv",
+        f'{HEADER}\n7_1,7,1,"CI1"x\n'.encode(),
+        r"train\.csv, line 2: a quoted field goes on after its closing quote",
+    ),
+    (
+        "train.csv",
+        f"{HEADER},User_Id \n".encode(),
+        r"train\.csv, line 1, column user_id: the header names this column 2 times",
+    ),
+    (
+        "train.csv",
+        f"{HEADER}\n7_1,7,\u0661,CI1\n".encode(),
+        r"train\.csv, line 2, column challenge_sequence: expected a positive integer, "
+        r"found '\u0661' \(ASCII digits",
+    ),
+    (
+        "train.csv",
+        f"{HEADER}\n7_1234567890,7,1234567890,CI1\n".encode(),
+        r"train\.csv, line 2, column challenge_sequence: .* \(ASCII digits, below 10\^9\)",
+    ),
+    *[
+        (
+            "challenge_data.csv",
+            f"{CATALOGUE_HEADER}\nCI1,1,SI1,{value},01-02-2003,AI1,M,AOI1,5\n".encode(),
+            r"challenge_data\.csv, line 2, column total_submissions: expected an integer in "
+            r"\[0, 10\^18\) in ASCII digits or nothing, found ('²'|'9+'\.\.\. \(\d+ characters\))",
+        )
+        for value in ("²", "9" * 400, "9" * 5000)
+    ],
+    (
+        "challenge_data.csv",
+        f"{CATALOGUE_HEADER}\nCI1,1,SI1,4,\u0660\u0661-\u0660\u0662-2003,AI1,M,AOI1,5\n".encode(),
+        r"challenge_data\.csv, line 2, column publish_date: expected a date dd-mm-yyyy",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), ENCODED)
+def test_malformed_text_names_file_and_line(
+    data_dir: Path, name: str, content: bytes, message: str
+) -> None:
+    (data_dir / name).write_bytes(content)
+    with pytest.raises(DataError, match=message) as info:
+        load_challenge_data(data_dir)
+    assert "\n" not in str(info.value)
+    assert len(str(info.value)) < 400  # long values are shortened
+
+
+def test_ids_may_be_quoted_and_hold_commas_and_quotes(tmp_path: Path) -> None:
+    odd = 'CI,1 "x"'
+    train = {u: [odd if c == "CI1" else c for c in cs] for u, cs in TRAIN.items()}
+    with (tmp_path / "train.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(
+            [
+                HEADER.split(","),
+                *(
+                    [f"{u}_{i}", u, str(i), c]
+                    for u, cs in train.items()
+                    for i, c in enumerate(cs, start=1)
+                ),
+            ]
+        )
+    assert '"CI,1 ""x"""' in (tmp_path / "train.csv").read_text()
+    data = load_challenge_data(tmp_path)
+    assert [[data.vocabulary[i] for i in s] for s in data.train] == list(train.values())
+
+
+def test_test_users_must_not_be_train_users(data_dir: Path) -> None:
+    write(data_dir / "test.csv", HEADER, rows({"9": ["CI2", "CI6"], "8": ["CI1", "CI3"]}))
+    with pytest.raises(
+        DataError,
+        match=r"test\.csv, line 4, column user_id: user 8 is also a train\.csv user \(line 7\)",
+    ):
+        load_challenge_data(data_dir)
 
 
 def test_missing_train_csv(tmp_path: Path) -> None:

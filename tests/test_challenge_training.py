@@ -72,19 +72,53 @@ def test_optimizers_follow_the_settings() -> None:
     assert adamw.param_groups[0]["lr"] == 0.01
 
 
+def test_options_of_one_loss_or_optimizer_are_none_with_the_others() -> None:
+    focal = challenge.parse_args(["--loss", "focal"])
+    assert (focal.alpha, focal.gamma) == (challenge.DEFAULTS.alpha, challenge.DEFAULTS.gamma)
+    bce = challenge.parse_args(["--loss", "bce"])
+    assert (bce.alpha, bce.gamma, bce.momentum) == (None, None, None)
+    assert challenge.parse_args(["--optimizer", "sgd", "--momentum", "0"]).momentum == 0.0
+    assert challenge.parse_args(["--loss", "focal", "--alpha", "1", "--gamma", "0"]).alpha == 1.0
+
+
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    "argv",
     [
-        (["--epochs", "0"], "--epochs out of range: 0"),
-        (["--val-fraction", "1"], "--val-fraction out of range: 1.0"),
-        (["--prior", "often"], "--prior must be 'frequency' or a number in"),
-        (["--loss", "hinge"], "invalid choice: 'hinge'"),
+        ["--loss", "bce", "--alpha", "0.25"],  # even the focal default is refused with bce
+        ["--loss", "softmax", "--gamma", "2"],
+        ["--optimizer", "adamw", "--momentum", "0.9"],
     ],
 )
-def test_bad_options_are_usage_errors(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+def test_options_the_run_would_ignore_are_refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
         challenge.parse_args(argv)
     assert info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"argument {argv[2]}: applies to" in err
+
+
+class Diverged(torch.nn.Module):
+    """A model whose scores are not finite for one user."""
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        scores = torch.zeros(len(history), 5)
+        scores[0, 1] = math.inf
+        return scores
+
+
+def test_validation_map_is_nan_when_a_score_is_not_finite() -> None:
+    history = torch.tensor([[0, 1], [2, 3]])
+    windows = challenge.Windows(
+        train_history=history,
+        train_targets=history,
+        val_history=history,
+        val_targets=torch.tensor([[4, -1, -1], [4, -1, -1]]),
+        test_history=history,
+        train_sequences=history,
+    )
+    assert math.isnan(challenge.validation_map(Diverged(), windows, challenge.Processes(0, 1)))
+    with pytest.raises(challenge.TrainingDiverged, match="scores are not finite"):
+        challenge.predict_top3(Diverged(), history)

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import available_backends, backend
 from focalrec import FocalLoss, index_list_to_dense, sigmoid_focal_loss
-from focalrec.losses import REDUCTIONS
+from focalrec.losses import GAMMA_MAX, REDUCTIONS
 
 GAMMAS = [0.0, 0.3, 0.5, 1.0, 2.0, 4.5]
 
@@ -290,7 +291,10 @@ def problems(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     n = draw(st.integers(0, 5))
     c = draw(st.integers(1, 7))
     m = draw(st.integers(0, 4))
-    big = st.floats(-1e4, 1e4, allow_nan=False, width=32)
+    big = st.one_of(
+        st.floats(-1e4, 1e4, allow_nan=False, width=32),
+        st.sampled_from([math.inf, -math.inf, 319.0, -319.0, 1e4, -1e4]),
+    )
     x = torch.tensor(draw(st.lists(big, min_size=n * c, max_size=n * c))).reshape(n, c)
     index = torch.tensor(
         draw(st.lists(st.integers(-1, c - 1), min_size=n * m, max_size=n * m)), dtype=torch.long
@@ -316,22 +320,37 @@ def test_hostile_inputs_are_finite_and_sparse_equals_dense(
 ) -> None:
     x, index, soft, alpha, gamma = problem
     dense = index_list_to_dense(index, x.shape[1], dtype=torch.float32)
-    xs, xd, xsoft = (x.clone().requires_grad_() for _ in range(3))
-    a = sigmoid_focal_loss(xs, index, alpha=alpha, gamma=gamma, reduction="none")  # type: ignore[arg-type]
-    b = sigmoid_focal_loss(xd, dense, alpha=alpha, gamma=gamma, reduction="none")  # type: ignore[arg-type]
-    c = sigmoid_focal_loss(xsoft, soft, alpha=alpha, gamma=gamma, reduction="sum")  # type: ignore[arg-type]
-    a.sum().backward()
-    b.sum().backward()
-    c.backward()
-    for value in (a, b, c, xs.grad, xd.grad, xsoft.grad):
-        assert value is not None
-        assert torch.isfinite(value).all()
-    assert (a >= 0).all()
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(xs.grad, xd.grad, rtol=1e-5, atol=1e-7)
-    # focal <= BCE elementwise (alpha_t <= 1 and (1 - p_t)^gamma <= 1)
-    bce = F.binary_cross_entropy_with_logits(x, dense, reduction="none")
-    assert (a <= bce * (1 + 1e-6) + 1e-6).all()
+    # The loss is infinite exactly where an infinite logit disagrees with its target.
+    disagree = ((x == math.inf) & (dense == 0)) | ((x == -math.inf) & (dense == 1))
+    for name in available_backends():
+        with backend(name):
+            xs, xd, xb, xsoft = (x.clone().requires_grad_() for _ in range(4))
+            kw = {"alpha": alpha, "gamma": gamma}
+            a = sigmoid_focal_loss(xs, index, reduction="none", **kw)  # type: ignore[arg-type]
+            b = sigmoid_focal_loss(xd, dense, reduction="none", **kw)  # type: ignore[arg-type]
+            bb = sigmoid_focal_loss(xb, dense.bool(), reduction="sum", **kw)  # type: ignore[arg-type]
+            c = sigmoid_focal_loss(xsoft, soft, reduction="sum", **kw)  # type: ignore[arg-type]
+            a.sum().backward()
+            b.sum().backward()
+            bb.backward()
+            c.backward()
+            for grad in (xs.grad, xd.grad, xb.grad, xsoft.grad):
+                assert grad is not None
+                assert torch.isfinite(grad).all()
+            assert (a >= 0).all()
+            # (A zero alpha_t makes a term 0, an infinite one included.)
+            assert torch.equal(torch.isinf(a), disagree & (a != 0))
+            assert torch.isfinite(a[~disagree]).all()
+            # Index lists, dense and bool targets give the same terms, bit for bit, and the
+            # same sum: no term is formed by subtracting a large one.
+            assert torch.equal(a, b)
+            assert torch.equal(xs.grad, xd.grad)
+            assert torch.equal(xs.grad, xb.grad)
+            assert torch.equal(bb, sigmoid_focal_loss(x, index, reduction="sum", **kw))  # type: ignore[arg-type]
+            # focal <= BCE elementwise (alpha_t <= 1 and (1 - p_t)^gamma <= 1)
+            finite = torch.isfinite(x)
+            bce = F.binary_cross_entropy_with_logits(x[finite], dense[finite], reduction="none")
+            assert (a[finite] <= bce * (1 + 1e-6) + 1e-6).all()
 
 
 @settings(max_examples=25)
@@ -369,3 +388,127 @@ def test_dense_targets_of_any_shape_and_non_contiguous_logits() -> None:
     torch.testing.assert_close(out.double(), expected)
     assert xs.grad is not None
     torch.testing.assert_close(xs.grad.double(), xr.grad)
+
+
+# ------------------------------------------------------------------ edges found by fuzzing
+
+
+def float64_terms(
+    x: torch.Tensor, t: torch.Tensor, alpha: float | None, gamma: float
+) -> torch.Tensor:
+    """Elementwise focal terms in float64 with softplus written out (accurate at every logit)."""
+    x, t = x.double(), t.double()
+
+    def softplus(z: torch.Tensor) -> torch.Tensor:
+        return z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))
+
+    p, one_minus_p = torch.sigmoid(x), torch.sigmoid(-x)
+    q = p * (1 - t) + one_minus_p * t
+    bce = t * softplus(-x) + (1 - t) * softplus(x)
+    loss = q**gamma * bce
+    if alpha is not None:
+        loss = loss * (alpha * t + (1 - alpha) * (1 - t))
+    return loss
+
+
+@pytest.mark.parametrize("name", available_backends())
+def test_index_list_sum_does_not_drift_at_large_positive_logits(name: str) -> None:
+    x = torch.tensor([[0.0, 0.0]] * 4 + [[0.0, 319.0]])
+    index = torch.tensor([[0]] * 4 + [[1]])
+    dense = index_list_to_dense(index, 2, dtype=torch.float32)
+    with backend(name):
+        sparse = sigmoid_focal_loss(x, index, alpha=None, gamma=0.0)
+        dense_out = sigmoid_focal_loss(x, dense, alpha=None, gamma=0.0)
+    expected = float64_terms(x, dense, None, 0.0).mean()
+    assert torch.equal(sparse, dense_out)
+    assert sparse.item() == pytest.approx(expected.item(), rel=1e-6)
+    g = torch.Generator().manual_seed(8)
+    for logit in (20.0, 1e3, 1e4, 1e30):
+        x = torch.randn(4096, 100, generator=g)
+        index = torch.randint(0, 100, (4096, 3), generator=g)
+        dense = index_list_to_dense(index, 100, dtype=torch.float32)
+        x[dense.bool()] = logit
+        with backend(name):
+            sparse = sigmoid_focal_loss(x, index, reduction="sum")
+            dense_out = sigmoid_focal_loss(x, dense, reduction="sum")
+        expected = float64_terms(x, dense, 0.25, 2.0).sum()
+        assert torch.equal(sparse, dense_out)
+        assert sparse.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", available_backends())
+def test_infinite_logits_give_the_limits(name: str) -> None:
+    inf = math.inf
+    x = torch.tensor([[inf, -inf, inf, -inf, inf, 0.0]], requires_grad=True)
+    t = torch.tensor([[0.0, 1.0, 1.0, 0.0, 0.3, 0.0]])
+    w = torch.tensor([[2.0, 3.0, 1.0, 1.0, 1.0, 1.0]])
+    with backend(name):
+        out = sigmoid_focal_loss(x, t, alpha=0.25, gamma=2.0, weight=w, reduction="none")
+        out.sum().backward()
+    # inf where the target disagrees, 0 where it agrees; the gradient is the limit: +-alpha_t * w
+    # where the loss is infinite (t = 0.3 at +inf: (1 - t)^gamma (1 - t) alpha_t).
+    soft_limit = 0.7**2 * 0.7 * (0.25 * 0.3 + 0.75 * 0.7)
+    assert out[0, :4].tolist() == [inf, inf, 0.0, 0.0]
+    assert out[0, 4].item() == inf
+    assert x.grad is not None
+    at_zero = 0.75 * 0.5**2 * (2.0 * 0.5 * math.log(2.0) + 0.5)  # p^g (g (1 - p) s + p)
+    expected = [0.75 * 2.0, -0.25 * 3.0, 0.0, 0.0, soft_limit, at_zero]
+    torch.testing.assert_close(x.grad[0], torch.tensor(expected), rtol=1e-6, atol=1e-7)
+    # The issue's case: an inf logit at a positive, index list against dense.
+    with backend(name):
+        for targets in (torch.tensor([[0]]), torch.tensor([[1.0, 0.0]])):
+            value = sigmoid_focal_loss(torch.tensor([[inf, 0.0]]), targets, reduction="sum")
+            assert value.item() == pytest.approx(0.75 * 0.25 * math.log(2.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", available_backends())
+def test_nan_logits_are_rejected_unless_masked_or_unchecked(name: str) -> None:
+    x = torch.tensor([[0.0, math.nan, 1.0], [2.0, 0.0, -1.0]])
+    index = torch.tensor([[0], [2]])
+    with backend(name):
+        for reduction in REDUCTIONS:
+            with pytest.raises(ValueError, match=r"`logits` must not contain NaN.*index \(0, 1\)"):
+                sigmoid_focal_loss(x, index, reduction=reduction)  # type: ignore[arg-type]
+        # A zero weight removes the element, its NaN included.
+        keep = torch.ones(2, 3)
+        keep[0, 1] = 0.0
+        masked = sigmoid_focal_loss(x.clone().requires_grad_(), index, weight=keep)
+        assert torch.isfinite(masked)
+        unchecked = sigmoid_focal_loss(x, index, validate_args=False)
+        assert torch.isnan(unchecked)
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0,), (0, 0), (2, 0, 4), (2, 3, 0)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_empty_dimensions_give_empty_or_zero(shape: tuple[int, ...], reduction: str) -> None:
+    x = torch.zeros(shape, requires_grad=True)
+    targets: list[torch.Tensor] = [torch.zeros(shape), torch.zeros(shape, dtype=torch.bool)]
+    if len(shape) == 2:
+        targets.append(torch.full((shape[0], 2), -1))
+    for t in targets:
+        out = sigmoid_focal_loss(x, t, reduction=reduction)  # type: ignore[arg-type]
+        assert out.shape == (shape if reduction == "none" else ())
+        if reduction != "none":
+            assert out.item() == 0.0
+        out.sum().backward()
+        assert x.grad is not None
+        assert x.grad.shape == shape
+
+
+def test_huge_gamma_is_defined_and_beyond_float32_is_refused() -> None:
+    x = torch.tensor([[-3.0, 0.0, 2.0, 50.0]], requires_grad=True)
+    t = torch.tensor([[1, -1]])
+    for name in available_backends():
+        with backend(name):
+            out = sigmoid_focal_loss(x, t, gamma=GAMMA_MAX, reduction="sum")
+            out.backward()
+        assert torch.isfinite(out)
+        assert x.grad is not None
+        assert torch.isfinite(x.grad).all()
+        x.grad = None
+    with pytest.raises(ValueError, match=r"`gamma` must be a finite number in \[0, 3.40"):
+        sigmoid_focal_loss(x, t, gamma=3.5e38)
+    tiny = sigmoid_focal_loss(
+        torch.tensor([[0.0, -104.0]]), torch.tensor([[0.0, 0.5]]), gamma=1e-300
+    )
+    assert torch.isfinite(tiny)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import pytest
@@ -22,10 +23,16 @@ from focalrec import (
 )
 from focalrec._indices import count_unique, index_list_to_dense
 from focalrec.ranking import METRICS, _count_distinct, ranking_metrics_at_k
+from host_reads import no_host_reads, sync_free_path
 
 INF = math.inf
+NAN = math.nan
 # Few distinct values, so that ties (also at the cut) are the rule rather than the exception.
 SCORE_VALUES = [-INF, -1.0, -0.0, 0.0, 0.25, 0.5, 1.0, INF]
+# Every one of them is exact in each dtype.
+SCORE_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# Dense relevance values a user may pass by mistake, besides the valid ones.
+RELEVANCE_VALUES = [NAN, -INF, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0, INF]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -33,10 +40,15 @@ SCORE_VALUES = [-INF, -1.0, -0.0, 0.0, 0.25, 0.5, 1.0, INF]
 
 
 def ref_topk(scores: list[float], k: int, exclude: list[int]) -> list[int]:
-    """Eligible items by (score descending, index ascending): the first k, padded with -1."""
+    """Eligible items by (score descending, NaN first, index ascending): the first k, padded
+    with -1."""
     banned = set(exclude)
     eligible = [i for i in range(len(scores)) if i not in banned]
-    ranked = sorted(eligible, key=lambda i: (-scores[i], i))[:k]
+
+    def key(i: int) -> tuple[int, float, int]:
+        return (0, 0.0, i) if math.isnan(scores[i]) else (1, -scores[i], i)
+
+    ranked = sorted(eligible, key=key)[:k]
     return ranked + [-1] * (k - len(ranked))
 
 
@@ -141,7 +153,7 @@ class Case(NamedTuple):
 
 
 @st.composite
-def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> Case:
+def ranking_cases(draw: st.DrawFn, max_classes: int = 40, nan: bool = False) -> Case:
     n = draw(st.integers(0, 5))
     c = draw(st.integers(1, max_classes))
     k = draw(st.integers(1, 8))
@@ -150,7 +162,8 @@ def ranking_cases(draw: st.DrawFn, max_classes: int = 40) -> Case:
     # Exclusions cover nearly every item in some rows.
     near_all = draw(st.booleans())
     h = max(h, c - 1) if near_all else h
-    scores = [[draw(st.sampled_from(SCORE_VALUES)) for _ in range(c)] for _ in range(n)]
+    values = [*SCORE_VALUES, NAN] if nan and draw(st.booleans()) else SCORE_VALUES
+    scores = [[draw(st.sampled_from(values)) for _ in range(c)] for _ in range(n)]
     targets = [[draw(st.integers(-1, c - 1)) for _ in range(m)] for _ in range(n)]
     exclude = [[draw(st.integers(-1, c - 1)) for _ in range(h)] for _ in range(n)]
     return Case(
@@ -176,18 +189,32 @@ def assert_rows(
 # topk_items
 
 
-@given(ranking_cases(), st.booleans())
-def test_topk_items_matches_reference(case: Case, use_exclude: bool) -> None:
+@given(ranking_cases(nan=True), st.booleans(), st.sampled_from(SCORE_DTYPES), st.booleans())
+def test_topk_items_matches_reference(
+    case: Case, use_exclude: bool, dtype: torch.dtype, sync_free: bool
+) -> None:
+    # Ties, -inf, +-0, NaN (without validation), exclusions with repeats and padding, empty rows,
+    # every dtype; on the CPU path and on the accelerator path, which must read nothing back.
     scores, _, exclude, k = case
+    scores = scores.to(dtype)
+    excl = exclude if use_exclude else None
+    has_nan = bool(scores.isnan().any())
     before = scores.clone()
-    got = topk_items(scores, k, exclude=exclude if use_exclude else None)
+    with sync_free_path(sync_free):
+        with no_host_reads() if sync_free else nullcontext():
+            got = topk_items(scores, k, exclude=excl, validate_args=False)
+        if has_nan:
+            with pytest.raises(ValueError, match=r"`scores` must not contain NaN"):
+                topk_items(scores, k, exclude=excl)
+        else:
+            assert torch.equal(topk_items(scores, k, exclude=excl), got)
     expected = [
         ref_topk(s, k, e if use_exclude else [])
         for s, e in zip(scores.tolist(), exclude.tolist(), strict=True)
     ]
     assert got.dtype == torch.long
     assert got.tolist() == expected
-    assert torch.equal(scores, before)  # the caller's tensor is untouched
+    torch.testing.assert_close(scores, before, rtol=0, atol=0, equal_nan=True)  # untouched
 
 
 def test_topk_items_ties_beyond_the_candidates() -> None:
@@ -221,9 +248,9 @@ def test_topk_items_history_on_top_in_small_chunks(
     # wide pass (in chunks of rows when they are few, in place when most rows are short, and
     # directly for the rows after the probe when most probed rows are short); a tiny chunk size
     # makes every chunked loop run several times.
-    monkeypatch.setattr("focalrec.ranking._CHUNK_ELEMENTS", 7 * 200)
+    monkeypatch.setattr("focalrec._topk.CHUNK_ELEMENTS", 7 * 200)
     # The first 16 rows decide whether the other rows go straight to the wide pass.
-    monkeypatch.setattr("focalrec.ranking._PROBE_ROWS", 16)
+    monkeypatch.setattr("focalrec._topk._PROBE_ROWS", 16)
     gen = torch.Generator().manual_seed(short_rows)
     scores = torch.randint(0, 6, (64, 200), generator=gen).float()
     exclude = torch.full((64, 12), -1)
@@ -264,14 +291,33 @@ def test_topk_items_rejects_nan(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="NaN"):
         topk_items(scores, 3, exclude=exclude)
     # Also found by the wide pass that follows a probe of mostly short rows.
-    monkeypatch.setattr("focalrec.ranking._PROBE_ROWS", 1)
+    monkeypatch.setattr("focalrec._topk._PROBE_ROWS", 1)
     history = scores.nan_to_num(nan=1.0).argsort(dim=1, descending=True)[:, :2]
     with pytest.raises(ValueError, match=r"`scores` must not contain NaN; row 2"):
         topk_items(scores, 3, exclude=history)
-    # Without validation, no error and a list of valid indices.
+    # Without validation, no error: the NaN item ranks first, then the lowest indices.
     out = topk_items(scores, 3, validate_args=False)
-    assert out.shape == (3, 3)
-    assert bool(((out >= -1) & (out < 50)).all())
+    assert out.tolist() == [[0, 1, 2], [0, 1, 2], [17, 0, 1]]
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_topk_items_nan_without_validation_ranks_above_every_number(sync_free: bool) -> None:
+    # Found by fuzzing: this gave [[-1]] although every item is eligible.
+    with sync_free_path(sync_free):
+        assert topk_items(torch.tensor([[0.0, 0.0, NAN]]), 1, validate_args=False).tolist() == [[2]]
+        scores = torch.tensor([[-INF, NAN, INF, NAN, 0.0], [NAN, NAN, NAN, NAN, NAN]])
+        got = topk_items(scores, 4, validate_args=False)
+        assert got.tolist() == [[1, 3, 2, 4], [0, 1, 2, 3]]
+        exclude = torch.tensor([[1, -1], [0, 3]])
+        got = topk_items(scores, 4, exclude=exclude, validate_args=False)
+        assert got.tolist() == [[3, 2, 4, 0], [1, 2, 4, -1]]
+        # NaN tied at the cut, beyond the k + 1 candidates: the lowest-index NaN items.
+        wide = torch.zeros(2, 300)
+        wide[:, 150:] = NAN
+        assert topk_items(wide, 3, validate_args=False).tolist() == [[150, 151, 152]] * 2
+        # A NaN that ranks above a tie at the cut stays on top.
+        mixed = torch.tensor([[1.0, 1.0, NAN, 1.0, 0.0]])
+        assert topk_items(mixed, 2, validate_args=False).tolist() == [[2, 0]]
 
 
 @pytest.mark.parametrize(
@@ -488,10 +534,18 @@ def test_map_at_k_errors(
 
 
 @settings(max_examples=60)
-@given(ranking_cases(), st.sampled_from(["zero", "skip"]), st.booleans(), st.booleans())
+@given(
+    ranking_cases(nan=True),
+    st.sampled_from(["zero", "skip"]),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
 def test_family_matches_reference(
-    case: Case, empty: str, use_exclude: bool, ranked_input: bool
+    case: Case, empty: str, use_exclude: bool, ranked_input: bool, sync_free: bool
 ) -> None:
+    # NaN scores run without validation; the accelerator path without validation and must read
+    # nothing back to the host.
     scores, targets, exclude, k = case
     excl = exclude if use_exclude else None
     relevant = [{t for t in row if t != -1} for row in targets.tolist()]
@@ -509,16 +563,65 @@ def test_family_matches_reference(
             ref_topk(s, k, e if use_exclude else [])
             for s, e in zip(scores.tolist(), exclude.tolist(), strict=True)
         ]
-    kw = {"exclude": excl, "empty_targets": empty}
-    together = ranking_metrics_at_k(preds, targets, k, reduction="none", **kw)  # type: ignore[arg-type]
+    validate = not (sync_free or bool(scores.isnan().any()))
+    kw = {"exclude": excl, "empty_targets": empty, "validate_args": validate}
+    with sync_free_path(sync_free), no_host_reads() if sync_free else nullcontext():
+        together = ranking_metrics_at_k(preds, targets, k, reduction="none", **kw)  # type: ignore[arg-type]
+        one_by_one = {
+            name: FUNCTIONS[name](preds, targets, k, reduction="none", **kw)  # type: ignore[operator]
+            for name in METRICS
+        }
+        means = {name: FUNCTIONS[name](preds, targets, k, **kw) for name in METRICS}  # type: ignore[operator]
     assert list(together) == list(METRICS)
     for name in METRICS:
         expected = [REFERENCES[name](r, rel, k) for r, rel in zip(lists, relevant, strict=True)]
-        got = FUNCTIONS[name](preds, targets, k, reduction="none", **kw)  # type: ignore[operator]
+        got = one_by_one[name]
         torch.testing.assert_close(got, together[name], rtol=0, atol=0, equal_nan=True)
         assert_rows(got, expected, relevant, empty)
-        mean = FUNCTIONS[name](preds, targets, k, **kw)  # type: ignore[operator]
-        assert mean.item() == pytest.approx(ref_mean(expected, relevant, empty), abs=1e-6)
+        assert means[name].item() == pytest.approx(ref_mean(expected, relevant, empty), abs=1e-6)
+
+
+@settings(max_examples=60)
+@given(ranking_cases(), st.data())
+def test_dense_relevance_is_where_values_are_positive(case: Case, data: st.DataObject) -> None:
+    # Hostile relevance matrices: NaN, +-inf, negative values and -0.0 beside valid ones.
+    scores, _, exclude, k = case
+    n, c = scores.shape
+    values = [[data.draw(st.sampled_from(RELEVANCE_VALUES)) for _ in range(c)] for _ in range(n)]
+    dense = torch.tensor(values, dtype=torch.float32).reshape(n, c)
+    relevant = [{j for j, v in enumerate(row) if v > 0} for row in values]
+    invalid = any(not math.isfinite(v) or v < 0 for row in values for v in row)
+    lists = [ref_topk(s, k, e) for s, e in zip(scores.tolist(), exclude.tolist(), strict=True)]
+    for name in METRICS:
+        got = FUNCTIONS[name](  # type: ignore[operator]
+            scores, dense, k, exclude=exclude, reduction="none", validate_args=False
+        )
+        expected = [REFERENCES[name](r, rel, k) for r, rel in zip(lists, relevant, strict=True)]
+        assert_rows(got, expected, relevant, "zero")
+        if invalid:
+            with pytest.raises(ValueError, match=r"`targets` as a relevance matrix must hold fin"):
+                FUNCTIONS[name](scores, dense, k, exclude=exclude)  # type: ignore[operator]
+        else:
+            checked = FUNCTIONS[name](scores, dense, k, exclude=exclude, reduction="none")  # type: ignore[operator]
+            assert torch.equal(checked, got)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(NAN, "nan"), (-0.5, "-0.5"), (INF, "inf"), (-INF, "-inf")]
+)
+def test_dense_relevance_rejects_invalid_values(value: float, shown: str) -> None:
+    # Found by fuzzing: a NaN or negative relevance counted as relevant without a word.
+    scores = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.3, 0.4]])
+    targets = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, value]])
+    with pytest.raises(
+        ValueError,
+        match=rf"`targets` as a relevance matrix must hold finite values >= 0 \(an item is "
+        rf"relevant where its value is > 0\), got {shown} in row 1, column 2",
+    ):
+        map_at_k(scores, targets, 1)
+    # Without validation such a value is not relevant (only > 0 is): here +inf is.
+    got = precision_at_k(scores, targets, 2, reduction="none", validate_args=False)
+    assert got.tolist() == [0.0, 1.0 if value == INF else 0.5]
 
 
 def test_family_bounds_and_orderings() -> None:
@@ -594,7 +697,7 @@ def test_row_blocks_give_the_same_values(monkeypatch: pytest.MonkeyPatch) -> Non
     dense = index_list_to_dense(targets, 20)
     cases = [(p, t) for p in (scores, ranked) for t in (targets, dense)]
     whole = [ranking_metrics_at_k(p, t, 4, reduction="none") for p, t in cases]
-    monkeypatch.setattr("focalrec.ranking._INLINE_ELEMENTS", 5)  # blocks of 1 to 5 rows
+    monkeypatch.setattr("focalrec._indices.INLINE_ELEMENTS", 5)  # blocks of 1 to 5 rows
     for (p, t), expected in zip(cases, whole, strict=True):
         got = ranking_metrics_at_k(p, t, 4, reduction="none")
         for name in METRICS:

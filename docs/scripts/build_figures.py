@@ -9,6 +9,9 @@ include (``docs/scripts/render.py``)::
     python docs/scripts/build_figures.py --only prior_curves bench_focal
     python docs/scripts/build_figures.py --list
 
+Resumable steps (the loss ablation) keep their work in ``--work`` (default ``.figures-work/``), so
+a stopped build goes on where it stopped.
+
 The scripts import the ``focalrec`` of this checkout (``src/`` first on ``PYTHONPATH``). The
 worked example's artifacts need the real challenge data (``--data``, by default
 ``../shared/data/av-challenge`` beside the clone); without it they are skipped and say so.
@@ -42,8 +45,9 @@ class Step:
     argv: tuple[str, ...]
     output: str
     needs_data: bool = False
+    needs_gpu: bool = False
     capture_stdout: bool = False
-    copy_from: str | None = None  # a file the command writes under {tmp}, copied to ``output``
+    copy_from: str | None = None  # a file the command writes (under {tmp} unless it names {work})
     timeout_s: int = 3600
     env: dict[str, str] = field(default_factory=dict)
 
@@ -65,6 +69,12 @@ STEPS: tuple[Step, ...] = (
         "metrics_conventions",
         ("docs/snippets/metrics_conventions.py",),
         "metrics_conventions.txt",
+        capture_stdout=True,
+    ),
+    Step(
+        "loss_conventions",
+        ("docs/snippets/loss_conventions.py",),
+        "loss_conventions.txt",
         capture_stdout=True,
     ),
     Step(
@@ -102,6 +112,19 @@ STEPS: tuple[Step, ...] = (
         "bench_metrics.json",
     ),
     Step(
+        "bench_gpu",
+        ("benchmarks/bench_gpu.py", "--json", "{out}"),
+        "bench_gpu.json",
+        needs_gpu=True,
+        timeout_s=1200,
+    ),
+    Step(
+        # 512 queries over the full catalogue: the issue's 39,732 take 78 times as long.
+        "bench_topk",
+        ("benchmarks/bench_topk.py", "--queries", "512", "--json", "{out}"),
+        "bench_topk.json",
+    ),
+    Step(
         "challenge_synthetic",
         ("examples/challenge.py", "--output", "{tmp}/run", "--quiet"),
         "challenge_synthetic.json",
@@ -117,24 +140,37 @@ STEPS: tuple[Step, ...] = (
         env={"OMP_NUM_THREADS": "1"},
     ),
     Step(
+        # A subset of examples/ablation.py's default grid, each run capped at 4 epochs: the whole
+        # grid (2 models x 11 losses x 3 seeds, each to its early-stopping best) is about 13
+        # CPU-hours here. Resumable: runs finished in WORK/ablation are kept; the page gives the
+        # command for the rest.
         "ablation",
         (
             "examples/ablation.py",
             "--data",
             "{data}",
             "--output",
-            "{tmp}/ablation",
+            "{work}/ablation",
             "--quiet",
-            "--seeds",
-            "0",
-            "1",
+            "--jobs",
+            "2",
+            "--models",
+            "gru",
+            "mlp",
+            "--losses",
+            "bce",
+            "softmax",
+            "focal-g0.5-anone",
+            "focal-g2-anone",
+            "focal-g2-a0.25",
             "--",
-            "--patience",
-            "1",
+            "--epochs",
+            "4",
         ),
         "ablation.json",
         needs_data=True,
-        copy_from="ablation/ablation.json",
+        copy_from="{work}/ablation/ablation.json",
+        timeout_s=6 * 3600,
         env={"OMP_NUM_THREADS": "1"},
     ),
     Step(
@@ -182,17 +218,20 @@ def git_commit() -> str:
     return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def run_step(step: Step, data: Path) -> dict[str, object] | None:
+def run_step(step: Step, data: Path, work: Path) -> dict[str, object] | None:
     """Run one step; return its provenance record, or ``None`` when it was skipped."""
     if step.needs_data and not (data / "train.csv").is_file():
         print(f"[{step.name}] skipped: no challenge data at {data} (pass --data DIR)")
+        return None
+    if step.needs_gpu and not _has_cuda():
+        print(f"[{step.name}] skipped: no CUDA GPU here (benchmarks/gpu.sh on a GPU makes it)")
         return None
     target = GENERATED / step.output
     commit = git_commit()  # the code that runs, before anything is written
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / step.output
         argv = [
-            a.format(out=out, tmp=tmp, data=_shown_path(data), python=sys.executable)
+            a.format(out=out, tmp=tmp, work=work, data=_shown_path(data), python=sys.executable)
             for a in step.argv
         ]
         command = [sys.executable, *argv]
@@ -215,13 +254,14 @@ def run_step(step: Step, data: Path) -> dict[str, object] | None:
         if step.capture_stdout:
             out.write_text(result.stdout, encoding="utf-8")
         elif step.copy_from is not None:
-            shutil.copyfile(Path(tmp) / step.copy_from, out)
+            shutil.copyfile(Path(tmp) / step.copy_from.format(work=work), out)
         GENERATED.mkdir(parents=True, exist_ok=True)
         shutil.move(str(out), target)
     shown = [
         a.format(
             out=f"docs/generated/{step.output}",
             tmp="OUT",
+            work="WORK",
             data=_shown_path(data),
             python="python",
         )
@@ -247,6 +287,12 @@ def record_provenance(name: str, record: dict[str, object]) -> None:
     tmp.replace(path)
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _shown_path(path: Path) -> str:
     try:
         return os.path.relpath(path, ROOT)
@@ -262,6 +308,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these steps")
     parser.add_argument("--list", action="store_true", help="list the steps and exit")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="challenge data folder")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=ROOT / ".figures-work",
+        help="folder kept between calls for resumable steps (the ablation's runs)",
+    )
     parser.add_argument("--no-render", action="store_true", help="skip rendering tables/figures")
     args = parser.parse_args()
     if args.list:
@@ -275,7 +327,7 @@ def main() -> None:
     for step in STEPS:
         if args.only and step.name not in args.only:
             continue
-        record = run_step(step, args.data.resolve())
+        record = run_step(step, args.data.resolve(), args.work.resolve())
         if record is not None:
             record_provenance(step.name, record)
     if not args.no_render:

@@ -7,7 +7,7 @@ taken from), kornia (when installed) and a paper-formula implementation, on the 
 
 Each column is a check run here: finite gradients for ``0 < gamma < 1`` at saturated logits, the
 value's error against a float64 log-space reference, half-precision input, index-list targets,
-the bytes saved for backward, and the ``gamma = 0`` reduction to BCE-with-logits.
+the bytes held for backward, and the ``gamma = 0`` reduction to BCE-with-logits.
 """
 
 from __future__ import annotations
@@ -148,6 +148,19 @@ def saved_bytes(fn: Loss, rows: int, items: int, sparse: bool) -> dict[str, obje
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         loss = fn(x, t, 0.25, 2.0).sum()
+    # Tensors an autograd node holds outside save_for_backward (focalrec keeps the gradient it
+    # computed in forward on its node) count too.
+    todo, visited = [loss.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in visited:
+            continue
+        visited.add(id(node))
+        kept = getattr(node, "kept", None)
+        if isinstance(kept, Tensor):
+            storage = kept.untyped_storage()
+            seen[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        todo.extend(next_node for next_node, _ in node.next_functions)
     loss.backward()
     total = sum(seen.values())
     return {"bytes": total, "ratio_to_logits": total / (x.numel() * x.element_size())}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -140,7 +141,7 @@ def focal_comparison_md(name: str, data: dict[str, Any], provenance: dict[str, A
         "same, gamma = 2",
         "float16 logits",
         "index-list targets",
-        "saved for backward (x logits bytes)",
+        "held for backward (x logits bytes)",
         "gamma = 0 vs BCE-with-logits, max gradient difference",
     ]
     rows_t = [[h, *[row[i] for row in rows[:]]] for i, h in enumerate(headers) if i > 0]
@@ -150,9 +151,11 @@ def focal_comparison_md(name: str, data: dict[str, Any], provenance: dict[str, A
     return (
         md_table(["check", *names], rows_t, "l" * (len(names) + 1))
         + f"\nValue errors against a float64 log-space reference over {cfg['value_grid']} "
-        "(entries whose reference value is above 1e-30); saved bytes counted with "
-        f"`torch.autograd.graph.saved_tensors_hooks` for {rows_cfg[0]} x {rows_cfg[1]} float32 "
-        "logits, 3 positives per row.\n\n" + provenance_line("focal_comparison", provenance)
+        "(entries whose reference value is above 1e-30); bytes held for backward are those "
+        "saved through `torch.autograd.graph.saved_tensors_hooks` plus those an autograd node "
+        'holds itself (focalrec\'s gradient computed in forward), with `reduction="none"`, for '
+        f"{rows_cfg[0]} x {rows_cfg[1]} float32 logits, 3 positives per row.\n\n"
+        + provenance_line("focal_comparison", provenance)
     )
 
 
@@ -166,7 +169,10 @@ def no_figure(name: str, data: dict[str, Any]) -> None:
 FOCAL_LABELS = {
     "bce_with_logits": "`F.binary_cross_entropy_with_logits` (dense targets)",
     "focalrec_index": "focalrec, index-list targets",
-    "focalrec_dense": "focalrec, dense targets",
+    "focalrec_dense": "focalrec, dense float 0/1 targets",
+    "focalrec_bool": "focalrec, dense bool targets",
+    "focalrec_soft": "focalrec, soft targets (0.05 / 0.95)",
+    "compiled_torchvision_formula": "torchvision's formula under `torch.compile`",
     "paper_formula": "paper formula, written literally",
     "torchvision_formula": "torchvision's formula",
     "fvcore": "fvcore `sigmoid_focal_loss`",
@@ -190,7 +196,7 @@ def bench_focal_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) 
                 f"{r['cpu_vs_bce']:.2f}x",
                 _opt(r.get("peak_extra_x_logits"), ".2f")
                 + ("x" if r.get("peak_extra_x_logits") is not None else ""),
-                _opt(r["rel_diff_vs_focalrec"], ".1e"),
+                _opt(r["rel_diff_vs_float64"], ".1e"),
             ]
         )
     headers = [
@@ -199,27 +205,52 @@ def bench_focal_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) 
         "wall / BCE",
         "CPU time / BCE",
         "peak extra memory / logits size",
-        "loss value, relative difference to focalrec",
+        "loss value, relative difference to float64",
     ]
     return (
         f"![Focal loss time and memory relative to BCE-with-logits](generated/{name}.png)\n\n"
         + md_table(headers, rows)
         + f"\nLogits {cfg['n']:,} x {cfg['c']:,} {cfg['dtype']} ({cfg['logits_mb']:.0f} MiB), "
         f"{cfg['positives']} positives per row, alpha = {cfg['alpha']}, gamma = {cfg['gamma']}, "
-        f"median of {cfg['repeats']} interleaved repeats, {env['threads']} torch thread(s). "
+        f"median of {cfg['repeats']} interleaved repeats, {env['threads']} torch thread(s), "
+        f"focalrec's `{env.get('focalrec_backend', 'torch')}` backend. "
         "Peak extra memory is the resident memory that forward + backward adds, measured in a "
         "subprocess per implementation; it includes the logits' gradient (1x), which every "
         "implementation produces.\n\n" + provenance_line(name, provenance)
     )
 
 
-def bench_focal_png(name: str, data: dict[str, Any]) -> None:
+def time_and_memory_png(
+    name: str,
+    labels: Sequence[str],
+    colors: Sequence[str],
+    panels: tuple[tuple[Sequence[float], str], tuple[Sequence[float], str]],
+) -> None:
+    """Two horizontal bar panels side by side, time ratios (a line at 1) and memory."""
     import matplotlib.pyplot as plt
 
+    n = len(labels)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 0.45 * n + 1.4), dpi=120)
+    (ratios, time_label), (memory, memory_label) = panels
+    ax_t.barh(range(n), ratios, color=colors)
+    ax_t.set_yticks(range(n), labels, fontsize=8)
+    ax_t.invert_yaxis()
+    ax_t.axvline(1.0, color="black", linewidth=0.8)
+    ax_t.set_xlabel(time_label)
+    ax_m.barh(range(n), memory, color=colors)
+    ax_m.set_yticks(range(n), [""] * n)
+    ax_m.invert_yaxis()
+    ax_m.set_xlabel(memory_label)
+    for ax in (ax_t, ax_m):
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+def bench_focal_png(name: str, data: dict[str, Any]) -> None:
     results = data["results"]
     keys = list(results)
-    labels = [FOCAL_LABELS.get(k, k).replace("`", "") for k in keys]
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 0.45 * len(keys) + 1.4), dpi=120)
     colors = [
         "tab:gray"
         if k == "bce_with_logits"
@@ -228,21 +259,86 @@ def bench_focal_png(name: str, data: dict[str, Any]) -> None:
         else "tab:orange"
         for k in keys
     ]
-    ax_t.barh(range(len(keys)), [results[k]["wall_vs_bce"] for k in keys], color=colors)
-    ax_t.set_yticks(range(len(keys)), labels, fontsize=8)
-    ax_t.invert_yaxis()
-    ax_t.axvline(1.0, color="black", linewidth=0.8)
-    ax_t.set_xlabel("wall time / BCE-with-logits")
-    mem = [results[k].get("peak_extra_x_logits") or 0.0 for k in keys]
-    ax_m.barh(range(len(keys)), mem, color=colors)
-    ax_m.set_yticks(range(len(keys)), [""] * len(keys))
-    ax_m.invert_yaxis()
-    ax_m.set_xlabel("peak extra memory / logits size")
-    for ax in (ax_t, ax_m):
-        ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(GENERATED / f"{name}.png")
-    plt.close(fig)
+    time_and_memory_png(
+        name,
+        [FOCAL_LABELS.get(k, k).replace("`", "") for k in keys],
+        colors,
+        (
+            ([results[k]["wall_vs_bce"] for k in keys], "wall time / BCE-with-logits"),
+            (
+                [results[k].get("peak_extra_x_logits") or 0.0 for k in keys],
+                "peak extra memory / logits size",
+            ),
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# focal loss and mAP@k on a GPU: benchmarks/bench_gpu.py (run by benchmarks/gpu.sh)
+
+GPU_LABELS = {
+    "clone": "`logits.clone()` (one read, one write)",
+    "focalrec_kernel": "focalrec forward alone (value and gradient, index lists)",
+    "torchvision_formula_compiled": "torchvision's formula, `torch.compile`",
+    "torch_topk": "`torch.topk(scores, k)` alone",
+    "map_at_k": "`map_at_k`",
+    "map_at_k_no_validation": "`map_at_k(..., validate_args=False)`",
+}
+
+
+def bench_gpu_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    env, cfg = data["environment"], data["config"]
+    if env["device"] != "cuda":
+        raise ValueError(f"{name}.json was not measured on a GPU (device {env['device']!r})")
+    text = ""
+    headers = [
+        "forward + backward",
+        "median ms",
+        "/ BCE",
+        "/ compiled formula",
+        "GB/s",
+        "/ clone's bandwidth",
+        "peak extra memory / logits size",
+    ]
+    for case in data["focal"]:
+        rows = [
+            [
+                GPU_LABELS.get(key, FOCAL_LABELS.get(key, key)),
+                f"{r['ms']:.3f}",
+                _opt(r["vs_bce"], ".2f"),
+                _opt(r["vs_compiled"], ".2f"),
+                f"{r['bandwidth_gb_s']:.0f}",
+                f"{r['vs_clone_bandwidth']:.2f}",
+                _opt(r["peak_extra_x_logits"], ".2f"),
+            ]
+            for key, r in case["results"].items()
+        ]
+        rows += [
+            [GPU_LABELS.get(k, FOCAL_LABELS.get(k, k)), e] + [""] * 5
+            for k, e in case["errors"].items()
+        ]
+        text += (
+            f"**Focal loss, logits {case['n']:,} x {case['c']:,} {case['dtype']}** "
+            f"({case['logits_mb']:,.0f} MiB)\n\n" + md_table(headers, rows) + "\n"
+        )
+    for case in data["map_at_k"]:
+        text += f"**mAP@k, scores {case['n']:,} x {case['c']:,} float32, k = {case['k']}**\n\n"
+        if "error" in case:
+            text += f"{case['error']}\n\n"
+            continue
+        rows = [
+            [GPU_LABELS.get(key, key), f"{r['ms']:.3f}", f"{r['vs_topk']:.2f}x"]
+            for key, r in case["results"].items()
+        ]
+        text += md_table(["case", "median ms", "/ torch.topk"], rows) + "\n"
+    return (
+        text + f"{env['gpu']} ({env['gpu_memory_gb']:.0f} GB), torch {env['torch']}, triton "
+        f"{env['triton']}; {cfg['positives']} positives per row, alpha = {cfg['alpha']}, gamma = "
+        f"{cfg['gamma']}, median of {cfg['repeats']} interleaved repeats timed with CUDA events. "
+        "GB/s counts the bytes one pass must move (logits read, gradient written, dense targets "
+        "read); peak extra memory is `torch.cuda.max_memory_allocated` beyond the inputs, the "
+        "gradient included.\n\n" + provenance_line(name, provenance)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -457,6 +553,66 @@ def bench_metrics_png(name: str, data: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# top-k from embeddings: benchmarks/bench_topk.py
+
+
+def bench_topk_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    cfg, env = data["config"], data["environment"]
+    rows = []
+    for case, r in data["results"].items():
+        peak = r.get("peak_extra_mib")
+        rows.append(
+            [
+                case,
+                f"{r['median_s']:.2f}",
+                f"{r['ms_per_query']:.2f}",
+                f"{r['ratio_to_baseline']:.2f}x",
+                "n/a" if peak is None else f"{peak:,.0f}",
+            ]
+        )
+    headers = [
+        "case",
+        "median seconds",
+        "ms per query",
+        "time / the obvious way (same exclusions)",
+        "peak extra memory (MiB)",
+    ]
+    checks = [[k, f"{v:.4f}"] for k, v in data["checks"].items()]
+    return (
+        f"![Top-k from embeddings: time and memory](generated/{name}.png)\n\n"
+        + md_table(headers, rows)
+        + f"\n{cfg['queries']:,} queries x {cfg['items']:,} items, d = {cfg['dim']}, "
+        f"k = {cfg['k']}, float32, {cfg['exclude_width']} excluded items per query in the "
+        f"exclusion cases; blocks of {cfg['block_rows']:,} x {cfg['block_items']:,} scores "
+        f"({cfg['block_mib']:.0f} MiB) on both chunked sides; all the scores would take "
+        f"{cfg['scores_gib']:.2f} GiB (materialized only up to "
+        f"{cfg['materialize_limit_gib']:g} GiB). Median of {cfg['repeats']} interleaved repeats, "
+        f"{env['threads']} torch thread(s); peak extra memory is the resident memory one run "
+        "adds to its inputs, measured in a subprocess per case.\n\n"
+        + md_table(["the same lists?", "fraction of rows"], checks)
+        + "\n"
+        + provenance_line(name, provenance)
+    )
+
+
+def bench_topk_png(name: str, data: dict[str, Any]) -> None:
+    results = data["results"]
+    cases = list(results)
+    time_and_memory_png(
+        name,
+        cases,
+        ["tab:blue" if c.startswith("topk_items_from") else "tab:gray" for c in cases],
+        (
+            (
+                [results[c]["ratio_to_baseline"] for c in cases],
+                "time / chunked matmul + torch.topk",
+            ),
+            ([results[c].get("peak_extra_mib") or 0.0 for c in cases], "peak extra memory (MiB)"),
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
 # the worked example: examples/challenge.py's metrics.json
 
 
@@ -524,100 +680,57 @@ def challenge_png(name: str, data: dict[str, Any]) -> None:
 # the loss ablation: examples/ablation.py's ablation.json
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return mean, var**0.5
+def _ablation_module() -> Any:
+    """``examples/ablation.py``, whose report the page shows as the example prints it."""
+    examples = str(GENERATED.parents[1] / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    import ablation
+
+    return ablation
+
+
+def _portable(command: str) -> str:
+    """The ablation's command with this machine's folders replaced by DIR and OUT."""
+    command = re.sub(r"--data \S+", "--data DIR", command)
+    return re.sub(r"--output \S+", "--output OUT", command)
 
 
 def ablation_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
-    runs: dict[str, list[dict[str, Any]]] = data["runs"]
-    reference = "focal" if "focal" in runs else next(iter(runs))
-    seeds = [r["config"]["seed"] for r in runs[reference]]
-    if len(seeds) < 2:
-        raise ValueError(f"{name}: one seed gives no spread; run the ablation with 2 or more seeds")
-    rows = []
-    for loss, results in runs.items():
-        best = _mean_std([r["best_val_map3"] for r in results])
-        diffs = [
-            r["best_val_map3"] - ref["best_val_map3"]
-            for r, ref in zip(results, runs[reference], strict=True)
-        ]
-        paired = _mean_std(diffs)
-        to_best = _mean_std([r["timings_s"]["training_to_best_epoch"] for r in results])
-        per_epoch = _mean_std([r["timings_s"]["training"] / len(r["epochs"]) for r in results])
-        epochs = _mean_std([float(r["best_epoch"]) for r in results])
-        rows.append(
-            [
-                loss,
-                f"{best[0]:.4f} ± {best[1]:.4f}",
-                "" if loss == reference else f"{paired[0]:+.4f} ± {paired[1]:.4f}",
-                f"{to_best[0]:.0f} ± {to_best[1]:.0f}",
-                f"{per_epoch[0]:.1f} ± {per_epoch[1]:.1f}",
-                f"{epochs[0]:.1f} ± {epochs[1]:.1f}",
-            ]
-        )
-    headers = [
-        "loss",
-        "best validation mAP@3",
-        f"paired difference vs {reference}",
-        "training to the best epoch (s)",
-        "seconds per epoch",
-        "best epoch",
-    ]
-    baselines = runs[reference][0].get("baselines_val_map3", {})
-    base = ", ".join(f"{k} {v:.4f}" for k, v in baselines.items())
+    data = {**data, "command": _portable(data["command"])}
     return (
-        f"![Validation mAP@3 by loss, every seed](generated/{name}.png)\n\n"
-        + md_table(headers, rows)
-        + f"\nMean ± standard deviation over seeds {seeds}; a seed fixes the validation users and "
-        "the initial weights for every loss, so the differences are paired. "
-        + (f"Baselines on the split of seed {seeds[0]}: {base}.\n\n" if base else "\n\n")
+        f"![Each loss's paired difference to BCE, by model](generated/{name}.png)\n\n"
+        + _ablation_module().markdown(data)
+        + "\n"
         + provenance_line(name, provenance)
     )
 
 
 def ablation_png(name: str, data: dict[str, Any]) -> None:
-    import matplotlib.pyplot as plt
-
-    runs: dict[str, list[dict[str, Any]]] = data["runs"]
-    fig, (ax_curve, ax_bar) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
-    colors = dict(zip(runs, ["tab:blue", "tab:orange", "tab:green", "tab:red"], strict=False))
-    for loss, results in runs.items():
-        for i, r in enumerate(results):
-            x = [e["epoch"] for e in r["epochs"]]
-            y = [e["val_map3"] for e in r["epochs"]]
-            ax_curve.plot(x, y, color=colors[loss], alpha=0.7, label=loss if i == 0 else None)
-    ax_curve.set(xlabel="epoch", ylabel="validation mAP@3", title="every seed")
-    ax_curve.legend(fontsize=8)
-    stats = [_mean_std([r["best_val_map3"] for r in results]) for results in runs.values()]
-    ax_bar.bar(
-        list(runs),
-        [m for m, _ in stats],
-        yerr=[sd for _, sd in stats],
-        color=[colors[loss] for loss in runs],
-        capsize=4,
-    )
-    low = min(m - sd for m, sd in stats)
-    ax_bar.set_ylim(bottom=max(0.0, low - 0.05 * abs(low) - 0.005))
-    ax_bar.set(ylabel="best validation mAP@3", title="mean ± std over seeds")
-    for ax in (ax_curve, ax_bar):
-        ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(GENERATED / f"{name}.png")
-    plt.close(fig)
+    _ablation_module().plot(GENERATED / f"{name}.png", data)
 
 
 # ------------------------------------------------------------------------------------------------
 
 Markdown = Callable[[str, dict[str, Any], dict[str, Any]], str]
 Figure = Callable[[str, dict[str, Any]], None]
+# What a page says where a fragment's JSON has not been made (default: how to make it).
+MISSING = {
+    "bench_gpu": (
+        '!!! warning "GPU figures are not measured yet"\n'
+        "    No run on a GPU has been recorded, so this page has no GPU figures: the Triton\n"
+        "    backend's speed on GPUs is unmeasured. `bash benchmarks/gpu.sh` on a machine with a\n"
+        "    CUDA GPU (a few minutes) makes them and fills this section.\n"
+    ),
+}
 RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "prior_curves": (prior_curves_md, prior_curves_png),
     "focal_comparison": (focal_comparison_md, no_figure),
     "bench_focal": (bench_focal_md, bench_focal_png),
     "bench_linear": (bench_linear_md, bench_linear_png),
     "bench_metrics": (bench_metrics_md, bench_metrics_png),
+    "bench_gpu": (bench_gpu_md, no_figure),
+    "bench_topk": (bench_topk_md, bench_topk_png),
     "challenge": (challenge_md, challenge_png),
     "challenge_synthetic": (challenge_md, challenge_png),
     "ablation": (ablation_md, ablation_png),
@@ -636,7 +749,7 @@ def render(check: bool = False, figures: bool = True) -> list[str]:
         target = GENERATED / f"{name}.md"
         if not source.is_file():
             # An honest gap, never a made-up number: the page says how to fill it.
-            text = (
+            text = MISSING.get(name) or (
                 f'!!! info "Not generated in this build"\n    `{name}` has not been run yet: '
                 f"`python docs/scripts/build_figures.py --only {name}` makes it.\n"
             )

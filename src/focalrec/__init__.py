@@ -5,6 +5,7 @@ dense. See :mod:`focalrec._indices` for the convention shared by every function.
 """
 
 from focalrec._indices import dense_to_index_list, index_list_to_dense
+from focalrec._topk import topk_items_from_embeddings
 from focalrec.linear import LinearFocalLoss, linear_sigmoid_focal_loss
 from focalrec.losses import FocalLoss, sigmoid_focal_loss
 from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
@@ -44,4 +45,5 @@ __all__ = [
     "recall_at_k",
     "sigmoid_focal_loss",
     "topk_items",
+    "topk_items_from_embeddings",
 ]

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "CHUNK_ELEMENTS",
+    "INLINE_ELEMENTS",
     "PAD",
     "check_index_list",
     "count_unique",
@@ -24,11 +26,27 @@ __all__ = [
     "first_occurrence",
     "index_list_to_dense",
     "is_index_list",
+    "isin_rows",
+    "row_blocks",
     "values_readable",
 ]
 
 PAD = -1
 """The padding value of index lists."""
+
+CHUNK_ELEMENTS = 1 << 24
+"""Where rows of an ``(N, C)`` tensor must be copied, they are copied in blocks of about this many
+elements, so that no ``(N, C)`` temporary is made."""
+
+INLINE_ELEMENTS = 32768
+"""torch runs a CPU op on at most this many elements in the calling thread (ATen's grain size).
+
+The steps on ``(N, k)``-sized tensors run in row blocks of that size on CPU: each is too small to
+gain from threads, and on a busy machine every trip through the thread pool costs milliseconds.
+"""
+
+_BROADCAST_VALUES = 32
+"""Row-wise membership compares all pairs up to this many values per row, else binary-searches."""
 
 
 def values_readable() -> bool:
@@ -174,3 +192,47 @@ def dense_to_index_list(dense: Tensor) -> Tensor:
     order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :width]
     keep = mask.gather(1, order) if order.numel() > 0 else mask[:, :0]
     return torch.where(keep, order, torch.full_like(order, PAD))
+
+
+def row_blocks(n: int, width: int, device: torch.device) -> list[slice]:
+    """Row blocks for steps on tensors of ``width`` elements per row (at least one block).
+
+    On CPU the blocks hold at most :data:`INLINE_ELEMENTS` elements, which torch runs in the
+    calling thread; elsewhere they only bound temporaries to about :data:`CHUNK_ELEMENTS`.
+
+    Example:
+        >>> row_blocks(5, 16384, torch.device("cpu"))
+        [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None)]
+    """
+    limit = INLINE_ELEMENTS if device.type == "cpu" else CHUNK_ELEMENTS
+    step = max(1, limit // max(width, 1))
+    return [slice(start, start + step) for start in range(0, n, step)] or [slice(0, 0)]
+
+
+def isin_rows(values: Tensor, sets: Tensor) -> Tensor:
+    """``out[i, j] = values[i, j] in sets[i]`` for integer tensors ``(N, a)`` and ``(N, b)``.
+
+    A few values per row (the usual case: top-k candidates against targets or a history) are
+    compared with every set member in one broadcast (in row blocks on CPU, see
+    :func:`row_blocks`); many values per row binary-search the sorted sets instead. Padding is
+    not special: ``-1`` is in a set that holds ``-1``. Reads no value back from the device.
+
+    Example:
+        >>> isin_rows(torch.tensor([[3, 1, -1], [2, 2, 0]]), torch.tensor([[1, -1], [0, 5]]))
+        tensor([[False,  True,  True],
+                [False, False,  True]])
+    """
+    a, b = values.shape[1], sets.shape[1]
+    if a == 0 or b == 0:
+        return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    if a <= _BROADCAST_VALUES:
+        return torch.cat(
+            [
+                (values[rows].unsqueeze(2) == sets[rows].unsqueeze(1)).any(dim=2)
+                for rows in row_blocks(values.shape[0], a * b, values.device)
+            ]
+        )
+    sorted_sets = sets.to(values.dtype).sort(dim=1).values
+    values = values.contiguous()
+    pos = torch.searchsorted(sorted_sets, values).clamp_(max=b - 1)
+    return sorted_sets.gather(1, pos) == values

@@ -621,12 +621,12 @@ class LinearFocalLoss(nn.Module):
 
     ``loss = head(features, target)`` equals ``FocalLoss(...)(linear(features), target)`` for
     an ``nn.Linear`` with the same weight and bias, computed by
-    :func:`linear_sigmoid_focal_loss` without forming the ``(N, C)`` logits. The weight and bias
-    are initialized as ``nn.Linear`` does (on a rank of an item split: that rank's rows of the
-    unsplit layer's draw, the same seed giving the same layer), then the bias at the logit of ``prior``
-    (:func:`focalrec.init_prior_bias_`), as ``SequenceMLP``'s output layer; the state dict holds
-    ``weight`` and ``bias`` as ``nn.Linear``'s does (a per-item ``alpha`` is a buffer that
-    ``.to()`` moves but the state dict leaves out), so either loads the other's.
+    :func:`linear_sigmoid_focal_loss` without forming the ``(N, C)`` logits. The weight and
+    bias are initialized as ``nn.Linear`` does (on a rank of an item split: that rank's rows of
+    the unsplit layer's draw, the same seed giving the same layer), then the bias at the logit
+    of ``prior`` (:func:`focalrec.init_prior_bias_`), as ``SequenceMLP``'s output layer; the
+    state dict holds ``weight`` and ``bias`` as ``nn.Linear``'s does (a per-item ``alpha`` is a
+    buffer that ``.to()`` moves but the state dict leaves out), so either loads the other's.
 
     **Item shards.** With ``process_group``, each rank of the group holds a contiguous range of
     the catalogue: rank ``r`` of ``R`` holds ``num_items // R`` items, one more for the first

@@ -46,16 +46,20 @@ def sigmoid_focal_loss(
     0 and 1 (for ``t = 0.2, gamma = 2`` at ``p`` of about 0.05, see the example), so soft targets
     are sharpened; use ``gamma = 0`` if calibrated probabilities matter.
 
-    Everything is computed in log space (``softplus``) with a closed-form gradient that is
-    finite for every ``gamma >= 0``, including ``0 < gamma < 1`` at logits as large as ``1e4``.
+    Everything is computed in log space (``softplus``) with closed-form first and second
+    derivatives that are finite for every ``gamma >= 0``, including ``0 < gamma < 1`` at logits as
+    large as ``1e4``. At ``+-inf`` logits the loss and its gradient are their limits (``inf``
+    where the target disagrees, gradient ``+-alpha_t * weight``). A term whose weight
+    ``alpha_t * weight`` is 0 is 0, value and gradient, whatever its logit.
     ``gamma = 0, alpha = None`` equals :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
     Float16 and bfloat16 logits are computed in float32.
 
-    When the logits require grad, the forward pass computes the gradient too, in one pass over
-    cache-sized blocks of rows, and backward hands it on: apart from the output of
-    ``reduction="none"``, the loss allocates one logits-sized tensor, the gradient.
-    ``benchmarks/bench_focal.py`` compares its time and memory with BCE-with-logits and other
-    focal losses.
+    When the logits require grad, the forward pass computes the gradient too, in one pass, and
+    backward hands it on: apart from the output of ``reduction="none"``, the loss allocates one
+    logits-sized tensor, the gradient. Second derivatives, ``torch.func`` transforms,
+    ``torch.compile`` (one operator, no graph break) and ``torch.export`` are supported; see the
+    "Focal loss" guide for the backends (a C kernel compiled on first use for float32 CPU
+    logits, torch operations elsewhere) and ``benchmarks/bench_focal.py`` for time and memory.
 
     Args:
         logits: Scores of any shape; ``(N, C)`` with index-list targets.
@@ -66,7 +70,7 @@ def sigmoid_focal_loss(
             target tensor.
         alpha: Weight of the positive class in ``[0, 1]`` (negatives get ``1 - alpha``), a
             per-class tensor ``(C,)`` over the last dimension, or ``None`` for no weighting.
-        gamma: Focusing parameter, ``>= 0``.
+        gamma: Focusing parameter in ``[0, 3.4e38]`` (the float32 maximum).
         reduction: ``"none"`` (the elementwise loss), ``"sum"``, ``"mean"`` (the sum divided by
             the number of elements, or by the sum of ``weight`` when given) or
             ``"sum_over_positives"`` (the sum divided by ``max(P, 1)``, ``P`` the number of positive
@@ -75,8 +79,10 @@ def sigmoid_focal_loss(
             masked input gives ``0`` for ``"mean"``.
         weight: Optional non-negative elementwise weight or bool keep-mask, broadcastable to the
             logits. ``"mean"`` then averages over the kept entries only: ``sum(w * FL) / sum(w)``.
-        validate_args: Check the values of ``targets``, ``alpha`` and ``weight`` (reads them from
-            the device). Shapes, dtypes and ``gamma`` are always checked.
+        validate_args: Check the values of ``targets``, ``alpha`` and ``weight``, and reject NaN
+            logits where the weight is not 0 (reads values from the device; skipped under
+            ``torch.compile`` and ``torch.func`` transforms). Shapes, dtypes and ``gamma`` are
+            always checked.
 
     Returns:
         The loss: a scalar, or the logits' shape for ``reduction="none"``. Its dtype is

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from focalrec._topk import _check_k
 from focalrec.ranking import (
     _DENOMINATORS,
     _EMPTY,
@@ -23,7 +24,6 @@ from focalrec.ranking import (
     Denominator,
     EmptyTargets,
     _check_choice,
-    _check_k,
     _check_metrics,
     _per_row_values,
     _ranked_relevance,
@@ -59,7 +59,7 @@ def _batch_state(
         if empty_targets == "skip":
             counted = num_relevant > 0
             return (values * counted).sum(dim=1), counted.sum().to(torch.float64)
-        count = torch.tensor(float(rel.shape[0]), dtype=torch.float64, device=rel.device)
+        count = torch.full((), float(rel.shape[0]), dtype=torch.float64, device=rel.device)
         return values.sum(dim=1), count
 
 

@@ -20,7 +20,7 @@ class FocalInputs:
     ``alpha_t``, by ``weight`` and by ``scale``.
 
     Attributes:
-        logits: ``(R, C)`` floating logits with a unit column stride.
+        logits: ``(R, C)`` floating logits.
         dense: ``(R, C)`` floating or bool targets in ``[0, 1]``, or None.
         index: ``(R, m)`` integer index list (catalogue ids, ``-1`` padding), or None.
         alpha: the positive-class weight, or None (no weighting, unless ``alpha_vec``).

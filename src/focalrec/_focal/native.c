@@ -172,7 +172,9 @@ ALWAYS_INLINE_EARLY void soft_terms(float x, float t, float gamma, int32_t gamma
                               : (q > 0.0f ? fr_exp_neg(-gamma * fr_log(q)) : 0.0f);
     float r = q > 0.0f ? (p * omp) / q : 0.0f;
     float bce_fin = bce < FLT_MAX ? bce : FLT_MAX;
-    *v = qg * bce;
+    /* An infinite BCE (an infinite logit against a target that is not 0 or 1 on its side) has
+     * q >= min(t, 1 - t) > 0: the term is infinite even where q^gamma underflows to 0. */
+    *v = bce < INFINITY ? qg * bce : bce;
     *g = (qg * gamma) * ((1.0f - 2.0f * t) * r * bce_fin) + qg * (p * u - omp * t);
 }
 

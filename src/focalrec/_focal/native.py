@@ -224,9 +224,9 @@ def _ptr(t: Tensor | None) -> int | None:
 
 
 def supports(inp: FocalInputs) -> bool:
-    """Whether the kernel takes these inputs: float32 CPU logits with a unit column stride."""
+    """Whether the kernel takes these inputs: float32 CPU logits."""
     x = inp.logits
-    return x.device.type == "cpu" and x.dtype == torch.float32 and x.stride(-1) == 1
+    return x.device.type == "cpu" and x.dtype == torch.float32
 
 
 def forward(
@@ -236,16 +236,20 @@ def forward(
 
     The gradient is written into ``grad_into`` when given (``(R, C)`` float32 with a unit column
     stride; it may be the logits themselves), else into a new tensor. Inputs must satisfy
-    :func:`supports`; dense targets other than float32 or bool are converted.
+    :func:`supports`; logits without a unit column stride are copied, dense targets other than
+    float32 or bool converted.
     """
     lib = load()
     if lib is None:
         raise RuntimeError(f"the compiled focal loss kernel is not available: {_reason}")
     x = inp.logits.detach()
+    if x.stride(-1) != 1 and x.shape[-1] > 1:
+        x = x.contiguous()  # the kernel reads rows with a unit column stride
     rows, cols = x.shape
     grad = None
     if need_grad:
         grad = torch.empty_like(x) if grad_into is None else grad_into.detach()
+        assert grad.stride(-1) == 1 or cols <= 1, "grad_into needs a unit column stride"
     value = torch.empty(rows, cols) if elementwise else None
     dense = inp.dense
     if dense is not None and dense.dtype not in (torch.float32, torch.bool):

@@ -18,9 +18,13 @@ and backward is out of place. When backward itself is differentiated (``create_g
 backward is the second derivative; the second derivative has no derivative registered, so a
 third-order derivative raises PyTorch's error for that instead of returning a wrong number.
 
-Backends (:func:`backend_name`): ``native`` (the compiled CPU kernel, float32 logits) and
-``torch`` (everything else, and the second derivative). ``FOCALREC_BACKEND=torch|native`` forces
-one; the default, ``auto``, picks the first that applies.
+Backends (:func:`backend_name`): ``native`` (the compiled CPU kernel, float32 CPU logits),
+``triton`` (the Triton kernel, float32/float16/bfloat16 logits on a GPU Triton supports, when
+``triton`` imports) and ``torch`` (everything else, and the second derivative).
+``FOCALREC_BACKEND=auto|native|triton|torch`` chooses: the default, ``auto``, picks ``native`` for
+CPU tensors it takes, ``triton`` for accelerator tensors it takes, else ``torch``; a forced backend
+that does not apply raises an error that says why (``triton`` applies to CPU tensors only under
+Triton's interpreter, ``TRITON_INTERPRET=1``, which the tests use).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from focalrec._focal import native, torch_kernel
+from focalrec._focal import native, torch_kernel, triton_kernel
 from focalrec._focal.inputs import FocalInputs
 from focalrec._indices import values_readable
 
@@ -44,7 +48,7 @@ __all__ = [
     "focal_loss",
 ]
 
-BACKENDS = ("auto", "native", "torch")
+BACKENDS = ("auto", "native", "torch", "triton")
 """Values of the ``FOCALREC_BACKEND`` environment variable."""
 
 
@@ -58,7 +62,7 @@ def backend_name(inp: FocalInputs) -> str:
     if forced == "native":
         if not native.supports(inp):
             raise ValueError(
-                "FOCALREC_BACKEND=native takes float32 CPU logits with a unit column stride, got "
+                "FOCALREC_BACKEND=native takes float32 CPU logits, got "
                 f"{inp.logits.dtype} logits on {inp.logits.device}"
             )
         if native.load() is None:
@@ -67,8 +71,19 @@ def backend_name(inp: FocalInputs) -> str:
                 f"({native.unavailable_reason()})"
             )
         return "native"
-    if native.supports(inp) and native.load() is not None:
-        return "native"
+    if forced == "triton":
+        missing = triton_kernel.import_error()
+        if missing is not None:
+            raise RuntimeError(f"FOCALREC_BACKEND=triton: Triton is not available here ({missing})")
+        reason = triton_kernel.unavailable_reason(inp)
+        if reason is not None:
+            raise ValueError(f"FOCALREC_BACKEND=triton does not apply: {reason}")
+        return "triton"
+    if inp.logits.device.type == "cpu":
+        if native.supports(inp) and native.load() is not None:
+            return "native"
+    elif triton_kernel.supports(inp):
+        return "triton"
     return "torch"
 
 
@@ -84,6 +99,11 @@ def evaluate(
     name = backend_name(inp)
     if name == "native":
         return native.forward(inp, elementwise, need_grad, grad_into)
+    if name == "triton":
+        loss, grad = triton_kernel.forward(inp, elementwise, need_grad)
+        if grad_into is not None and grad is not None:
+            grad = grad_into.copy_(grad)
+        return loss, grad
     return torch_kernel.forward(inp, elementwise, need_grad, grad_into)
 
 

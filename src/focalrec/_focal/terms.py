@@ -99,7 +99,9 @@ def soft_terms(
     bce = torch.where(t > 0, t * sn, 0.0) + torch.where(u > 0, u * sp, 0.0)
     q = p * u + omp * t
     qg = _power(q, None, gamma)
-    value = qg * bce
+    # An infinite BCE has q >= min(t, 1 - t) > 0: the term is infinite even where q^gamma
+    # underflows to 0 (not 0 * inf).
+    value = torch.where(torch.isinf(bce), bce, qg * bce)
     if not (need_grad or need_hess):
         return value, None, None
     r = torch.where(q > 0, (p * omp) / q, 0.0)

@@ -15,6 +15,7 @@ import importlib.util
 import torch
 from torch import Tensor
 
+from focalrec._topk import _check_k
 from focalrec.metrics import _batch_state
 from focalrec.ranking import (
     _DENOMINATORS,
@@ -23,7 +24,6 @@ from focalrec.ranking import (
     Denominator,
     EmptyTargets,
     _check_choice,
-    _check_k,
 )
 
 __all__ = ["RankingMetricAtK"]
