@@ -214,7 +214,8 @@ def run_size(c: int, args: argparse.Namespace, budget: int | None) -> dict[str, 
         <= budget
         for name in impls
     }
-    running = {name: fn for name, fn in impls.items() if fits[name]}
+    chosen = set(args.large_only or impls) if large else set(impls)
+    running = {name: fn for name, fn in impls.items() if fits[name] and name in chosen}
     print(f"C = {c:,}: {', '.join(running)} ({repeats} repeats)", flush=True)
     load_before = load_average()
     data = make_data(n, d, c, args.positives, args.seed, dense="unfused_bce" in running)
@@ -246,7 +247,9 @@ def run_size(c: int, args: argparse.Namespace, budget: int | None) -> dict[str, 
         if name not in running:
             results[name] = {
                 "status": "not run",
-                "reason": "its estimated memory exceeds the budget",
+                "reason": "left out (--large-only)"
+                if fits[name]
+                else "its estimated memory exceeds the budget",
                 "estimated_peak_extra_mb": estimate / 2**20,
             }
             continue
@@ -317,6 +320,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "chunk_size": list(args.chunk_size),
             "repeats": args.repeats,
             "large_repeats": args.large_repeats,
+            "large_only": args.large_only,
             "large_items": args.large_items,
             "memory_budget_mb": None if budget is None else budget / 2**20,
         },
@@ -377,6 +381,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--large-repeats", type=int, default=2)
     parser.add_argument("--large-items", type=int, default=500_000)
+    parser.add_argument(
+        "--large-only",
+        nargs="+",
+        choices=IMPLEMENTATIONS,
+        default=None,
+        help="at catalogues of --large-items or more, run only these (default: all that fit)",
+    )
     parser.add_argument("--memory-budget-gib", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
