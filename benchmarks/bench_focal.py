@@ -177,27 +177,32 @@ def _status_bytes(field: str) -> int:
     raise KeyError(field)
 
 
-def peak_extra_bytes(run: Callable[[], object], between: Callable[[], None] | None = None) -> int:
-    """The peak resident memory that ``run()`` adds, in bytes, measured on a second call.
+def peak_extra_bytes(
+    step: Callable[[], object],
+    cleanup: Callable[[], object],
+    warmup: Callable[[], object] | None = None,
+) -> tuple[int, bool]:
+    """The peak resident memory (bytes) that ``step()`` adds, and whether it is exact.
 
-    The first call is a warm-up (one-time allocations are not ``run``'s); ``between()`` runs
-    after it. The peak is reset once the inputs exist (``/proc/self/clear_refs``, Linux); where
-    that is not possible the setup's own peak may hide part of it.
+    Measured on a call after a warm-up (``warmup()``, else ``step()`` itself: one-time
+    allocations are not the step's) and ``cleanup()`` (which drops what the warm-up left, e.g.
+    gradients), with the peak reset just before the call (``/proc/self/clear_refs``, Linux);
+    where that is not possible the process's earlier peak may hide part of it, and ``exact`` is
+    False.
     """
-    run()
-    if between is not None:
-        between()
+    (warmup or step)()
+    cleanup()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM)
         exact = True
     except OSError:
         exact = False
     before = _status_bytes("VmRSS")
-    run()
+    step()
     peak = _status_bytes("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if not exact:
         peak *= 1024
-    return max(peak - before, 0)
+    return max(peak - before, 0), exact
 
 
 def memory_child(args: argparse.Namespace) -> None:
@@ -207,11 +212,11 @@ def memory_child(args: argparse.Namespace) -> None:
     fn = implementations(args.alpha, args.gamma, [args.memory_child])[args.memory_child]
     x = base.clone().requires_grad_()
 
-    def clear_grad() -> None:
+    def cleanup() -> None:
         x.grad = None
 
-    extra = peak_extra_bytes(lambda: fn(x, targets).backward(), between=clear_grad)
-    print(json.dumps({"extra_bytes": extra}))
+    extra, exact = peak_extra_bytes(lambda: fn(x, targets).backward(), cleanup)
+    print(json.dumps({"extra_bytes": extra, "exact": exact}))
 
 
 def measure_memory(name: str, args: argparse.Namespace) -> int | None:
@@ -335,6 +340,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """Write ``report`` to ``path`` atomically (a reader never sees half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.memory_child is not None:
@@ -343,9 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     report = run(args)
     print_table(report)
     if args.json is not None:
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Reads top to bottom: check -> load -> encode -> windows -> train -> evaluate -> 
     python examples/challenge.py --data DIR --output OUT
     python examples/challenge.py --data DIR --output OUT --resume     # after an interruption
     torchrun --nproc_per_node=2 examples/challenge.py --data DIR      # DistributedDataParallel
+    python examples/challenge.py --fused-head      # the output layer computed inside the loss
 
 ``DIR`` holds the challenge's ``train.csv`` (required), ``test.csv`` and ``challenge_data.csv``
 (optional); see ``challenge_data.py`` for the schema and the checks. A model sees the last ``L``
@@ -289,6 +290,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"focal loss gamma, --loss focal only (default: {d.gamma})",
     )
     g.add_argument(
+        "--fused-head",
+        action="store_true",
+        help="compute the output layer inside the loss (focalrec.linear_sigmoid_focal_loss): "
+        "the same loss and gradients without the (batch, items) logits; --loss bce and focal "
+        "only",
+    )
+    g.add_argument(
         "--optimizer",
         choices=sorted(OPTIMIZER_DEFAULTS),
         default=d.optimizer,
@@ -360,6 +368,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 f"argument --{flag}: applies to --{chooser} {' and '.join(choices)} only, "
                 f"not --{chooser} {chosen}"
             )
+    if args.fused_head and args.loss == "softmax":
+        p.error("argument --fused-head: applies to --loss bce and focal only, not --loss softmax")
     if args.alpha == "none":
         args.alpha = None
     return args
@@ -579,6 +589,35 @@ def softmax_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return -(log_p * valid).sum() / valid.sum().clamp_min(1)
 
 
+class TrainingLoss(nn.Module):
+    """The training loss of ``model`` on ``(history, targets)``, as one module (what
+    ``DistributedDataParallel`` wraps): the loss of the model's logits, or with ``--fused-head``
+    the same loss of its features and output layer, fused, never forming the logits."""
+
+    def __init__(self, model: SequenceRecommender, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = make_loss(config)
+        self.fused = bool(config.get("fused_head"))
+        focal = config["loss"] == "focal"
+        self.alpha = config["alpha"] if focal else None  # bce: gamma 0 without alpha
+        self.gamma = config["gamma"] if focal else 0.0
+
+    def forward(self, history: Tensor, targets: Tensor) -> Tensor:
+        if not self.fused:
+            return self.loss(self.model(history), targets)
+        return focalrec.linear_sigmoid_focal_loss(
+            self.model.features(history),
+            self.model.output_weight(),
+            targets,
+            linear_bias=self.model.output.bias,
+            alpha=self.alpha,
+            gamma=self.gamma,
+            reduction="sum_over_positives",
+            validate_args=False,
+        )
+
+
 def make_loss(config: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
     """The training loss of ``(logits (N, C), targets (N, 3) index list)``.
 
@@ -619,8 +658,7 @@ def make_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Opti
 
 
 def train_one_epoch(
-    model: nn.Module,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     windows: Windows,
     config: dict[str, Any],
@@ -641,7 +679,7 @@ def train_one_epoch(
     torch.manual_seed(config["seed"] * 1_000_003 + epoch * 101 + procs.rank)
     batch = config["batch_size"]
     starts = [s for s in range(0, n, batch) if min(batch, n - s) >= procs.world]
-    model.train()
+    loss_fn.train()
     total, count = 0.0, 0
     bar = tqdm(
         starts,
@@ -652,8 +690,7 @@ def train_one_epoch(
     )
     for s in bar:
         rows = order[s : s + batch][procs.rank :: procs.world]
-        logits = model(windows.train_history[rows])
-        loss = loss_fn(logits, windows.train_targets[rows])
+        loss = loss_fn(windows.train_history[rows], windows.train_targets[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
@@ -775,6 +812,7 @@ def used_config(config: dict[str, Any]) -> dict[str, Any]:
     and optimizer ignore as None (so do older checkpoints' values); ``--prior`` as a number."""
     used = {k: v for k, v in config.items() if k != "data"}
     used.setdefault("model", "mlp")  # checkpoints from before --model trained the MLP
+    used.setdefault("fused_head", False)  # and those from before --fused-head did not fuse
     for name, (chooser, choices) in USED_ONLY_BY.items():
         if used.get(chooser) not in choices:
             used[name] = None
@@ -889,7 +927,7 @@ def _shape_mismatch(weights: dict[str, Any] | None, expected: dict[str, Tensor])
 
 
 def train(
-    model: nn.Module,
+    model: SequenceRecommender,
     optimizer: torch.optim.Optimizer,
     windows: Windows,
     config: dict[str, Any],
@@ -903,13 +941,14 @@ def train(
     Raises:
         TrainingDiverged: when the epoch's training loss or validation scores are not finite.
     """
-    wrapped = DistributedDataParallel(model) if procs.world > 1 else model
-    loss_fn = make_loss(config)
+    loss_fn: nn.Module = TrainingLoss(model, config)
+    if procs.world > 1:
+        loss_fn = DistributedDataParallel(loss_fn)
     assert state.history is not None
     while not state.done and state.epoch < config["epochs"]:
         epoch = state.epoch + 1
         start = time.perf_counter()
-        loss = train_one_epoch(wrapped, loss_fn, optimizer, windows, config, epoch, procs, quiet)
+        loss = train_one_epoch(loss_fn, optimizer, windows, config, epoch, procs, quiet)
         val_map = validation_map(model, windows, procs)
         if not (math.isfinite(loss) and math.isfinite(val_map)):  # alike on every process
             what = f"training loss is {loss}"

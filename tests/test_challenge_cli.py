@@ -410,6 +410,38 @@ def test_every_model_trains_with_its_own_defaults(
     assert ("gru.weight_ih_l0" in best) == (model == "gru")
 
 
+@pytest.mark.parametrize("loss", [["--loss", "bce"], ["--loss", "focal", "--gamma", "1"]])
+@pytest.mark.parametrize("model", ["mlp", "gru"])
+def test_fused_head_trains_the_same_run(
+    tiny_data: Path, tmp_path: Path, loss: list[str], model: str
+) -> None:
+    histories = []
+    for fused in ([], ["--fused-head"]):
+        out = tmp_path / f"out{len(fused)}"
+        argv = ["--data", str(tiny_data), "--output", str(out), "--epochs", "3", "--quiet"]
+        assert challenge.main([*argv, "--model", model, "--embedding-dim", "8", *loss, *fused]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["config"]["fused_head"] == bool(fused)
+        histories.append(metrics["epochs"])
+    unfused, fused_run = histories
+    for a, b in zip(unfused, fused_run, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["val_map3"] == pytest.approx(a["val_map3"], abs=1e-6)
+
+
+def test_fused_head_refuses_softmax(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--data", str(tiny_data), "--output", str(tmp_path / "out"), "--loss", "softmax"]
+    with pytest.raises(SystemExit) as e:
+        challenge.main([*argv, "--fused-head"])
+    assert e.value.code == 2
+    assert "argument --fused-head: applies to --loss bce and focal only, not --loss softmax" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -184,6 +184,19 @@ def test_per_class_weight_broadcasts() -> None:
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("alpha", [0.25, 0.3])
+def test_float64_reductions_keep_float64_precision(alpha: float) -> None:
+    # Regression: the alpha factor of hard targets was float32, which rounded the mean's scale.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(37, 53, generator=g, dtype=torch.float64) * 3
+    t = random_index_list(37, 4, 53, g)
+    total = sigmoid_focal_loss(x, t, alpha=alpha, reduction="sum")
+    mean = sigmoid_focal_loss(x, t, alpha=alpha, reduction="mean")
+    expected = reference(x, index_list_to_dense(t, 53, dtype=torch.float64), alpha, 2.0).sum()
+    torch.testing.assert_close(total, expected, rtol=1e-13, atol=0)
+    torch.testing.assert_close(mean, expected / (37 * 53), rtol=1e-13, atol=0)
+
+
 def test_empty_and_fully_masked_inputs_give_zero() -> None:
     x = torch.zeros(0, 5, requires_grad=True)
     for targets in (torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 5)):

@@ -101,6 +101,26 @@ STEPS: tuple[Step, ...] = (
         env={"OMP_NUM_THREADS": "1"},
     ),
     Step(
+        # At a million items only the fused loss: the unfused losses do not fit in memory, and
+        # the chunked linear_cross_entropy did not finish one call in 50 minutes on a loaded core.
+        "bench_linear",
+        (
+            "benchmarks/bench_linear.py",
+            "--threads",
+            "1",
+            "--repeats",
+            "3",
+            "--large-repeats",
+            "1",
+            "--large-only",
+            "fused",
+            "--json",
+            "{out}",
+        ),
+        "bench_linear.json",
+        timeout_s=6 * 3600,
+    ),
+    Step(
         "bench_metrics",
         ("benchmarks/bench_metrics.py", "--threads", "1", "--json", "{out}"),
         "bench_metrics.json",

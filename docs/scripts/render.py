@@ -344,6 +344,166 @@ def bench_gpu_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) ->
 
 
 # ------------------------------------------------------------------------------------------------
+# the fused output layer: benchmarks/bench_linear.py
+
+LINEAR_LABELS = {
+    "fused": "focalrec `linear_sigmoid_focal_loss` (fused)",
+    "unfused_focal": "`F.linear` + `sigmoid_focal_loss`",
+    "unfused_bce": "`F.linear` + BCE-with-logits (dense targets)",
+    "linear_cross_entropy": "`F.linear_cross_entropy` (softmax, plain)",
+    "linear_cross_entropy_chunked": "`F.linear_cross_entropy` (softmax, chunked)",
+}
+
+
+def _mib(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def bench_linear_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    cfg, env = data["config"], data["environment"]
+    rows = []
+    for size in data["sizes"]:
+        for key, r in size["results"].items():
+            label = LINEAR_LABELS.get(key, key)
+            if r["status"] != "measured" and "--large-only" in r.get("reason", ""):
+                rows.append([f"{size['c']:,}", label, "left out at this size", "", "", "", ""])
+                continue
+            if r["status"] != "measured":
+                estimate = f"≥ {_mib(r['estimated_peak_extra_mb'])} (estimate, not run)"
+                rows.append([f"{size['c']:,}", label, "not run", "", "", estimate, ""])
+                continue
+            versus = r.get("peak_extra_vs_unfused")
+            if versus is not None and size["unfused_memory_is_estimate"]:
+                versus_text = f"≤ {versus:.3f}x of the estimate"
+            else:
+                versus_text = _opt(versus, ".3f") + ("x" if versus is not None else "")
+            memory = r.get("peak_extra_mb")
+            rows.append(
+                [
+                    f"{size['c']:,}",
+                    label,
+                    f"{r['wall_ms'] / 1e3:.2f}",
+                    _opt(r["wall_vs_unfused"], ".2f") + ("x" if r["wall_vs_unfused"] else ""),
+                    _opt(r["cpu_vs_unfused"], ".2f") + ("x" if r["cpu_vs_unfused"] else ""),
+                    "n/a" if memory is None else _mib(memory),
+                    versus_text,
+                ]
+            )
+    headers = [
+        "items C",
+        "forward + backward",
+        "median wall s",
+        "wall / unfused focal",
+        "CPU time / unfused focal",
+        "peak extra memory, MiB",
+        "memory / unfused focal",
+    ]
+    checks = [
+        [
+            f"{size['c']:,}",
+            *(f"{size['check_vs_unfused'][k]:.1e}" for k in _LINEAR_CHECKS),
+        ]
+        for size in data["sizes"]
+        if size["check_vs_unfused"]
+    ]
+    runs = "; ".join(
+        f"C = {size['c']:,}: median of {size['repeats']} (warm-up on {size['warmup']}), "
+        f"load average {size['load_average'][0]} to {size['load_average'][1]}"
+        for size in data["sizes"]
+    )
+    return (
+        f"![Fused output layer: time and peak memory by catalogue size](generated/{name}.png)"
+        "\n\n"
+        + md_table(headers, rows, "lllrrrr")
+        + f"\nN = {cfg['n']:,} rows, d = {cfg['d']} features, {cfg['dtype']}, "
+        f"{cfg['positives']} positives per row (the softmax references: one random item per "
+        f"row), alpha = {cfg['alpha']}, gamma = {cfg['gamma']}, reduction `{cfg['reduction']}`, "
+        f"chunks of {cfg['chunk_size'][0]:,} x {cfg['chunk_size'][1]:,} logits, "
+        f"{env['threads']} torch thread(s), repeats interleaved. {runs}. Peak extra memory is "
+        "the resident memory that forward + backward adds, measured in a subprocess per "
+        "implementation; it includes the gradients of the features, the weight and the bias. "
+        "A row marked *not run* did not fit in the memory available "
+        f"({cfg['memory_budget_mb'] / 1024:.1f} GiB budget): its figure is the estimate from "
+        "its formula, the logits and their gradient plus the three gradients, a lower bound, "
+        "never a measurement. A row *left out at this size* was not run there to keep the "
+        "build short (`--large-only`): it fits, and the same command without that option runs "
+        "it.\n\n"
+        + (
+            "The fused loss against the unfused one in the same run, relative differences "
+            "(norm of the difference over the norm):\n\n"
+            + md_table(
+                ["items C", "loss", "input gradient", "weight gradient", "bias gradient"], checks
+            )
+            + "\n"
+            if checks
+            else ""
+        )
+        + provenance_line(name, provenance)
+    )
+
+
+_LINEAR_CHECKS = (
+    "loss_rel_diff",
+    "grad_input_rel_diff",
+    "grad_weight_rel_diff",
+    "grad_bias_rel_diff",
+)
+
+
+def bench_linear_png(name: str, data: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    sizes = data["sizes"]
+    keys = list(sizes[0]["results"])
+    colors = dict(
+        zip(keys, ["tab:blue", "tab:orange", "tab:gray", "tab:green", "tab:olive"], strict=False)
+    )
+    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for key in keys:
+        label = LINEAR_LABELS.get(key, key).replace("`", "")
+        rows = [(s["c"], s["results"][key]) for s in sizes]
+        measured = [(c, r["peak_extra_mb"]) for c, r in rows if r.get("peak_extra_mb")]
+        estimated = [
+            (c, r["estimated_peak_extra_mb"]) for c, r in rows if r["status"] != "measured"
+        ]
+        timed = [(c, r["wall_vs_unfused"]) for c, r in rows if r.get("wall_vs_unfused")]
+        style = {"marker": "o", "color": colors[key]}
+        if measured:
+            ax_m.plot(*zip(*measured, strict=True), label=label, **style)
+        if estimated:
+            ax_m.plot(
+                *zip(*estimated, strict=True),
+                markerfacecolor="none",
+                linestyle="none",
+                label=f"{label}: estimate, not run",
+                **style,
+            )
+        if timed:
+            ax_t.plot(*zip(*timed, strict=True), label=label, **style)
+    ax_m.set(
+        xscale="log",
+        yscale="log",
+        xlabel="items C (log)",
+        ylabel="peak extra memory, MiB (log)",
+        title="memory of forward + backward",
+    )
+    ax_t.axhline(1.0, color="black", linewidth=0.8)
+    ax_t.set(
+        xscale="log",
+        xlabel="items C (log)",
+        ylabel="wall time / F.linear + focal loss",
+        title="time, where the unfused loss fits",
+    )
+    ax_m.legend(fontsize=6, loc="upper left")
+    ax_t.legend(fontsize=6, loc="upper left")
+    for ax in (ax_m, ax_t):
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(GENERATED / f"{name}.png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
 # ranking metrics: benchmarks/bench_metrics.py
 
 
@@ -575,6 +735,7 @@ RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "prior_curves": (prior_curves_md, prior_curves_png),
     "focal_comparison": (focal_comparison_md, no_figure),
     "bench_focal": (bench_focal_md, bench_focal_png),
+    "bench_linear": (bench_linear_md, bench_linear_png),
     "bench_metrics": (bench_metrics_md, bench_metrics_png),
     "bench_gpu": (bench_gpu_md, no_figure),
     "bench_topk": (bench_topk_md, bench_topk_png),

@@ -6,6 +6,7 @@ dense. See :mod:`focalrec._indices` for the convention shared by every function.
 
 from focalrec._indices import dense_to_index_list, index_list_to_dense
 from focalrec._topk import topk_items_from_embeddings
+from focalrec.linear import LinearFocalLoss, linear_sigmoid_focal_loss
 from focalrec.losses import FocalLoss, sigmoid_focal_loss
 from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
 from focalrec.priors import class_priors, focal_prior_bias, init_prior_bias_, prior_bias
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FocalLoss",
+    "LinearFocalLoss",
     "MeanAveragePrecisionAtK",
     "RankingMetricsAtK",
     "__version__",
@@ -33,6 +35,7 @@ __all__ = [
     "hit_rate_at_k",
     "index_list_to_dense",
     "init_prior_bias_",
+    "linear_sigmoid_focal_loss",
     "map_at_k",
     "mrr_at_k",
     "ndcg_at_k",

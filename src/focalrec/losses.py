@@ -110,10 +110,10 @@ def sigmoid_focal_loss(
     read_values = validate_args and values_readable()
     num_classes = logits.shape[-1] if logits.ndim > 0 else 1
     _check_hyper(alpha, gamma, reduction, num_classes, read_values)
-    sparse = _check_targets(logits, targets, read_values)
+    sparse = _check_targets(logits.shape, targets, read_values)
     cd = torch.promote_types(logits.dtype, torch.float32)
     if weight is not None:
-        _check_weight(weight, logits, read_values)
+        _check_weight(weight, logits.shape, read_values)
         weight = weight.to(cd)
     divisor = None
     if reduction == "mean":
@@ -225,23 +225,34 @@ def _check_no_nan(out: Tensor, logits: Tensor, weight: Tensor | None) -> None:
 def _mean_denominator(logits: Tensor, weight: Tensor | None) -> Tensor:
     """Number of elements, or the sum of the broadcast weight; 1 when that is 0 (0-d tensor)."""
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    if weight is None:
-        return torch.tensor(float(max(logits.numel(), 1)), dtype=dtype, device=logits.device)
-    repeats = logits.numel() // max(weight.numel(), 1)
-    total = weight.sum(dtype=dtype) * repeats
+    total = _num_elements(logits.shape, weight, dtype, logits.device)
     return torch.where(total > 0, total, torch.ones_like(total))
 
 
-def _num_positives(
-    targets: Tensor, sparse: bool, weight: Tensor | None, shape: torch.Size
+def _num_elements(
+    shape: tuple[int, ...], weight: Tensor | None, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
-    """Number of positive labels (weighted), as a 0-d float32 device tensor."""
+    """Number of elements of ``shape``, or the sum of ``weight`` broadcast to it (0-d tensor)."""
+    if weight is None:
+        return torch.tensor(float(math.prod(shape)), dtype=dtype, device=device)
+    repeats = math.prod(shape) // max(weight.numel(), 1)
+    return weight.sum(dtype=dtype) * repeats
+
+
+def _num_positives(
+    targets: Tensor, sparse: bool, weight: Tensor | None, shape: tuple[int, ...]
+) -> Tensor:
+    """Number of positive labels (weighted), as a 0-d float32 device tensor.
+
+    Index lists count the ids in ``[0, C)`` only (an item range evaluates the ids of its range).
+    """
     dtype = torch.float32 if weight is None else torch.promote_types(weight.dtype, torch.float32)
     if sparse:
-        keep = first_occurrence(targets).to(dtype)
-        if weight is None:
+        c = shape[-1]
+        keep = (first_occurrence(targets) & (targets >= 0) & (targets < c)).to(dtype)
+        if weight is None or c == 0:
             return keep.sum()
-        w = weight.expand(shape).gather(1, targets.clamp_min(0).long()).to(dtype)
+        w = weight.expand(shape).gather(1, targets.clamp(0, c - 1).long()).to(dtype)
         return (keep * w).sum()
     if weight is None:
         return targets.sum(dtype=dtype)
@@ -314,29 +325,40 @@ def _check_hyper(
         raise ValueError(f"`alpha` must be in [0, 1], got {alpha}")
 
 
-def _check_targets(logits: Tensor, targets: object, validate_args: bool) -> bool:
-    """Validate ``targets``; return whether they are an index list."""
+def _check_targets(
+    shape: tuple[int, ...],
+    targets: object,
+    validate_args: bool,
+    *,
+    name: str = "targets",
+    num_classes: int | None = None,
+) -> bool:
+    """Validate ``targets`` for logits of ``shape``; return whether they are an index list.
+
+    Index lists hold ids in ``[0, num_classes)`` (by default the logits' last dimension; an item
+    range of a larger catalogue passes the catalogue's size).
+    """
     if not isinstance(targets, Tensor):
-        raise TypeError(f"`targets` must be a torch.Tensor, got {type(targets).__name__}")
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(targets).__name__}")
     if is_index_list(targets):
-        if logits.ndim != 2:
+        if len(shape) != 2:
             raise ValueError(
-                "index-list `targets` need `logits` of shape (N, C), "
-                f"got logits of shape {tuple(logits.shape)}"
+                f"index-list `{name}` need `logits` of shape (N, C), "
+                f"got logits of shape {tuple(shape)}"
             )
         check_index_list(
             targets,
-            "targets",
-            num_rows=logits.shape[0],
-            num_classes=logits.shape[1],
+            name,
+            num_rows=shape[0],
+            num_classes=shape[1] if num_classes is None else num_classes,
             validate_args=validate_args,
         )
         return True
     if targets.is_complex():
-        raise TypeError(f"`targets` must be floating, bool or integer, got dtype {targets.dtype}")
-    if targets.shape != logits.shape:
+        raise TypeError(f"`{name}` must be floating, bool or integer, got dtype {targets.dtype}")
+    if tuple(targets.shape) != tuple(shape):
         raise ValueError(
-            f"dense `targets` must have the logits' shape {tuple(logits.shape)}, "
+            f"dense `{name}` must have the logits' shape {tuple(shape)}, "
             f"got shape {tuple(targets.shape)}"
         )
     if validate_args and targets.is_floating_point() and targets.numel() > 0:
@@ -344,18 +366,18 @@ def _check_targets(logits: Tensor, targets: object, validate_args: bool) -> bool
         if not (lo >= 0.0 and hi <= 1.0):
             outside = ~((targets >= 0) & (targets <= 1))
             bad = float(targets[outside][0])
-            raise ValueError(f"dense `targets` must hold values in [0, 1], got {bad}")
+            raise ValueError(f"dense `{name}` must hold values in [0, 1], got {bad}")
     return False
 
 
-def _check_weight(weight: object, logits: Tensor, validate_args: bool) -> None:
+def _check_weight(weight: object, shape: tuple[int, ...], validate_args: bool) -> None:
     if not isinstance(weight, Tensor):
         raise TypeError(f"`weight` must be a torch.Tensor or None, got {type(weight).__name__}")
     if not (weight.is_floating_point() or weight.dtype == torch.bool):
         raise TypeError(f"`weight` must be a floating or bool tensor, got dtype {weight.dtype}")
-    if not _broadcasts_to(weight.shape, logits.shape):
+    if not _broadcasts_to(weight.shape, shape):
         raise ValueError(
-            f"`weight` must be broadcastable to the logits' shape {tuple(logits.shape)}, "
+            f"`weight` must be broadcastable to the logits' shape {tuple(shape)}, "
             f"got shape {tuple(weight.shape)}"
         )
     if (

@@ -44,6 +44,7 @@ __all__ = [
     "FocalDerivativeFunction",
     "FocalLossFunction",
     "backend_name",
+    "evaluate",
     "focal_loss",
 ]
 
@@ -86,18 +87,29 @@ def backend_name(inp: FocalInputs) -> str:
     return "torch"
 
 
-def _forward(inp: FocalInputs, elementwise: bool, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+def evaluate(
+    inp: FocalInputs, elementwise: bool, need_grad: bool, grad_into: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """The loss of ``inp`` (elementwise, or its sum) and, if asked, its gradient, by the backend
+    that :func:`backend_name` picks: the one entry point to the backends.
+
+    The gradient is written into ``grad_into`` when given (``(R, C)`` in the logits' dtype with a
+    unit column stride; it may be the logits themselves, as the fused output layer does).
+    """
     name = backend_name(inp)
     if name == "native":
-        return native.forward(inp, elementwise, need_grad)
+        return native.forward(inp, elementwise, need_grad, grad_into)
     if name == "triton":
-        return triton_kernel.forward(inp, elementwise, need_grad)
-    return torch_kernel.forward(inp, elementwise, need_grad)
+        loss, grad = triton_kernel.forward(inp, elementwise, need_grad)
+        if grad_into is not None and grad is not None:
+            grad = grad_into.copy_(grad)
+        return loss, grad
+    return torch_kernel.forward(inp, elementwise, need_grad, grad_into)
 
 
 def _derivative(inp: FocalInputs, order: int) -> Tensor:
     if order == 1 and backend_name(inp) != "torch":
-        grad = _forward(inp, elementwise=False, need_grad=True)[1]
+        grad = evaluate(inp, elementwise=False, need_grad=True)[1]
         assert grad is not None
         return grad
     return torch_kernel.derivative(inp, order)
@@ -122,7 +134,7 @@ def _focal_loss_op(
     need_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     inp = FocalInputs(logits, dense, index, alpha, alpha_vec, gamma, weight, scale, col_offset)
-    out, grad = _forward(inp, elementwise, need_grad)
+    out, grad = evaluate(inp, elementwise, need_grad)
     return out, logits.new_empty(0) if grad is None else grad
 
 

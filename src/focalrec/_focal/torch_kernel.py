@@ -71,7 +71,10 @@ def _factor(inp: FocalInputs, rows: slice, t: Tensor, hard: bool) -> Tensor | fl
         factor = t * a + (1.0 - t) * (1.0 - a)
     elif inp.alpha is not None:
         a_pos, a_neg = inp.alpha, 1.0 - inp.alpha
-        factor = torch.where(t != 0, a_pos, a_neg) if hard else t * a_pos + (1.0 - t) * a_neg
+        if hard:  # in t's dtype: torch.where of two Python floats would be float32
+            factor = torch.full_like(t, a_neg).masked_fill_(t != 0, a_pos)
+        else:
+            factor = t * a_pos + (1.0 - t) * a_neg
     if inp.weight is not None:
         factor = inp.weight[rows].to(t.dtype) * factor
     if inp.scale is not None:

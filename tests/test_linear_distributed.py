@@ -1,0 +1,160 @@
+"""Two processes on CPU (gloo), the catalogue split by item ranges: the loss and its gradients
+equal the single-process result (float64: to 1e-12 relative, the summation order; float32: to
+float32 rounding)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from focalrec import (
+    LinearFocalLoss,
+    index_list_to_dense,
+    linear_sigmoid_focal_loss,
+    sigmoid_focal_loss,
+)
+from focalrec.linear import LINEAR_REDUCTIONS
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+
+WORLD = 2
+N, D, C = 13, 5, 23
+CUTS = (0, 7, C)  # uneven ranges: rank 0 holds items 0-6, rank 1 items 7-22
+CASES = [(r, k, dt) for r in LINEAR_REDUCTIONS for k in ("index", "dense") for dt in ("64", "32")]
+
+
+def _data(dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    index = torch.randint(-1, C, (N, 4), generator=g)
+    index[0] = torch.tensor([1, 20, 1, -1])  # positives on both ranges, a repeat
+    return {
+        "x": torch.randn(N, D, generator=g, dtype=torch.float64).to(dtype),
+        "w": (torch.randn(C, D, generator=g, dtype=torch.float64) * 0.8).to(dtype),
+        "b": (torch.randn(C, generator=g, dtype=torch.float64) - 3.0).to(dtype),
+        "index": index,
+        "dense": index_list_to_dense(index, C, dtype=dtype),
+        "alpha": torch.rand(C, generator=g, dtype=torch.float64).to(dtype),
+        "weight": torch.rand(C, generator=g, dtype=torch.float64).to(dtype),
+    }
+
+
+def _run(
+    d: dict[str, torch.Tensor], lo: int, hi: int, reduction: str, kind: str, group: object
+) -> dict[str, torch.Tensor]:
+    x = d["x"].clone().requires_grad_()
+    w = d["w"][lo:hi].clone().requires_grad_()
+    b = d["b"][lo:hi].clone().requires_grad_()
+    target = d["index"] if kind == "index" else d["dense"][:, lo:hi]
+    loss = linear_sigmoid_focal_loss(
+        x,
+        w,
+        target,
+        linear_bias=b,
+        alpha=d["alpha"][lo:hi],
+        weight=d["weight"][lo:hi],
+        reduction=reduction,  # type: ignore[arg-type]
+        chunk_size=(4, 3),
+        item_offset=lo,
+        process_group=group,  # type: ignore[arg-type]
+    )
+    loss.backward()
+    assert x.grad is not None
+    assert w.grad is not None
+    assert b.grad is not None
+    return {"loss": loss.detach(), "x": x.grad, "w": w.grad, "b": b.grad}
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        lo, hi = CUTS[rank], CUTS[rank + 1]
+        results: dict[str, object] = {}
+        for reduction, kind, bits in CASES:
+            d = _data(torch.float64 if bits == "64" else torch.float32)
+            results[f"{reduction}-{kind}-{bits}"] = _run(
+                d, lo, hi, reduction, kind, dist.group.WORLD
+            )
+        # The module splits the catalogue itself: 12 items on rank 0, 11 on rank 1, and
+        # initializes its range as the unsplit layer would.
+        torch.manual_seed(0)
+        init = LinearFocalLoss(D, C, prior=None, process_group=dist.group.WORLD)
+        assert init.bias is not None
+        results["init"] = {"w": init.weight.detach(), "b": init.bias.detach()}
+        results["init"]["next"] = torch.rand(4)  # the generator, after the initialization
+        d = _data(torch.float64)
+        head = LinearFocalLoss(
+            D, C, alpha=d["alpha"], process_group=dist.group.WORLD, dtype=torch.float64
+        )
+        assert head.bias is not None
+        start, end = head.item_offset, head.item_offset + head.num_items_local
+        with torch.no_grad():
+            head.weight.copy_(d["w"][start:end])
+            head.bias.copy_(d["b"][start:end])
+        x = d["x"].clone().requires_grad_()
+        loss = head(x, d["index"])
+        loss.backward()
+        results["module"] = {
+            "loss": loss.detach(),
+            "x": x.grad,
+            "w": head.weight.grad,
+            "b": head.bias.grad,
+            "range": torch.tensor([start, end]),
+        }
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _single(
+    d: dict[str, torch.Tensor], reduction: str, kind: str, weighted: bool = True
+) -> dict[str, torch.Tensor]:
+    """The whole catalogue in one process, unfused."""
+    x, w, b = (d[k].clone().requires_grad_() for k in ("x", "w", "b"))
+    loss = sigmoid_focal_loss(
+        F.linear(x, w, b),
+        d["index"] if kind == "index" else d["dense"],
+        alpha=d["alpha"],
+        weight=d["weight"] if weighted else None,
+        reduction=reduction,  # type: ignore[arg-type]
+    )
+    gx, gw, gb = torch.autograd.grad(loss, (x, w, b))
+    return {"loss": loss.detach(), "x": gx, "w": gw, "b": gb}
+
+
+def _assert_matches(
+    ranks: list[dict[str, torch.Tensor]], expected: dict[str, torch.Tensor], bits: str
+) -> None:
+    tol = {"rtol": 1e-12, "atol": 1e-14} if bits == "64" else {"rtol": 1e-5, "atol": 1e-7}
+    for got in ranks:  # every rank has the whole loss and the whole input gradient
+        torch.testing.assert_close(got["loss"], expected["loss"], **tol)
+        torch.testing.assert_close(got["x"], expected["x"], **tol)
+    for name in ("w", "b"):  # each rank has its own range's gradient
+        torch.testing.assert_close(torch.cat([r[name] for r in ranks]), expected[name], **tol)
+
+
+def test_two_item_ranges_match_one_process(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    for reduction, kind, bits in CASES:
+        d = _data(torch.float64 if bits == "64" else torch.float32)
+        key = f"{reduction}-{kind}-{bits}"
+        _assert_matches([r[key] for r in ranks], _single(d, reduction, kind), bits)
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(D, C)
+    after = torch.rand(4)
+    for name, whole in (("w", linear.weight), ("b", linear.bias)):
+        assert torch.equal(torch.cat([r["init"][name] for r in ranks]), whole.detach())
+    for r in ranks:
+        assert torch.equal(r["init"]["next"], after)
+    module = [r["module"] for r in ranks]
+    assert [m["range"].tolist() for m in module] == [[0, 12], [12, 23]]
+    expected = _single(_data(torch.float64), "mean", "index", weighted=False)
+    _assert_matches(module, expected, "64")
