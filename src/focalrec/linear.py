@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -604,11 +604,18 @@ def _apply_eager(
     return loss
 
 
-_apply = cast(
-    "Callable[[Tensor, Tensor, Tensor | None, _Plan, tuple[bool, ...]], Tensor]",
-    torch.compiler.disable(_apply_eager),  # type: ignore[no-untyped-call]
-)
-"""The fused loss as one opaque call: ``torch.compile`` runs it eagerly (a graph break)."""
+_DISABLED: list[Callable[..., Tensor]] = []
+
+
+def _apply(x: Tensor, w: Tensor, b: Tensor | None, plan: _Plan, need: tuple[bool, ...]) -> Tensor:
+    """The fused loss as one opaque call: ``torch.compile`` runs it eagerly (a graph break).
+
+    ``torch.compiler.disable`` is applied on the first call, not at import: it imports dynamo,
+    which imports triton where it is installed.
+    """
+    if not _DISABLED:
+        _DISABLED.append(torch.compiler.disable(_apply_eager))  # type: ignore[no-untyped-call]
+    return _DISABLED[0](x, w, b, plan, need)
 
 
 # --------------------------------------------------------------------------------------------------
