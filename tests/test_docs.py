@@ -76,3 +76,20 @@ def test_getting_started_loop_learns(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_generated_tables_match_their_json() -> None:
     render = runpy.run_path(str(DOCS / "scripts" / "render.py"))
     assert render["render"](check=True, figures=False) == []
+
+
+def test_docs_assets_are_served_from_the_site_itself() -> None:
+    """The math renders offline: no script or stylesheet of the site comes from another host."""
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    assets = [*config.get("extra_javascript", []), *config.get("extra_css", [])]
+    assert assets, "mkdocs.yml names no extra_javascript / extra_css"
+    remote = [a for a in assets if re.match(r"(?i)^(https?:)?//", str(a))]
+    assert not remote, f"assets fetched from another host: {remote}"
+    missing = [a for a in assets if not (DOCS / str(a)).is_file()]
+    assert not missing, f"assets missing under docs/: {missing}"
+    css = (DOCS / "vendor/katex/katex.min.css").read_text(encoding="utf-8")
+    fonts = set(re.findall(r"url\((fonts/[^)]+\.woff2)\)", css))
+    assert fonts, "katex.min.css names no woff2 font"
+    absent = sorted(f for f in fonts if not (DOCS / "vendor/katex" / f).is_file())
+    assert not absent, f"fonts katex.min.css needs but docs/vendor/katex lacks: {absent}"
