@@ -86,6 +86,7 @@ def test_docs_assets_are_served_from_the_site_itself() -> None:
     assert assets, "mkdocs.yml names no extra_javascript / extra_css"
     remote = [a for a in assets if re.match(r"(?i)^(https?:)?//", str(a))]
     assert not remote, f"assets fetched from another host: {remote}"
+    assert config["theme"].get("font") is False, "the theme would fetch its fonts from Google Fonts"
     missing = [a for a in assets if not (DOCS / str(a)).is_file()]
     assert not missing, f"assets missing under docs/: {missing}"
     css = (DOCS / "vendor/katex/katex.min.css").read_text(encoding="utf-8")
