@@ -1,8 +1,8 @@
 """Top-k from embeddings: focalrec's exact streamed top-k against the obvious chunked one.
 
-The scores of a factorized model, ``queries @ item_embeddings.T + item_bias``, are too many to
-hold at catalogue size, so both sides form them one block of rows x items at a time, the same
-blocks (``--chunk-size`` scores, focalrec's documented default shape):
+The scores of a factorized model, ``queries @ item_embeddings.T + bias``, are too many to hold at
+catalogue size, so both sides form them one block of rows x items at a time, the same blocks
+(``--chunk-size ROWS ITEMS``, by default 1,024 x 16,384: 2**24 scores, 64 MiB of float32):
 
 - ``topk_items_from_embeddings``: each block's exact best k (ties by lower index, exclusions)
   merged into a running best k;
@@ -45,13 +45,7 @@ from focalrec import topk_items, topk_items_from_embeddings
 BASELINE = "chunked matmul + torch.topk"
 OURS = "topk_items_from_embeddings"
 FULL = "full scores + topk_items"
-DEFAULT_CHUNK = 1 << 24  # focalrec's default block: 2**24 scores
-
-
-def block_shape(n: int, c: int, chunk_size: int) -> tuple[int, int]:
-    """Rows and items of a block, as topk_items_from_embeddings' docstring states them."""
-    items = max(1, min(c, max(chunk_size // max(n, 1), min(chunk_size, 4096))))
-    return max(1, chunk_size // items), items
+DEFAULT_CHUNK = (1024, 16_384)  # 2**24 scores (64 MiB of float32) per block, for both
 
 
 def chunked_topk(
@@ -60,11 +54,11 @@ def chunked_topk(
     bias: Tensor,
     k: int,
     exclude: Tensor | None,
-    chunk_size: int,
+    chunk_size: tuple[int, int],
 ) -> Tensor:
     """The obvious chunked top-k: topk of each block, then topk of the running candidates."""
     n, c = queries.shape[0], items.shape[0]
-    rows, width = block_shape(n, c, chunk_size)
+    rows, width = chunk_size
     out = []
     for r0 in range(0, n, rows):
         q = queries[r0 : r0 + rows]
@@ -103,17 +97,17 @@ def full_fits(args: argparse.Namespace) -> bool:
 def cases(args: argparse.Namespace, inputs: tuple[Tensor, ...]) -> dict[str, Callable[[], Tensor]]:
     """Each case's ``() -> (N, k) index list``, baselines first."""
     queries, items, bias, exclude = inputs
-    k, chunk = args.k, args.chunk_size
+    k, chunk = args.k, tuple(args.chunk_size)
     out: dict[str, Callable[[], Tensor]] = {
         BASELINE: lambda: chunked_topk(queries, items, bias, k, None, chunk),
         OURS: lambda: topk_items_from_embeddings(
-            queries, items, k, item_bias=bias, chunk_size=chunk
+            queries, items, k, linear_bias=bias, chunk_size=chunk
         ),
     }
     if args.exclude_width > 0:
         out[BASELINE + ", exclude"] = lambda: chunked_topk(queries, items, bias, k, exclude, chunk)
         out[OURS + ", exclude"] = lambda: topk_items_from_embeddings(
-            queries, items, k, item_bias=bias, exclude=exclude, chunk_size=chunk
+            queries, items, k, linear_bias=bias, exclude=exclude, chunk_size=chunk
         )
     if full_fits(args):
         out[FULL] = lambda: topk_items(queries @ items.T + bias, k)
@@ -157,7 +151,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
     timed = {name: keeping(name, fn) for name, fn in cases(args, inputs).items()}
     times = run_times(timed, args.repeats)  # type: ignore[arg-type]
-    rows, block_items = block_shape(args.queries, args.items, args.chunk_size)
+    rows, block_items = args.chunk_size
     results: dict[str, Any] = {}
     for name, ts in times.items():
         base = BASELINE + (", exclude" if name.endswith(", exclude") else "")
@@ -233,7 +227,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=256, help="d, the embedding size")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--exclude-width", type=int, default=10, help="0: no exclusion cases")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="scores per block")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        nargs=2,
+        metavar=("ROWS", "ITEMS"),
+        default=list(DEFAULT_CHUNK),
+        help="rows and items of a block of scores, for both implementations",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--materialize-limit-gib",

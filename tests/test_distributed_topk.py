@@ -48,9 +48,9 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         result: dict[str, object] = {}
         for s, split in enumerate(SPLITS):
             mine, my_bias = _shard(items, rank, split), _shard(bias, rank, split)
-            kw = {"item_bias": my_bias, "process_group": group}
+            kw = {"linear_bias": my_bias, "process_group": group}
             result[f"split{s}"] = topk_items_from_embeddings(
-                queries, mine, K, exclude=exclude, chunk_size=4, **kw
+                queries, mine, K, exclude=exclude, chunk_size=(2, 2), **kw
             )
             result[f"split{s}_plain"] = topk_items_from_embeddings(
                 queries, mine, K, process_group=group
@@ -76,7 +76,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 def test_two_processes_match_one(tmp_path: Path) -> None:
     mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     queries, items, bias, exclude = _data()
-    expected = topk_items_from_embeddings(queries, items, K, item_bias=bias, exclude=exclude)
+    expected = topk_items_from_embeddings(queries, items, K, linear_bias=bias, exclude=exclude)
     assert torch.equal(expected, topk_items(queries @ items.T + bias, K, exclude=exclude))
     assert expected[:, 0].tolist().count(7) > 0  # the tie across the border is at stake
     plain = topk_items(queries @ items.T, K)
@@ -87,7 +87,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
             assert torch.equal(got[f"split{s}"], expected), (rank, s)
             assert torch.equal(got[f"split{s}_plain"], plain), (rank, s)
             assert torch.equal(got[f"split{s}_k_above_c"], k_above_c), (rank, s)
-        assert "the number of rows of `queries` must be the same on every rank" in got["rows_error"]
+        assert "the number of rows of `input` must be the same on every rank" in got["rows_error"]
         assert "[30, 31] by rank" in got["rows_error"]
     own = torch.load(tmp_path / "rank1.pt", weights_only=True)["nan_error"]
     other = torch.load(tmp_path / "rank0.pt", weights_only=True)["nan_error"]

@@ -262,15 +262,15 @@ def test_bad_hyperparameters(kwargs: dict[str, object], error: type, match: str)
 @pytest.mark.parametrize(
     ("logits", "targets", "error", "match"),
     [
-        (torch.zeros(2, 4), torch.zeros(2, 3), ValueError, r"dense `targets` must have the logits"),
+        (torch.zeros(2, 4), torch.zeros(2, 3), ValueError, r"dense `target` must have the input's shape"),
         (torch.zeros(2, 4), torch.full((2, 4), 1.5), ValueError, r"values in \[0, 1\], got 1.5"),
         (torch.zeros(2, 4), torch.tensor([[0], [4]]), ValueError, r"indices in \[0, 4\]"),
         (torch.zeros(2, 4), torch.tensor([[0], [-2]]), ValueError, r"indices in \[-2, 0\]"),
         (torch.zeros(2, 4), torch.tensor([[0]]), ValueError, r"must have 2 rows"),
-        (torch.zeros(2, 2, 4), torch.tensor([[0], [1]]), ValueError, r"need `logits` of shape"),
-        (torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4), TypeError, r"`logits` must be"),
-        ([[0.0]], torch.zeros(1, 1), TypeError, r"`logits` must be a torch.Tensor, got list"),
-        (torch.zeros(1, 1), [[1.0]], TypeError, r"`targets` must be a torch.Tensor, got list"),
+        (torch.zeros(2, 2, 4), torch.tensor([[0], [1]]), ValueError, r"needs `input` of shape"),
+        (torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4), TypeError, r"`input` must be"),
+        ([[0.0]], torch.zeros(1, 1), TypeError, r"`input` must be a torch.Tensor, got list"),
+        (torch.zeros(1, 1), [[1.0]], TypeError, r"`target` must be a torch.Tensor, got list"),
     ],
 )
 def test_bad_inputs(logits: object, targets: object, error: type, match: str) -> None:
@@ -467,7 +467,7 @@ def test_nan_logits_are_rejected_unless_masked_or_unchecked(name: str) -> None:
     index = torch.tensor([[0], [2]])
     with backend(name):
         for reduction in REDUCTIONS:
-            with pytest.raises(ValueError, match=r"`logits` must not contain NaN.*index \(0, 1\)"):
+            with pytest.raises(ValueError, match=r"`input` must not contain NaN.*index \(0, 1\)"):
                 sigmoid_focal_loss(x, index, reduction=reduction)  # type: ignore[arg-type]
         # A zero weight removes the element, its NaN included.
         keep = torch.ones(2, 3)

@@ -112,6 +112,6 @@ def test_constructor_errors(kwargs: dict[str, object], error: type[Exception], m
 
 def test_update_errors_name_the_argument() -> None:
     metric = MeanAveragePrecisionAtK(3)
-    with pytest.raises(ValueError, match=r"`targets` must have 2 rows"):
+    with pytest.raises(ValueError, match=r"`target` must have 2 rows"):
         metric.update(torch.zeros(2, 5), torch.zeros(3, 1, dtype=torch.long))
     assert metric.count.item() == 0  # a rejected batch leaves no trace

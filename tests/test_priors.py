@@ -120,7 +120,7 @@ def test_focal_prior_bias_is_far_above_logit_for_rare_class() -> None:
         (lambda: focal_prior_bias(0.1, alpha=1.0, gamma=2.0), ValueError, r"`alpha` must be in"),
         (lambda: focal_prior_bias(0.1, alpha=0.2, gamma=-1.0), ValueError, r"`gamma` must be"),
         (lambda: class_priors(torch.tensor([[1]])), ValueError, r"`num_classes` is required"),
-        (lambda: class_priors([[1]]), TypeError, r"`targets` must be a torch.Tensor, got list"),
+        (lambda: class_priors([[1]]), TypeError, r"`target` must be a torch.Tensor, got list"),
         (lambda: class_priors(torch.zeros(2, 3), 4), ValueError, r"must have 4 classes"),
         (lambda: class_priors(torch.zeros(())), ValueError, r"must have shape \(\.\.\., C\)"),
         (

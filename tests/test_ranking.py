@@ -442,20 +442,20 @@ def test_map_at_k_does_not_modify_inputs() -> None:
             (torch.zeros(2, 4), torch.zeros(3, 1, dtype=torch.long), 1),
             {},
             ValueError,
-            r"`targets` must have 2 rows.*\(3, 1\)",
+            r"`target` must have 2 rows.*\(3, 1\)",
         ),
         (
             (torch.zeros(2, 4), torch.zeros(2, 5), 1),
             {},
             ValueError,
-            r"`targets` as a relevance matrix must have the shape of `preds` \(2, 4\), "
+            r"`target` as a relevance matrix must have the shape of `preds` \(2, 4\), "
             r"got \(2, 5\)",
         ),
         (
             (torch.zeros(2, 4), torch.tensor([[4], [0]]), 1),
             {},
             ValueError,
-            r"`targets` holds item indices in \[0, 4\]; expected indices in \[0, 4\)",
+            r"`target` holds item indices in \[0, 4\]; expected indices in \[0, 4\)",
         ),
         (
             (torch.tensor([[0, 5]]), torch.zeros(1, 4, dtype=torch.bool), 1),
@@ -480,26 +480,26 @@ def test_map_at_k_does_not_modify_inputs() -> None:
             (torch.zeros(1, 2), [[1]], 1),
             {},
             TypeError,
-            r"`targets` must be a torch.Tensor, got list",
+            r"`target` must be a torch.Tensor, got list",
         ),
         (
             (torch.zeros(2, 4), torch.zeros(2, 4, 1), 1),
             {},
             ValueError,
-            r"`targets` must be a relevance matrix \(N, C\) or an index list \(N, m\), "
+            r"`target` must be a relevance matrix \(N, C\) or an index list \(N, m\), "
             r"got shape \(2, 4, 1\)",
         ),
         (
             (torch.tensor([[0]]), torch.zeros(2, 4, dtype=torch.bool), 1),
             {},
             ValueError,
-            r"`targets` must have 1 rows \(one per row of `preds`\), got shape \(2, 4\)",
+            r"`target` must have 1 rows \(one per row of `preds`\), got shape \(2, 4\)",
         ),
         (
             (torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.complex64), 1),
             {},
             TypeError,
-            r"`targets` must be bool, floating or integer, got dtype torch.complex64",
+            r"`target` must be bool, floating or integer, got dtype torch.complex64",
         ),
         (("x", torch.zeros(1, 1), 1), {}, TypeError, r"`preds` must be a torch.Tensor, got str"),
         (
@@ -599,7 +599,7 @@ def test_dense_relevance_is_where_values_are_positive(case: Case, data: st.DataO
         expected = [REFERENCES[name](r, rel, k) for r, rel in zip(lists, relevant, strict=True)]
         assert_rows(got, expected, relevant, "zero")
         if invalid:
-            with pytest.raises(ValueError, match=r"`targets` as a relevance matrix must hold fin"):
+            with pytest.raises(ValueError, match=r"`target` as a relevance matrix must hold fin"):
                 FUNCTIONS[name](scores, dense, k, exclude=exclude)  # type: ignore[operator]
         else:
             checked = FUNCTIONS[name](scores, dense, k, exclude=exclude, reduction="none")  # type: ignore[operator]
@@ -615,7 +615,7 @@ def test_dense_relevance_rejects_invalid_values(value: float, shown: str) -> Non
     targets = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, value]])
     with pytest.raises(
         ValueError,
-        match=rf"`targets` as a relevance matrix must hold finite values >= 0 \(an item is "
+        match=rf"`target` as a relevance matrix must hold finite values >= 0 \(an item is "
         rf"relevant where its value is > 0\), got {shown} in row 1, column 2",
     ):
         map_at_k(scores, targets, 1)

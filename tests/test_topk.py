@@ -67,16 +67,20 @@ def factor_cases(draw: st.DrawFn) -> Factors:
 
 
 @settings(max_examples=150)
-@given(factor_cases(), st.one_of(st.none(), st.integers(1, 80)), st.booleans())
+@given(
+    factor_cases(),
+    st.one_of(st.none(), st.tuples(st.integers(1, 9), st.integers(1, 12))),
+    st.booleans(),
+)
 def test_streamed_list_equals_the_materialized_one(
-    f: Factors, chunk_size: int | None, sync_free: bool
+    f: Factors, chunk_size: tuple[int, int] | None, sync_free: bool
 ) -> None:
     with sync_free_path(sync_free), no_host_reads() if sync_free else nullcontext():
         got = topk_items_from_embeddings(
             f.queries,
             f.items,
             f.k,
-            item_bias=f.bias,
+            linear_bias=f.bias,
             exclude=f.exclude,
             chunk_size=chunk_size,
             validate_args=not sync_free,
@@ -97,13 +101,13 @@ def test_ties_across_chunk_borders_go_to_the_lower_index() -> None:
     # Every item scores the same: the lowest indices win, whatever the chunking.
     queries = torch.ones(3, 2)
     items = torch.ones(10, 2)
-    for chunk_size in (1, 3, 4, 7, 10, 64):
+    for chunk_size in ((1, 1), (1, 3), (2, 4), (3, 7), (1, 10), (8, 64)):
         got = topk_items_from_embeddings(queries, items, 4, chunk_size=chunk_size)
         assert got.tolist() == [[0, 1, 2, 3]] * 3, chunk_size
     # The best value sits at the end of one chunk and the start of the next (chunks of 3 items:
     # 0-2, 3-5, 6-8, 9): items 2, 3, 8 and 9 tie on top.
     bias = torch.tensor([0.0, 0.0, 5.0, 5.0, 1.0, 1.0, 1.0, 1.0, 5.0, 5.0])
-    got = topk_items_from_embeddings(queries, items, 5, item_bias=bias, chunk_size=3)
+    got = topk_items_from_embeddings(queries, items, 5, linear_bias=bias, chunk_size=(2, 3))
     assert got.tolist() == [[2, 3, 8, 9, 4]] * 3
 
 
@@ -112,25 +116,25 @@ def test_exclusions_at_chunk_borders() -> None:
     items = torch.ones(9, 1)
     # Chunks of 3 items; the excluded items are the first and last of chunks, and padding.
     exclude = torch.tensor([[2, 3, -1, 5, 6], [0, 8, 8, -1, -1]])
-    got = topk_items_from_embeddings(queries, items, 4, exclude=exclude, chunk_size=3)
+    got = topk_items_from_embeddings(queries, items, 4, exclude=exclude, chunk_size=(1, 3))
     assert got.tolist() == [[0, 1, 4, 7], [1, 2, 3, 4]]
     # Everything excluded but one item: the list is padded.
     exclude = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7], [8, 7, 6, 5, 4, 3, 2, 1]])
-    got = topk_items_from_embeddings(queries, items, 3, exclude=exclude, chunk_size=3)
+    got = topk_items_from_embeddings(queries, items, 3, exclude=exclude, chunk_size=(2, 3))
     assert got.tolist() == [[8, -1, -1], [0, -1, -1]]
 
 
 def test_k_above_the_number_of_items_and_empty_inputs() -> None:
     queries = torch.tensor([[1.0], [-1.0]])
     items = torch.tensor([[1.0], [3.0], [2.0]])
-    got = topk_items_from_embeddings(queries, items, 5, chunk_size=2)
+    got = topk_items_from_embeddings(queries, items, 5, chunk_size=(1, 2))
     assert got.tolist() == [[1, 2, 0, -1, -1], [0, 2, 1, -1, -1]]
     assert topk_items_from_embeddings(torch.zeros(0, 4), torch.zeros(7, 4), 3).shape == (0, 3)
     none = topk_items_from_embeddings(torch.zeros(2, 4), torch.zeros(0, 4), 3)
     assert none.tolist() == [[-1, -1, -1]] * 2
     bias = torch.zeros(0)
     assert topk_items_from_embeddings(
-        torch.zeros(0, 4), torch.zeros(0, 4), 1, item_bias=bias
+        torch.zeros(0, 4), torch.zeros(0, 4), 1, linear_bias=bias
     ).shape == (0, 1)
 
 
@@ -147,18 +151,18 @@ def test_half_precision_is_multiplied_in_float32(dtype: torch.dtype) -> None:
 
 
 def test_many_row_blocks_and_float64_random_scores() -> None:
-    # Blocks of at most 16,384 scores: 4,096 items (3 chunks, the last one shorter) x 4 rows (50
-    # row blocks); then 24-row blocks, then one block. The chunking must not change the list
-    # (float64 random scores: no ties, and no two scores within rounding of each other).
+    # Blocks of 4 rows x 4,096 items (50 row blocks x 3 chunks, the last one shorter); then
+    # 24 x 4,096, then one block (the default shape at this size). The chunking must not change
+    # the list (float64 random scores: no ties, and no two scores within rounding of each other).
     gen = torch.Generator().manual_seed(0)
     queries = torch.randn(200, 8, generator=gen, dtype=torch.float64)
     items = torch.randn(10_000, 8, generator=gen, dtype=torch.float64)
     bias = torch.randn(10_000, generator=gen, dtype=torch.float64)
     exclude = torch.randint(-1, 10_000, (200, 5), generator=gen)
     expected = topk_items(queries @ items.T + bias, 7, exclude=exclude)
-    for chunk_size in (16_384, 100_000, None):
+    for chunk_size in ((4, 4096), (24, 4096), None):
         got = topk_items_from_embeddings(
-            queries, items, 7, item_bias=bias, exclude=exclude, chunk_size=chunk_size
+            queries, items, 7, linear_bias=bias, exclude=exclude, chunk_size=chunk_size
         )
         assert torch.equal(got, expected), chunk_size
 
@@ -169,7 +173,7 @@ def test_output_is_a_ranked_list_for_the_metrics() -> None:
     items = torch.randint(-3, 4, (50, 6), generator=gen).float()
     targets = torch.randint(-1, 50, (40, 3), generator=gen)
     exclude = torch.randint(-1, 50, (40, 4), generator=gen)
-    ranked = topk_items_from_embeddings(queries, items, 5, exclude=exclude, chunk_size=7)
+    ranked = topk_items_from_embeddings(queries, items, 5, exclude=exclude, chunk_size=(3, 7))
     scores = queries @ items.T
     assert torch.equal(map_at_k(ranked, targets, 5), map_at_k(scores, targets, 5, exclude=exclude))
     from_list = ranking_metrics_at_k(ranked, targets, 5)
@@ -185,15 +189,15 @@ def test_nan_scores_rejected_or_ranked_first() -> None:
     items[0, 1] = -1.0  # row 3: inf - inf
     bias = torch.zeros(6)
     bias[2] = -math.inf  # row 3: inf - inf again; other rows: -inf
-    # Row blocks of 1 row with chunk_size=3: the error names the row of the whole batch.
+    # Row blocks of 1 row: the error names the row of the whole batch.
     with pytest.raises(
         ValueError,
-        match=r"the scores `queries @ item_embeddings.T \+ item_bias` must not contain NaN; "
+        match=r"the scores `input @ linear_weight.T \+ linear_bias` must not contain NaN; "
         r"row 3 holds a NaN score",
     ):
-        topk_items_from_embeddings(queries, items, 2, item_bias=bias, chunk_size=3)
+        topk_items_from_embeddings(queries, items, 2, linear_bias=bias, chunk_size=(1, 3))
     got = topk_items_from_embeddings(
-        queries, items, 3, item_bias=bias, chunk_size=3, validate_args=False
+        queries, items, 3, linear_bias=bias, chunk_size=(1, 3), validate_args=False
     )
     assert torch.equal(got, topk_items(queries @ items.T + bias, 3, validate_args=False))
     assert got.tolist() == [[1, 3, 4]] * 3 + [[0, 2, 1]] + [[1, 3, 4]]
@@ -202,45 +206,55 @@ def test_nan_scores_rejected_or_ranked_first() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"queries": [[1.0]]}, TypeError, r"`queries` must be a torch.Tensor, got list"),
+        ({"input": [[1.0]]}, TypeError, r"`input` must be a torch.Tensor, got list"),
         (
-            {"queries": torch.ones(2, 3, dtype=torch.long)},
+            {"input": torch.ones(2, 3, dtype=torch.long)},
             TypeError,
-            r"`queries` must be a floating tensor, got dtype torch.int64",
+            r"`input` must be a floating-point tensor, got dtype torch.int64",
         ),
-        ({"queries": torch.ones(3)}, ValueError, r"`queries` must have shape \(N, d\), got \(3,\)"),
         (
-            {"item_embeddings": torch.ones(5, 2)},
+            {"input": torch.ones(3)},
             ValueError,
-            r"`item_embeddings` must have shape \(C, 3\) \(d from `queries`\), got \(5, 2\)",
+            r"`input` must have shape \(N, d\), got shape \(3,\)",
         ),
         (
-            {"item_embeddings": torch.ones(5, 3, dtype=torch.float16)},
-            TypeError,
-            r"`item_embeddings` must have the dtype of `queries` torch.float32, got torch.float16",
-        ),
-        (
-            {"item_bias": torch.ones(4)},
+            {"linear_weight": torch.ones(5, 2)},
             ValueError,
-            r"`item_bias` must have shape \(5,\) \(one value per row of `item_embeddings`\), "
-            r"got \(4,\)",
+            r"`linear_weight` must have shape \(C, 3\) for `input` of shape \(2, 3\), "
+            r"got shape \(5, 2\)",
         ),
         (
-            {"item_bias": torch.ones(5, dtype=torch.float64)},
+            {"linear_weight": torch.ones(5, 3, dtype=torch.float16)},
             TypeError,
-            r"`item_bias` must have the dtype of `queries` torch.float32, got torch.float64",
+            r"`linear_weight` must have the dtype of `input` \(torch.float32\), got torch.float16",
         ),
-        ({"item_bias": [0.0] * 5}, TypeError, r"`item_bias` must be a torch.Tensor, got list"),
+        (
+            {"linear_bias": torch.ones(4)},
+            ValueError,
+            r"`linear_bias` must have shape \(5,\) \(one value per row of `linear_weight`\), "
+            r"got shape \(4,\)",
+        ),
+        (
+            {"linear_bias": torch.ones(5, dtype=torch.float64)},
+            TypeError,
+            r"`linear_bias` must have the dtype of `input` \(torch.float32\), got torch.float64",
+        ),
+        ({"linear_bias": [0.0] * 5}, TypeError, r"`linear_bias` must be a torch.Tensor, got list"),
         ({"k": 0}, ValueError, r"`k` must be a positive int \(k >= 1\), got 0"),
         (
-            {"chunk_size": 0},
+            {"chunk_size": (0, 4)},
             ValueError,
-            r"`chunk_size` must be None or a positive int \(>= 1\), got 0",
+            r"`chunk_size\[0\] \(rows\)` must be an int >= 1, got 0",
         ),
         (
-            {"chunk_size": 2.5},
+            {"chunk_size": 64},
             TypeError,
-            r"`chunk_size` must be None or a positive int, got float 2.5",
+            r"`chunk_size` must be a pair \(rows, items\) of ints or None, got int 64",
+        ),
+        (
+            {"chunk_size": (2, 2.5)},
+            TypeError,
+            r"`chunk_size\[1\] \(items\)` must be an int, got float 2.5",
         ),
         (
             {"exclude": torch.tensor([[5], [0]])},
@@ -255,15 +269,15 @@ def test_nan_scores_rejected_or_ranked_first() -> None:
         ),
         (
             {"process_group": "world"},
-            ValueError,
-            r"`process_group` was given but torch.distributed is not initialized",
+            TypeError,
+            r"`process_group` must be a torch.distributed.ProcessGroup .* or None, got str",
         ),
     ],
 )
 def test_errors_name_the_argument(
     kwargs: dict[str, object], error: type[Exception], match: str
 ) -> None:
-    args: dict[str, object] = {"queries": torch.ones(2, 3), "item_embeddings": torch.ones(5, 3)}
+    args: dict[str, object] = {"input": torch.ones(2, 3), "linear_weight": torch.ones(5, 3)}
     args["k"] = 2
     args.update(kwargs)
     with pytest.raises(error, match=match):
@@ -304,7 +318,7 @@ def test_accelerator_path_reads_nothing_back() -> None:
             map_at_k(scores, targets, 5, empty_targets="skip", **kw),
             metric.compute(),
             topk_items_from_embeddings(
-                scores[:, :4], items, 5, exclude=exclude, chunk_size=97, **kw
+                scores[:, :4], items, 5, exclude=exclude, chunk_size=(7, 13), **kw
             ),
         ]
         out.extend(ranking_metrics_at_k(scores, targets, 5, exclude=exclude, **kw).values())

@@ -40,12 +40,12 @@ def test_without_torchmetrics_the_import_error_says_what_to_install(
         return None if name == "torchmetrics" else real_find_spec(name, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(importlib.util, "find_spec", hide_torchmetrics)
-    if "RankingMetricAtK" in vars(adapter):  # torchmetrics is installed here
-        monkeypatch.delattr(adapter, "RankingMetricAtK")
+    if "TorchmetricsRankingMetric" in vars(adapter):  # torchmetrics is installed here
+        monkeypatch.delattr(adapter, "TorchmetricsRankingMetric")
     try:
         importlib.reload(adapter)
         with pytest.raises(ImportError, match=r"needs torchmetrics.*focalrec\[torchmetrics\]"):
-            from focalrec.integrations.torchmetrics import RankingMetricAtK  # noqa: F401
+            from focalrec.integrations.torchmetrics import TorchmetricsRankingMetric  # noqa: F401
         with pytest.raises(AttributeError, match="no attribute 'other'"):
             _ = adapter.other
     finally:
@@ -94,10 +94,10 @@ def test_conventions_match_torchmetrics_retrieval(tm: ModuleType, empty: str) ->
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_adapter_matches_the_functional_metric(tm: ModuleType, metric: str) -> None:
-    from focalrec.integrations.torchmetrics import RankingMetricAtK
+    from focalrec.integrations.torchmetrics import TorchmetricsRankingMetric
 
     scores, relevance, exclude = _data(1)
-    adapter = RankingMetricAtK(metric, 3, empty_targets="skip")
+    adapter = TorchmetricsRankingMetric(metric, 3, empty_targets="skip")
     batch_values = [
         adapter(scores[lo : lo + 20], relevance[lo : lo + 20], exclude[lo : lo + 20])
         for lo in range(0, 60, 20)
@@ -122,10 +122,13 @@ def test_adapter_matches_the_functional_metric(tm: ModuleType, metric: str) -> N
 
 
 def test_adapter_in_a_metric_collection(tm: ModuleType) -> None:
-    from focalrec.integrations.torchmetrics import RankingMetricAtK
+    from focalrec.integrations.torchmetrics import TorchmetricsRankingMetric
 
     collection = tm.MetricCollection(
-        {"map@3": RankingMetricAtK("map", 3), "ndcg@3": RankingMetricAtK("ndcg", 3)}
+        {
+            "map@3": TorchmetricsRankingMetric("map", 3),
+            "ndcg@3": TorchmetricsRankingMetric("ndcg", 3),
+        }
     )
     scores, relevance, _ = _data(2)
     collection.update(scores, relevance)
@@ -147,7 +150,7 @@ def test_adapter_in_a_metric_collection(tm: ModuleType) -> None:
 def test_adapter_errors(
     tm: ModuleType, args: tuple[object, ...], kwargs: dict[str, object], match: str
 ) -> None:
-    from focalrec.integrations.torchmetrics import RankingMetricAtK
+    from focalrec.integrations.torchmetrics import TorchmetricsRankingMetric
 
     with pytest.raises(ValueError, match=match):
-        RankingMetricAtK(*args, **kwargs)
+        TorchmetricsRankingMetric(*args, **kwargs)

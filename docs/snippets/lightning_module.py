@@ -2,7 +2,7 @@ import lightning as L
 import torch
 
 from focalrec import FocalLoss
-from focalrec.integrations.torchmetrics import RankingMetricAtK
+from focalrec.integrations.torchmetrics import TorchmetricsRankingMetric
 
 
 class Recommender(L.LightningModule):
@@ -10,7 +10,7 @@ class Recommender(L.LightningModule):
         super().__init__()
         self.model = model
         self.criterion = FocalLoss(alpha=0.25, gamma=2.0, reduction="sum_over_positives")
-        self.val_map = RankingMetricAtK("map", k=3)  # fixed-size state, synced by Lightning
+        self.val_map = TorchmetricsRankingMetric("map", k=3)  # fixed-size state, synced by Lightning
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         history, next_items = batch  # index lists (N, L) and (N, 3)

@@ -1,13 +1,13 @@
 import torch
 from torchmetrics import MetricCollection
 
-from focalrec.integrations.torchmetrics import RankingMetricAtK
+from focalrec.integrations.torchmetrics import TorchmetricsRankingMetric
 
 metrics = MetricCollection(
     {
-        "map@3": RankingMetricAtK("map", k=3),
-        "ndcg@3": RankingMetricAtK("ndcg", k=3),
-        "recall@10": RankingMetricAtK("recall", k=10),
+        "map@3": TorchmetricsRankingMetric("map", k=3),
+        "ndcg@3": TorchmetricsRankingMetric("ndcg", k=3),
+        "recall@10": TorchmetricsRankingMetric("recall", k=10),
     }
 )
 scores = torch.tensor([[0.9, 0.1, 0.8, 0.3, 0.2], [0.2, 0.7, 0.1, 0.4, 0.0]])

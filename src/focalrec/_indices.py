@@ -88,10 +88,10 @@ def check_index_list(
     ``validate_args`` is true and :func:`values_readable`.
 
     Example:
-        >>> check_index_list(torch.tensor([[0, 7]]), "targets", num_classes=5)
+        >>> check_index_list(torch.tensor([[0, 7]]), "target", num_classes=5)
         Traceback (most recent call last):
         ...
-        ValueError: `targets` holds item indices in [0, 7]; expected indices in [0, 5) or -1 ...
+        ValueError: `target` holds item indices in [0, 7]; expected indices in [0, 5) or -1 ...
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")

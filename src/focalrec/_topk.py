@@ -43,6 +43,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from focalrec._checks import check_chunk_size, check_linear_layer, check_process_group
 from focalrec._indices import CHUNK_ELEMENTS, PAD, check_index_list, isin_rows
 
 __all__ = [
@@ -58,7 +59,7 @@ _FORCE_SYNC_FREE = False
 """Run the accelerator path on CPU tensors too: the tests set it to prove that path reads no
 value back to the host."""
 _SCORES = "`scores`"
-_FACTORED_SCORES = "the scores `queries @ item_embeddings.T + item_bias`"
+_FACTORED_SCORES = "the scores `input @ linear_weight.T + linear_bias`"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,60 +426,12 @@ def topk_items(
 # from embeddings
 
 
-def _check_factors(queries: object, item_embeddings: object, item_bias: object) -> None:
-    for name, x in (("queries", queries), ("item_embeddings", item_embeddings)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"`{name}` must be a floating tensor, got dtype {x.dtype}")
-    assert isinstance(queries, Tensor)
-    assert isinstance(item_embeddings, Tensor)
-    if queries.ndim != 2:
-        raise ValueError(f"`queries` must have shape (N, d), got {tuple(queries.shape)}")
-    d = queries.shape[1]
-    if item_embeddings.ndim != 2 or item_embeddings.shape[1] != d:
-        raise ValueError(
-            f"`item_embeddings` must have shape (C, {d}) (d from `queries`), "
-            f"got {tuple(item_embeddings.shape)}"
-        )
-    factors = {"item_embeddings": item_embeddings}
-    if item_bias is not None:
-        if not isinstance(item_bias, Tensor):
-            raise TypeError(f"`item_bias` must be a torch.Tensor, got {type(item_bias).__name__}")
-        if item_bias.shape != item_embeddings.shape[:1]:
-            raise ValueError(
-                f"`item_bias` must have shape ({item_embeddings.shape[0]},) (one value per row of "
-                f"`item_embeddings`), got {tuple(item_bias.shape)}"
-            )
-        factors["item_bias"] = item_bias
-    for name, x in factors.items():
-        if x.dtype != queries.dtype:
-            raise TypeError(
-                f"`{name}` must have the dtype of `queries` {queries.dtype}, got {x.dtype}"
-            )
-        if x.device != queries.device:
-            raise ValueError(
-                f"`{name}` must be on the device of `queries` ({queries.device}), got {x.device}"
-            )
-
-
-def _check_chunk_size(chunk_size: object) -> int | None:
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(
-            f"`chunk_size` must be None or a positive int, got {type(chunk_size).__name__} "
-            f"{chunk_size!r}"
-        )
-    if chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be None or a positive int (>= 1), got {chunk_size}")
-    return chunk_size
-
-
-def _block_shape(n: int, c: int, chunk_size: int | None) -> tuple[int, int]:
-    """Rows and items of a block of scores: at most ``chunk_size`` (default ``2**24``) elements,
-    spanning at least 4,096 items (or all of them) unless ``chunk_size`` is smaller."""
-    budget = chunk_size if chunk_size is not None else CHUNK_ELEMENTS
+def _block_shape(n: int, c: int, chunk_size: tuple[int, int] | None) -> tuple[int, int]:
+    """Rows and items of a block of scores: ``chunk_size`` when given, else at most
+    :data:`CHUNK_ELEMENTS` scores spanning at least 4,096 items (or all of them)."""
+    if chunk_size is not None:
+        return chunk_size
+    budget = CHUNK_ELEMENTS
     items = max(1, min(c, max(budget // max(n, 1), min(budget, _MIN_CHUNK_ITEMS))))
     return max(1, budget // items), items
 
@@ -493,8 +446,8 @@ def _merge(vals: Tensor, idx: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 def _block_best(
     q: Tensor,
-    item_embeddings: Tensor,
-    item_bias: Tensor | None,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
     k: int,
     exclude: Tensor | None,
     start: int,
@@ -504,9 +457,9 @@ def _block_best(
     """The exact best ``k`` of one block of scores, ``q`` against items whose first is global item
     ``start``: their scores and global indices. The block is freed on return."""
     # F.linear is q @ e.T; for small row blocks it is much faster than the @ operator.
-    block = F.linear(q, item_embeddings.to(q.dtype))
-    if item_bias is not None:
-        block += item_bias.to(q.dtype)
+    block = F.linear(q, linear_weight.to(q.dtype))
+    if linear_bias is not None:
+        block += linear_bias.to(q.dtype)
     local_ex = None
     if exclude is not None:
         # The excluded items of this block, in its own indices; the others become padding.
@@ -518,32 +471,32 @@ def _block_best(
 
 
 def _local_best(
-    queries: Tensor,
-    item_embeddings: Tensor,
-    item_bias: Tensor | None,
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
     k: int,
     exclude: Tensor | None,
-    chunk_size: int | None,
+    chunk_size: tuple[int, int] | None,
     offset: int,
     validate_args: bool,
 ) -> tuple[Tensor, Tensor]:
-    """The best ``k`` items of each query among ``item_embeddings``, whose first row is global
+    """The best ``k`` items of each query among ``linear_weight``, whose first row is global
     item ``offset``: their scores and global indices ``(N, k)``, streamed over blocks."""
-    n, c = queries.shape[0], item_embeddings.shape[0]
-    dtype = torch.float64 if queries.dtype == torch.float64 else torch.float32
-    device = queries.device
+    n, c = input.shape[0], linear_weight.shape[0]
+    dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    device = input.device
     rows, items = _block_shape(n, c, chunk_size)
     out_vals = [torch.empty(0, k, dtype=dtype, device=device)]
     out_idx = [torch.empty(0, k, dtype=torch.long, device=device)]
     for r0 in range(0, n, rows):
-        q = queries[r0 : r0 + rows].to(dtype)
+        q = input[r0 : r0 + rows].to(dtype)
         best_vals = torch.full((q.shape[0], k), float("-inf"), dtype=dtype, device=device)
         best_idx = torch.full((q.shape[0], k), PAD, dtype=torch.long, device=device)
         ex = exclude[r0 : r0 + rows] if exclude is not None else None
         for c0 in range(0, c, items):
-            bias = item_bias[c0 : c0 + items] if item_bias is not None else None
+            bias = linear_bias[c0 : c0 + items] if linear_bias is not None else None
             top_vals, top_idx = _block_best(
-                q, item_embeddings[c0 : c0 + items], bias, k, ex, offset + c0, validate_args, r0
+                q, linear_weight[c0 : c0 + items], bias, k, ex, offset + c0, validate_args, r0
             )
             best_vals, best_idx = _merge(
                 torch.cat([best_vals, top_vals], dim=1), torch.cat([best_idx, top_idx], dim=1), k
@@ -553,33 +506,19 @@ def _local_best(
     return torch.cat(out_vals), torch.cat(out_idx)
 
 
-def _check_group(process_group: object) -> dist.ProcessGroup:
-    if not (dist.is_available() and dist.is_initialized()):
-        raise ValueError(
-            "`process_group` was given but torch.distributed is not initialized "
-            "(call torch.distributed.init_process_group first)"
-        )
-    if not isinstance(process_group, dist.ProcessGroup):
-        raise TypeError(
-            f"`process_group` must be a torch.distributed.ProcessGroup (such as "
-            f"torch.distributed.group.WORLD) or None, got {type(process_group).__name__}"
-        )
-    return process_group
-
-
 def _shard_layout(
-    queries: Tensor, num_local: int, k: int, exclude: Tensor | None, group: dist.ProcessGroup
+    input: Tensor, num_local: int, k: int, exclude: Tensor | None, group: dist.ProcessGroup
 ) -> tuple[int, int]:
     """This rank's first global item and the number of items of the group, from one all-gather of
     every rank's sizes (which must agree on everything but the number of items)."""
-    sizes = [num_local, queries.shape[0], queries.shape[1], k]
+    sizes = [num_local, input.shape[0], input.shape[1], k]
     sizes.append(exclude.shape[1] if exclude is not None else -1)
-    mine = torch.tensor(sizes, dtype=torch.int64, device=queries.device)
+    mine = torch.tensor(sizes, dtype=torch.int64, device=input.device)
     gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
     dist.all_gather(gathered, mine, group=group)
     table = torch.stack(gathered).tolist()
     for col, what in (
-        (1, "the number of rows of `queries`"),
+        (1, "the number of rows of `input`"),
         (2, "the embedding size d"),
         (3, "`k`"),
         (4, "the width of `exclude` (-1: none)"),
@@ -622,13 +561,13 @@ def _merge_shards(vals: Tensor, idx: Tensor, k: int, group: dist.ProcessGroup) -
 
 
 def topk_items_from_embeddings(
-    queries: Tensor,
-    item_embeddings: Tensor,
+    input: Tensor,
+    linear_weight: Tensor,
     k: int,
     *,
-    item_bias: Tensor | None = None,
+    linear_bias: Tensor | None = None,
     exclude: Tensor | None = None,
-    chunk_size: int | None = None,
+    chunk_size: tuple[int, int] | None = None,
     validate_args: bool = True,
     process_group: dist.ProcessGroup | None = None,
 ) -> Tensor:
@@ -643,7 +582,7 @@ def topk_items_from_embeddings(
     :func:`topk_items`: higher first, ties by lower item index, NaN above every number, excluded
     items never) is merged into a running best ``k`` per row. The order being total, the best
     ``k`` of all items are among the best ``k`` of the blocks, so the list is **exactly**
-    ``topk_items(queries @ item_embeddings.T + item_bias, k, exclude=exclude)`` whenever every
+    ``topk_items(input @ linear_weight.T + linear_bias, k, exclude=exclude)`` whenever every
     block's scores equal the corresponding entries of that full product. They do when every
     summation order is exact (integer-valued embeddings of moderate size, as in the tests). With
     other floats, a BLAS library may round a product over a subset of the items differently from
@@ -651,22 +590,22 @@ def topk_items_from_embeddings(
     the scores as the blocks computed them, each within float rounding of the full product's.
 
     Half-precision inputs are multiplied in float32 (float32 accumulation and scores), so the
-    reference is ``queries.float() @ item_embeddings.float().T + item_bias.float()``; float32 and
+    reference is ``input.float() @ linear_weight.float().T + linear_bias.float()``; float32 and
     float64 inputs stay in their dtype.
 
-    **Memory.** A block holds at most ``chunk_size`` scores (default ``2**24``, 64 MiB of float32)
-    and spans ``max(chunk_size // N, min(chunk_size, 4096))`` items (or all ``C``), over
-    ``chunk_size // items`` rows. Besides the inputs and the ``(N, k)`` result, the extra memory
+    **Memory.** A block holds ``chunk_size = (rows, items)`` scores; by default at most ``2**24``
+    (64 MiB of float32), spanning ``max(2**24 // N, 4096)`` items (or all ``C``) over
+    ``2**24 // items`` rows. Besides the inputs and the ``(N, k)`` result, the extra memory
     is one block of scores and the best ``k`` of its rows (for half-precision inputs, also
-    float32 copies of the block's rows of ``queries`` and items); only where rows of a block tie
+    float32 copies of the block's rows of ``input`` and items); only where rows of a block tie
     at its cut, the exact tie pass adds up to about 2.25 blocks' worth of bytes (a copy of those
-    rows, a bool mask and an int32 running count). In all :math:`O(N k + \text{chunk\_size})`,
-    never :math:`O(N C)`.
+    rows, a bool mask and an int32 running count). In all
+    :math:`O(N k + \text{rows} \cdot \text{items})`, never :math:`O(N C)`.
 
     **Item-sharded over torch.distributed.** With ``process_group``, every rank of the group holds
-    a contiguous slice of the items, in rank order: rank :math:`r` holds ``item_embeddings`` and
-    ``item_bias`` of the global items :math:`[o_r, o_r + C_r)` with :math:`o_r = C_0 + \dots +
-    C_{r-1}`, the sizes found by one all-gather (slices may be uneven or empty). ``queries``,
+    a contiguous slice of the items, in rank order: rank :math:`r` holds ``linear_weight`` and
+    ``linear_bias`` of the global items :math:`[o_r, o_r + C_r)` with :math:`o_r = C_0 + \dots +
+    C_{r-1}`, the sizes found by one all-gather (slices may be uneven or empty). ``input``,
     ``k`` and ``exclude`` (global item indices) must be the same on every rank. Each rank takes
     the best ``k`` of its slice, the ranks' lists are all-gathered (one ``(N, 2k)`` float64
     tensor per rank) and merged with the same order: every rank returns the list a single process
@@ -674,15 +613,16 @@ def topk_items_from_embeddings(
     rank raises (one more all-gather of a flag), so that no rank waits forever.
 
     Args:
-        queries: floating ``(N, d)`` query (user) embeddings.
-        item_embeddings: ``(C, d)`` item embeddings (this rank's slice with ``process_group``), the
-            dtype and device of ``queries``.
+        input: floating ``(N, d)`` query (user) embeddings, the input of the output layer.
+        linear_weight: ``(C, d)`` item embeddings (this rank's slice with ``process_group``), the
+            dtype and device of ``input``.
         k: number of items per row, ``k >= 1``; may exceed ``C``.
-        item_bias: optional ``(C,)`` item bias (this rank's slice with ``process_group``).
+        linear_bias: optional ``(C,)`` item bias (this rank's slice with ``process_group``).
         exclude: optional integer ``(N, h)`` index list (padded with ``-1``) of global item
             indices never to return.
-        chunk_size: the most scores formed at a time (see Memory), an int ``>= 1``; it changes
-            only the memory and the speed, never the list (beyond the rounding noted above).
+        chunk_size: ``(rows, items)``: the most rows and items of one block of scores (see
+            Memory), as in :func:`linear_sigmoid_focal_loss`; it changes only the memory and the
+            speed, never the list (beyond the rounding noted above).
         validate_args: check the range of ``exclude`` and reject NaN scores (each reads values
             back from the device; on accelerators nothing else does).
         process_group: shard the items over this group (for instance
@@ -694,44 +634,44 @@ def topk_items_from_embeddings(
         the other metrics.
 
     Example:
-        >>> queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
         >>> items = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0], [2.0, 1.0]])
-        >>> topk_items_from_embeddings(queries, items, 2)  # scores [2, 1, 0, 2] and [0, 1, 3, 1]
+        >>> topk_items_from_embeddings(users, items, 2)  # scores [2, 1, 0, 2] and [0, 1, 3, 1]
         tensor([[0, 3],
                 [2, 1]])
-        >>> topk_items_from_embeddings(queries, items, 2, exclude=torch.tensor([[0], [2]]))
+        >>> topk_items_from_embeddings(users, items, 2, exclude=torch.tensor([[0], [2]]))
         tensor([[3, 1],
                 [1, 3]])
-        >>> topk_items_from_embeddings(queries, items, 2, chunk_size=1)  # one score at a time
+        >>> topk_items_from_embeddings(users, items, 2, chunk_size=(1, 1))  # a score at a time
         tensor([[0, 3],
                 [2, 1]])
     """
     k = _check_k(k)
-    _check_factors(queries, item_embeddings, item_bias)
-    chunk_size = _check_chunk_size(chunk_size)
+    check_linear_layer(input, linear_weight, linear_bias)
+    chunk = check_chunk_size(chunk_size)
     if exclude is not None:
-        check_index_list(exclude, "exclude", num_rows=queries.shape[0], validate_args=False)
+        check_index_list(exclude, "exclude", num_rows=input.shape[0], validate_args=False)
         exclude = exclude.long()
-    num_local = item_embeddings.shape[0]
-    group = _check_group(process_group) if process_group is not None else None
+    num_local = linear_weight.shape[0]
+    group = check_process_group(process_group)
     offset, num_items = 0, num_local
     if group is not None:
-        offset, num_items = _shard_layout(queries, num_local, k, exclude, group)
+        offset, num_items = _shard_layout(input, num_local, k, exclude, group)
     error: ValueError | None = None
     try:
         if exclude is not None and validate_args:
             check_index_list(exclude, "exclude", num_classes=num_items)
         vals, idx = _local_best(
-            queries, item_embeddings, item_bias, k, exclude, chunk_size, offset, validate_args
+            input, linear_weight, linear_bias, k, exclude, chunk, offset, validate_args
         )
     except ValueError as rejected:
         if group is None or not validate_args:
             raise
         error = rejected
-        vals = torch.zeros(queries.shape[0], k, device=queries.device)
+        vals = torch.zeros(input.shape[0], k, device=input.device)
         idx = torch.full_like(vals, PAD, dtype=torch.long)
     if group is None:
         return idx
     if validate_args:
-        _raise_together(error, queries.device, group)
+        _raise_together(error, input.device, group)
     return _merge_shards(vals, idx, k, group)

@@ -20,8 +20,8 @@ REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum", "sum_over_positives")
 
 
 def sigmoid_focal_loss(
-    logits: Tensor,
-    targets: Tensor,
+    input: Tensor,
+    target: Tensor,
     *,
     alpha: float | Tensor | None = 0.25,
     gamma: float = 2.0,
@@ -29,7 +29,7 @@ def sigmoid_focal_loss(
     weight: Tensor | None = None,
     validate_args: bool = True,
 ) -> Tensor:
-    r"""Sigmoid focal loss of ``logits`` against dense or index-list ``targets``.
+    r"""Sigmoid focal loss of ``input`` against dense or index-list ``target``.
 
     With :math:`p = \sigma(x)`, :math:`p_t = p t + (1 - p)(1 - t)` and
     :math:`\alpha_t = \alpha t + (1 - \alpha)(1 - t)`, the loss of one logit is
@@ -54,7 +54,7 @@ def sigmoid_focal_loss(
     ``gamma = 0, alpha = None`` equals :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
     Float16 and bfloat16 logits are computed in float32.
 
-    When the logits require grad, the forward pass computes the gradient too, in one pass, and
+    When ``input`` requires grad, the forward pass computes the gradient too, in one pass, and
     backward hands it on: apart from the output of ``reduction="none"``, the loss allocates one
     logits-sized tensor, the gradient. Second derivatives, ``torch.func`` transforms,
     ``torch.compile`` (one operator, no graph break) and ``torch.export`` are supported; see the
@@ -62,8 +62,8 @@ def sigmoid_focal_loss(
     logits, torch operations elsewhere) and ``benchmarks/bench_focal.py`` for time and memory.
 
     Args:
-        logits: Scores of any shape; ``(N, C)`` with index-list targets.
-        targets: Either **dense**: a floating or bool tensor with the logits' shape and values in
+        input: Logits of any shape; ``(N, C)`` with an index-list ``target``.
+        target: Either **dense**: a floating or bool tensor with the input's shape and values in
             ``[0, 1]``; or an **index list**: an integer tensor ``(N, m)`` holding the positive
             classes of each row, padded with ``-1`` (repeats count once). The index-list form gives
             the same values and gradients as its dense equivalent and never builds an ``(N, C)``
@@ -77,27 +77,28 @@ def sigmoid_focal_loss(
             labels: the sum of the targets, times ``weight`` when given; RetinaNet's
             normalization). Denominators stay on the device (no host sync); an empty or fully
             masked input gives ``0`` for ``"mean"``.
-        weight: Optional non-negative elementwise weight or bool keep-mask, broadcastable to the
-            logits. ``"mean"`` then averages over the kept entries only: ``sum(w * FL) / sum(w)``.
-        validate_args: Check the values of ``targets``, ``alpha`` and ``weight``, and reject NaN
+        weight: Optional non-negative elementwise weight or bool keep-mask, broadcastable to
+            ``input``. ``"mean"`` then averages over the kept entries only:
+            ``sum(w * FL) / sum(w)``.
+        validate_args: Check the values of ``target``, ``alpha`` and ``weight``, and reject NaN
             logits where the weight is not 0 (reads values from the device; skipped under
             ``torch.compile`` and ``torch.func`` transforms). Shapes, dtypes and ``gamma`` are
             always checked.
 
     Returns:
-        The loss: a scalar, or the logits' shape for ``reduction="none"``. Its dtype is
-        ``torch.promote_types(logits.dtype, torch.float32)`` (float32 for half-precision logits);
-        the gradient has the logits' dtype. Gradients flow to ``logits`` only.
+        The loss: a scalar, or the input's shape for ``reduction="none"``. Its dtype is
+        ``torch.promote_types(input.dtype, torch.float32)`` (float32 for half-precision logits);
+        the gradient has the input's dtype. Gradients flow to ``input`` only.
 
     Raises:
         TypeError: If an argument has the wrong type or dtype.
         ValueError: If a shape or value is out of its range.
 
     Example:
-        >>> logits = torch.tensor([[2.0, -1.0, 0.5, -3.0]])
-        >>> sparse = sigmoid_focal_loss(logits, torch.tensor([[0, 2, -1]]), reduction="sum")
+        >>> input = torch.tensor([[2.0, -1.0, 0.5, -3.0]])
+        >>> sparse = sigmoid_focal_loss(input, torch.tensor([[0, 2, -1]]), reduction="sum")
         >>> dense_targets = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
-        >>> dense = sigmoid_focal_loss(logits, dense_targets, reduction="sum")
+        >>> dense = sigmoid_focal_loss(input, dense_targets, reduction="sum")
         >>> round(sparse.item(), 6) == round(dense.item(), 6)
         True
         >>> x = torch.linspace(-6.0, 6.0, 120001)
@@ -106,37 +107,37 @@ def sigmoid_focal_loss(
         >>> round(torch.sigmoid(x[loss.argmin()]).item(), 2)
         0.05
     """
-    _check_logits(logits)
+    _check_logits(input)
     read_values = validate_args and values_readable()
-    num_classes = logits.shape[-1] if logits.ndim > 0 else 1
+    num_classes = input.shape[-1] if input.ndim > 0 else 1
     _check_hyper(alpha, gamma, reduction, num_classes, read_values)
-    sparse = _check_targets(logits.shape, targets, read_values)
-    cd = torch.promote_types(logits.dtype, torch.float32)
+    sparse = _check_targets(input.shape, target, read_values)
+    cd = torch.promote_types(input.dtype, torch.float32)
     if weight is not None:
-        _check_weight(weight, logits.shape, read_values)
+        _check_weight(weight, input.shape, read_values)
         weight = weight.to(cd)
     divisor = None
     if reduction == "mean":
-        divisor = _mean_denominator(logits, weight)
+        divisor = _mean_denominator(input, weight)
     elif reduction == "sum_over_positives":
-        divisor = _num_positives(targets, sparse, weight, logits.shape).clamp_min(1.0)
-    rows = logits.numel() // num_classes if num_classes > 0 else math.prod(logits.shape[:-1])
+        divisor = _num_positives(target, sparse, weight, input.shape).clamp_min(1.0)
+    rows = input.numel() // num_classes if num_classes > 0 else math.prod(input.shape[:-1])
     shape2d = (rows, num_classes)
     inputs = FocalInputs(
-        logits=logits.reshape(shape2d),
-        dense=None if sparse else targets.reshape(shape2d),
-        index=targets if sparse else None,
+        logits=input.reshape(shape2d),
+        dense=None if sparse else target.reshape(shape2d),
+        index=target if sparse else None,
         alpha=None if alpha is None or isinstance(alpha, Tensor) else float(alpha),
-        alpha_vec=alpha.to(device=logits.device, dtype=cd) if isinstance(alpha, Tensor) else None,
+        alpha_vec=alpha.to(device=input.device, dtype=cd) if isinstance(alpha, Tensor) else None,
         gamma=float(gamma),
-        weight=None if weight is None else _rows_view(weight.expand(logits.shape), shape2d),
+        weight=None if weight is None else _rows_view(weight.expand(input.shape), shape2d),
         scale=None if divisor is None else torch.reciprocal(divisor.to(cd)),
     )
     out = focal_loss(inputs, elementwise=reduction == "none")
     if reduction == "none":
-        out = out.reshape(logits.shape)
+        out = out.reshape(input.shape)
     if read_values:
-        _check_no_nan(out, logits, weight)
+        _check_no_nan(out, input, weight)
     return out
 
 
@@ -153,10 +154,10 @@ class FocalLoss(nn.Module):
 
     Example:
         >>> criterion = FocalLoss(alpha=0.25, gamma=2.0, reduction="sum_over_positives")
-        >>> logits = torch.zeros(2, 5, requires_grad=True)
-        >>> loss = criterion(logits, torch.tensor([[1, 3], [4, -1]]))
+        >>> input = torch.zeros(2, 5, requires_grad=True)
+        >>> loss = criterion(input, torch.tensor([[1, 3], [4, -1]]))
         >>> loss.backward()
-        >>> round(loss.item(), 4), logits.grad.shape
+        >>> round(loss.item(), 4), input.grad.shape
         (0.3466, torch.Size([2, 5]))
     """
 
@@ -181,11 +182,11 @@ class FocalLoss(nn.Module):
         self.reduction: Reduction = reduction
         self.validate_args = validate_args
 
-    def forward(self, logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
-        """Loss of ``logits`` against dense or index-list ``targets``, optionally weighted."""
+    def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Loss of ``input`` against dense or index-list ``target``, optionally weighted."""
         return sigmoid_focal_loss(
-            logits,
-            targets,
+            input,
+            target,
             alpha=self.alpha,
             gamma=self.gamma,
             reduction=self.reduction,
@@ -199,7 +200,7 @@ class FocalLoss(nn.Module):
 
 
 def _rows_view(weight: Tensor, shape2d: tuple[int, int]) -> Tensor:
-    """``weight`` (broadcast to the logits' shape) as ``(R, C)`` rows: a view where the
+    """``weight`` (broadcast to the input's shape) as ``(R, C)`` rows: a view where the
     broadcast allows one (e.g. per-class or per-row weights), else a copy."""
     try:
         return weight.view(shape2d)
@@ -207,25 +208,24 @@ def _rows_view(weight: Tensor, shape2d: tuple[int, int]) -> Tensor:
         return weight.reshape(shape2d)
 
 
-def _check_no_nan(out: Tensor, logits: Tensor, weight: Tensor | None) -> None:
+def _check_no_nan(out: Tensor, input: Tensor, weight: Tensor | None) -> None:
     """Reject NaN logits (where the weight is not 0), seen in the loss itself: one read."""
     found = torch.isnan(out).any() if out.ndim > 0 else torch.isnan(out)
     if not bool(found):
         return
-    bad = torch.isnan(logits)
+    bad = torch.isnan(input)
     if weight is not None:
-        bad &= weight.expand(logits.shape) != 0
+        bad &= weight.expand(input.shape) != 0
     where = f" at index {tuple(int(i) for i in bad.nonzero()[0])}" if bool(bad.any()) else ""
     raise ValueError(
-        f"`logits` must not contain NaN, got NaN{where}; "
-        "pass validate_args=False to skip this check"
+        f"`input` must not contain NaN, got NaN{where}; pass validate_args=False to skip this check"
     )
 
 
-def _mean_denominator(logits: Tensor, weight: Tensor | None) -> Tensor:
+def _mean_denominator(input: Tensor, weight: Tensor | None) -> Tensor:
     """Number of elements, or the sum of the broadcast weight; 1 when that is 0 (0-d tensor)."""
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    total = _num_elements(logits.shape, weight, dtype, logits.device)
+    dtype = torch.promote_types(input.dtype, torch.float32)
+    total = _num_elements(input.shape, weight, dtype, input.device)
     return torch.where(total > 0, total, torch.ones_like(total))
 
 
@@ -240,7 +240,7 @@ def _num_elements(
 
 
 def _num_positives(
-    targets: Tensor, sparse: bool, weight: Tensor | None, shape: tuple[int, ...]
+    target: Tensor, sparse: bool, weight: Tensor | None, shape: tuple[int, ...]
 ) -> Tensor:
     """Number of positive labels (weighted), as a 0-d float32 device tensor.
 
@@ -249,14 +249,14 @@ def _num_positives(
     dtype = torch.float32 if weight is None else torch.promote_types(weight.dtype, torch.float32)
     if sparse:
         c = shape[-1]
-        keep = (first_occurrence(targets) & (targets >= 0) & (targets < c)).to(dtype)
+        keep = (first_occurrence(target) & (target >= 0) & (target < c)).to(dtype)
         if weight is None or c == 0:
             return keep.sum()
-        w = weight.expand(shape).gather(1, targets.clamp(0, c - 1).long()).to(dtype)
+        w = weight.expand(shape).gather(1, target.clamp(0, c - 1).long()).to(dtype)
         return (keep * w).sum()
     if weight is None:
-        return targets.sum(dtype=dtype)
-    return (targets.to(dtype) * weight.to(dtype)).sum()
+        return target.sum(dtype=dtype)
+    return (target.to(dtype) * weight.to(dtype)).sum()
 
 
 GAMMA_MAX = float(torch.finfo(torch.float32).max)
@@ -284,11 +284,11 @@ def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     return all(s in (1, t) for s, t in zip(shape, tail, strict=True))
 
 
-def _check_logits(logits: object) -> None:
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"`logits` must be a torch.Tensor, got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"`logits` must be a floating-point tensor, got dtype {logits.dtype}")
+def _check_logits(input: object) -> None:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"`input` must be a torch.Tensor, got {type(input).__name__}")
+    if not input.is_floating_point():
+        raise TypeError(f"`input` must be a floating-point tensor, got dtype {input.dtype}")
 
 
 def _check_hyper(
@@ -327,45 +327,45 @@ def _check_hyper(
 
 def _check_targets(
     shape: tuple[int, ...],
-    targets: object,
+    target: object,
     validate_args: bool,
     *,
-    name: str = "targets",
+    name: str = "target",
     num_classes: int | None = None,
 ) -> bool:
-    """Validate ``targets`` for logits of ``shape``; return whether they are an index list.
+    """Validate ``target`` for logits of ``shape``; return whether they are an index list.
 
-    Index lists hold ids in ``[0, num_classes)`` (by default the logits' last dimension; an item
+    Index lists hold ids in ``[0, num_classes)`` (by default the input's last dimension; an item
     range of a larger catalogue passes the catalogue's size).
     """
-    if not isinstance(targets, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(targets).__name__}")
-    if is_index_list(targets):
+    if not isinstance(target, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(target).__name__}")
+    if is_index_list(target):
         if len(shape) != 2:
             raise ValueError(
-                f"index-list `{name}` need `logits` of shape (N, C), "
-                f"got logits of shape {tuple(shape)}"
+                f"index-list `{name}` needs `input` of shape (N, C), "
+                f"got input of shape {tuple(shape)}"
             )
         check_index_list(
-            targets,
+            target,
             name,
             num_rows=shape[0],
             num_classes=shape[1] if num_classes is None else num_classes,
             validate_args=validate_args,
         )
         return True
-    if targets.is_complex():
-        raise TypeError(f"`{name}` must be floating, bool or integer, got dtype {targets.dtype}")
-    if tuple(targets.shape) != tuple(shape):
+    if target.is_complex():
+        raise TypeError(f"`{name}` must be floating, bool or integer, got dtype {target.dtype}")
+    if tuple(target.shape) != tuple(shape):
         raise ValueError(
-            f"dense `{name}` must have the logits' shape {tuple(shape)}, "
-            f"got shape {tuple(targets.shape)}"
+            f"dense `{name}` must have the input's shape {tuple(shape)}, "
+            f"got shape {tuple(target.shape)}"
         )
-    if validate_args and targets.is_floating_point() and targets.numel() > 0:
-        lo, hi = torch.stack(torch.aminmax(targets)).tolist()  # one pass; NaN propagates
+    if validate_args and target.is_floating_point() and target.numel() > 0:
+        lo, hi = torch.stack(torch.aminmax(target)).tolist()  # one pass; NaN propagates
         if not (lo >= 0.0 and hi <= 1.0):
-            outside = ~((targets >= 0) & (targets <= 1))
-            bad = float(targets[outside][0])
+            outside = ~((target >= 0) & (target <= 1))
+            bad = float(target[outside][0])
             raise ValueError(f"dense `{name}` must hold values in [0, 1], got {bad}")
     return False
 
@@ -377,7 +377,7 @@ def _check_weight(weight: object, shape: tuple[int, ...], validate_args: bool) -
         raise TypeError(f"`weight` must be a floating or bool tensor, got dtype {weight.dtype}")
     if not _broadcasts_to(weight.shape, shape):
         raise ValueError(
-            f"`weight` must be broadcastable to the logits' shape {tuple(shape)}, "
+            f"`weight` must be broadcastable to the input's shape {tuple(shape)}, "
             f"got shape {tuple(weight.shape)}"
         )
     if (

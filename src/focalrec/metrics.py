@@ -40,7 +40,7 @@ __all__ = [
 
 def _batch_state(
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     exclude: Tensor | None,
     k: int,
     metrics: tuple[str, ...],
@@ -54,7 +54,7 @@ def _batch_state(
     than indexing keeps this free of device-to-host syncs.
     """
     with torch.no_grad():
-        rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
+        rel, num_relevant = _ranked_relevance(preds, target, k, exclude, validate_args)
         values = _per_row_values(metrics, rel, num_relevant, denominator)
         if empty_targets == "skip":
             counted = num_relevant > 0
@@ -95,11 +95,11 @@ class _RankingState(nn.Module):
         )
         self.register_buffer("count", torch.zeros((), dtype=torch.float64), persistent=False)
 
-    def update(self, preds: Tensor, targets: Tensor, exclude: Tensor | None = None) -> None:
-        """Add a batch of rows: ``preds``, ``targets`` and ``exclude`` as in :func:`map_at_k`."""
+    def update(self, preds: Tensor, target: Tensor, exclude: Tensor | None = None) -> None:
+        """Add a batch of rows: ``preds``, ``target`` and ``exclude`` as in :func:`map_at_k`."""
         total, count = _batch_state(
             preds,
-            targets,
+            target,
             exclude,
             self.k,
             self.metrics,
@@ -173,9 +173,9 @@ class RankingMetricsAtK(_RankingState):
     Example:
         >>> metric = RankingMetricsAtK(3, metrics=("map", "recall"))
         >>> scores = torch.tensor([[0.9, 0.1, 0.8, 0.3], [0.2, 0.7, 0.1, 0.4]])
-        >>> targets = torch.tensor([[2, 3], [0, -1]])
-        >>> metric.update(scores[:1], targets[:1])
-        >>> metric.update(scores[1:], targets[1:])
+        >>> target = torch.tensor([[2, 3], [0, -1]])
+        >>> metric.update(scores[:1], target[:1])
+        >>> metric.update(scores[1:], target[1:])
         >>> {name: round(value.item(), 4) for name, value in metric.compute().items()}
         {'map': 0.4583, 'recall': 1.0}
     """

@@ -140,7 +140,7 @@ def _bisect_focal_root(w_pos: Tensor, w_neg: Tensor, gamma: float) -> Tensor:
 
 
 def class_priors(
-    targets: Tensor, num_classes: int | None = None, *, smoothing: float = 1.0
+    target: Tensor, num_classes: int | None = None, *, smoothing: float = 1.0
 ) -> Tensor:
     r"""Per-class positive rates from labels, smoothed so that unseen classes get a small prior.
 
@@ -153,7 +153,7 @@ def class_priors(
     smoothing of a Bernoulli rate: ``s = 1`` is Laplace's rule of succession).
 
     Args:
-        targets: Dense labels ``(..., C)`` (floating in ``[0, 1]`` or bool; every leading
+        target: Dense labels ``(..., C)`` (floating in ``[0, 1]`` or bool; every leading
             position counts as a row) or an index list ``(N, m)`` padded with ``-1``.
         num_classes: ``C``; required for an index list, checked against dense labels.
         smoothing: Pseudo-count ``s >= 0``.
@@ -162,38 +162,38 @@ def class_priors(
         A float tensor ``(C,)`` (float64 for float64 labels, else float32).
 
     Raises:
-        TypeError: If ``targets`` is not a tensor.
+        TypeError: If ``target`` is not a tensor.
         ValueError: If ``num_classes`` is missing or inconsistent, or ``smoothing < 0``.
 
     Example:
         >>> class_priors(torch.tensor([[0, 2], [2, -1], [2, 2]]), num_classes=4)
         tensor([0.4000, 0.2000, 0.8000, 0.2000])
     """
-    if not isinstance(targets, Tensor):
-        raise TypeError(f"`targets` must be a torch.Tensor, got {type(targets).__name__}")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}")
     s = _check_real(smoothing, "smoothing")
     if not (math.isfinite(s) and s >= 0.0):
         raise ValueError(f"`smoothing` must be a finite number >= 0, got {smoothing}")
-    if is_index_list(targets):
+    if is_index_list(target):
         if num_classes is None:
-            raise ValueError("`num_classes` is required for index-list `targets`, got None")
-        check_index_list(targets, "targets", num_classes=num_classes)
+            raise ValueError("`num_classes` is required for index-list `target`, got None")
+        check_index_list(target, "target", num_classes=num_classes)
         dtype = torch.float32
-        keep = first_occurrence(targets)
-        counts = torch.bincount(targets[keep].long(), minlength=num_classes).to(dtype)
-        rows = targets.shape[0]
+        keep = first_occurrence(target)
+        counts = torch.bincount(target[keep].long(), minlength=num_classes).to(dtype)
+        rows = target.shape[0]
     else:
-        if targets.ndim == 0:
-            raise ValueError("dense `targets` must have shape (..., C), got a 0-d tensor")
-        if num_classes is not None and targets.shape[-1] != num_classes:
+        if target.ndim == 0:
+            raise ValueError("dense `target` must have shape (..., C), got a 0-d tensor")
+        if num_classes is not None and target.shape[-1] != num_classes:
             raise ValueError(
-                f"dense `targets` must have {num_classes} classes in the last dimension, "
-                f"got shape {tuple(targets.shape)}"
+                f"dense `target` must have {num_classes} classes in the last dimension, "
+                f"got shape {tuple(target.shape)}"
             )
         dtype = torch.promote_types(
-            targets.dtype if targets.is_floating_point() else torch.float32, torch.float32
+            target.dtype if target.is_floating_point() else torch.float32, torch.float32
         )
-        flat = targets.reshape(-1, targets.shape[-1])
+        flat = target.reshape(-1, target.shape[-1])
         counts = flat.sum(dim=0, dtype=dtype)
         rows = flat.shape[0]
     return (counts + s) / (rows + 2.0 * s)

@@ -6,7 +6,7 @@ Every function here takes the same inputs, in the index-list convention of
 - ``preds``: a floating ``(N, C)`` score matrix (higher is better), or an integer ``(N, r)`` matrix
   of ranked item indices padded with ``-1`` (best first; a repeated item counts only at its first
   position, as in Kaggle's ``apk``; a ``-1`` holds its rank but recommends nothing).
-- ``targets``: an integer ``(N, m)`` index list of relevant items padded with ``-1`` (repeats count
+- ``target``: an integer ``(N, m)`` index list of relevant items padded with ``-1`` (repeats count
   once), or a bool/floating ``(N, C)`` relevance matrix: an item is relevant where its value is
   ``> 0`` (``True``). With ``validate_args=True`` a floating relevance matrix must hold finite
   values ``>= 0``; without validation a NaN or negative value is simply not relevant.
@@ -60,7 +60,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 _EMPTY = ("zero", "skip")
 _DENOMINATORS = ("min_k", "relevant", "hits")
 _BROADCAST_PAIRS = 64
-"""Distinct targets are counted by comparing all pairs up to this many per row, else by a sort."""
+"""Relevant items are told apart by comparing all pairs up to this many per row, else by a sort."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,22 +87,22 @@ def _check_index_rows(
             )
 
 
-def _check_relevance(targets: Tensor) -> None:
+def _check_relevance(target: Tensor) -> None:
     """A floating relevance matrix holds finite values ``>= 0`` (reads values from the device)."""
-    if targets.dtype == torch.bool or targets.numel() == 0:
+    if target.dtype == torch.bool or target.numel() == 0:
         return
-    bad = ~(torch.isfinite(targets) & (targets >= 0))
+    bad = ~(torch.isfinite(target) & (target >= 0))
     if bool(bad.any()):
         row, col = (int(i) for i in bad.nonzero()[0])
         raise ValueError(
-            f"`targets` as a relevance matrix must hold finite values >= 0 (an item is relevant "
-            f"where its value is > 0), got {targets[row, col].item()} in row {row}, column {col}"
+            f"`target` as a relevance matrix must hold finite values >= 0 (an item is relevant "
+            f"where its value is > 0), got {target[row, col].item()} in row {row}, column {col}"
         )
 
 
-def _relevant(targets: Tensor) -> Tensor:
+def _relevant(target: Tensor) -> Tensor:
     """Where a relevance matrix (or a part of it) marks an item relevant: where it is ``> 0``."""
-    return targets if targets.dtype == torch.bool else targets > 0
+    return target if target.dtype == torch.bool else target > 0
 
 
 def _count_distinct(x: Tensor) -> Tensor:
@@ -123,7 +123,7 @@ def _count_distinct(x: Tensor) -> Tensor:
 
 def _ranked_relevance(
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     k: int,
     exclude: Tensor | None,
     validate_args: bool,
@@ -136,43 +136,43 @@ def _ranked_relevance(
     k = _check_k(k)
     if not isinstance(preds, Tensor):
         raise TypeError(f"`preds` must be a torch.Tensor, got {type(preds).__name__}")
-    if not isinstance(targets, Tensor):
-        raise TypeError(f"`targets` must be a torch.Tensor, got {type(targets).__name__}")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}")
     if preds.ndim != 2:
         raise ValueError(
             f"`preds` must be a score matrix (N, C) or a ranked index list (N, r), "
             f"got shape {tuple(preds.shape)}"
         )
     n = preds.shape[0]
-    dense_targets = not is_index_list(targets)
-    if dense_targets and targets.ndim != 2:
+    dense_targets = not is_index_list(target)
+    if dense_targets and target.ndim != 2:
         raise ValueError(
-            f"`targets` must be a relevance matrix (N, C) or an index list (N, m), "
-            f"got shape {tuple(targets.shape)}"
+            f"`target` must be a relevance matrix (N, C) or an index list (N, m), "
+            f"got shape {tuple(target.shape)}"
         )
-    if dense_targets and targets.is_complex():
-        raise TypeError(f"`targets` must be bool, floating or integer, got dtype {targets.dtype}")
+    if dense_targets and target.is_complex():
+        raise TypeError(f"`target` must be bool, floating or integer, got dtype {target.dtype}")
     scored = not is_index_list(preds)
     num_classes: int | None = None
     if scored:
         _check_scores(preds, "preds")
         num_classes = preds.shape[1]
     if dense_targets:
-        if scored and targets.shape != preds.shape:
+        if scored and target.shape != preds.shape:
             raise ValueError(
-                f"`targets` as a relevance matrix must have the shape of `preds` "
-                f"{tuple(preds.shape)}, got {tuple(targets.shape)}"
+                f"`target` as a relevance matrix must have the shape of `preds` "
+                f"{tuple(preds.shape)}, got {tuple(target.shape)}"
             )
-        if targets.shape[0] != n:
+        if target.shape[0] != n:
             raise ValueError(
-                f"`targets` must have {n} rows (one per row of `preds`), "
-                f"got shape {tuple(targets.shape)}"
+                f"`target` must have {n} rows (one per row of `preds`), "
+                f"got shape {tuple(target.shape)}"
             )
-        num_classes = targets.shape[1]
+        num_classes = target.shape[1]
         if validate_args:
-            _check_relevance(targets)
+            _check_relevance(target)
     else:
-        _check_index_rows(targets, "targets", n, num_classes, validate_args)
+        _check_index_rows(target, "target", n, num_classes, validate_args)
     if exclude is not None:
         _check_index_rows(exclude, "exclude", n, num_classes, validate_args)
     if scored:
@@ -191,30 +191,30 @@ def _ranked_relevance(
             items = torch.cat([items, pad], dim=1)
     if dense_targets:
         width = k
-        num_relevant = torch.count_nonzero(_relevant(targets), dim=1)
+        num_relevant = torch.count_nonzero(_relevant(target), dim=1)
     else:
-        width = k * max(targets.shape[1], 1)
+        width = k * max(target.shape[1], 1)
         num_relevant = torch.cat(
-            [_count_distinct(targets[rows]) for rows in row_blocks(n, width, targets.device)]
+            [_count_distinct(target[rows]) for rows in row_blocks(n, width, target.device)]
         )
     rel = torch.cat(
         [
-            _relevance(items[rows], targets[rows], scored, dense_targets)
+            _relevance(items[rows], target[rows], scored, dense_targets)
             for rows in row_blocks(n, width, items.device)
         ]
     )
     return rel, num_relevant
 
 
-def _relevance(items: Tensor, targets: Tensor, scored: bool, dense_targets: bool) -> Tensor:
+def _relevance(items: Tensor, target: Tensor, scored: bool, dense_targets: bool) -> Tensor:
     """``rel`` of :func:`_ranked_relevance` for a block of rows."""
     # A list from scores holds no repeats; a ranked list counts an item at its first rank only.
     valid = items != PAD if scored else first_occurrence(items)
     if not dense_targets:
-        return isin_rows(items, targets) & valid
-    if targets.shape[1] == 0:  # no items at all: nothing is relevant
+        return isin_rows(items, target) & valid
+    if target.shape[1] == 0:  # no items at all: nothing is relevant
         return torch.zeros_like(valid)
-    return _relevant(targets.gather(1, items.clamp(min=0))) & valid
+    return _relevant(target.gather(1, items.clamp(min=0))) & valid
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def _check_options(denominator: str, empty_targets: str, reduction: str) -> None
 def _metric_at_k(
     metric: str,
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     k: int,
     exclude: Tensor | None,
     empty_targets: str,
@@ -304,14 +304,14 @@ def _metric_at_k(
     denominator: str = "min_k",
 ) -> Tensor:
     _check_options(denominator, empty_targets, reduction)
-    rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
+    rel, num_relevant = _ranked_relevance(preds, target, k, exclude, validate_args)
     values = _per_row_values((metric,), rel, num_relevant, denominator)[0]
     return _reduce(values, num_relevant, empty_targets, reduction)
 
 
 def map_at_k(
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     k: int,
     *,
     exclude: Tensor | None = None,
@@ -349,7 +349,7 @@ def map_at_k(
 
     Args:
         preds: floating ``(N, C)`` scores, or an integer ``(N, r)`` ranked index list.
-        targets: integer ``(N, m)`` index list of relevant items, or a bool/floating ``(N, C)``
+        target: integer ``(N, m)`` index list of relevant items, or a bool/floating ``(N, C)``
             relevance matrix.
         k: cut-off, an int ``>= 1``.
         exclude: optional integer ``(N, h)`` index list of items never to recommend.
@@ -363,22 +363,22 @@ def map_at_k(
 
     Example:
         >>> scores = torch.tensor([[0.9, 0.1, 0.8, 0.3], [0.2, 0.7, 0.1, 0.4]])
-        >>> targets = torch.tensor([[2, 3], [0, -1]])
-        >>> map_at_k(scores, targets, 3, reduction="none")  # lists [0, 2, 3] and [1, 3, 0]
+        >>> target = torch.tensor([[2, 3], [0, -1]])
+        >>> map_at_k(scores, target, 3, reduction="none")  # lists [0, 2, 3] and [1, 3, 0]
         tensor([0.5833, 0.3333])
-        >>> map_at_k(scores, targets, 3)
+        >>> map_at_k(scores, target, 3)
         tensor(0.4583)
-        >>> map_at_k(torch.tensor([[2, 2, 3]]), targets[:1], 3)  # ranked list with a repeat
+        >>> map_at_k(torch.tensor([[2, 2, 3]]), target[:1], 3)  # ranked list with a repeat
         tensor(0.8333)
     """
     return _metric_at_k(
-        "map", preds, targets, k, exclude, empty_targets, reduction, validate_args, denominator
+        "map", preds, target, k, exclude, empty_targets, reduction, validate_args, denominator
     )
 
 
 def precision_at_k(
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     k: int,
     *,
     exclude: Tensor | None = None,
@@ -395,7 +395,7 @@ def precision_at_k(
 
     Args:
         preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
-        targets: relevant items, as in :func:`map_at_k`.
+        target: relevant items, as in :func:`map_at_k`.
         k: cut-off, an int ``>= 1``.
         exclude: items never to recommend, as in :func:`map_at_k`.
         empty_targets: ``"zero"`` (rows with no relevant item score 0 and count) or ``"skip"``.
@@ -410,13 +410,13 @@ def precision_at_k(
         tensor(0.5000)
     """
     return _metric_at_k(
-        "precision", preds, targets, k, exclude, empty_targets, reduction, validate_args
+        "precision", preds, target, k, exclude, empty_targets, reduction, validate_args
     )
 
 
 def recall_at_k(
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     k: int,
     *,
     exclude: Tensor | None = None,
@@ -432,7 +432,7 @@ def recall_at_k(
 
     Args:
         preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
-        targets: relevant items, as in :func:`map_at_k`.
+        target: relevant items, as in :func:`map_at_k`.
         k: cut-off, an int ``>= 1``.
         exclude: items never to recommend, as in :func:`map_at_k`.
         empty_targets: ``"zero"`` or ``"skip"``, as in :func:`map_at_k`.
@@ -447,13 +447,13 @@ def recall_at_k(
         tensor(0.3333)
     """
     return _metric_at_k(
-        "recall", preds, targets, k, exclude, empty_targets, reduction, validate_args
+        "recall", preds, target, k, exclude, empty_targets, reduction, validate_args
     )
 
 
 def hit_rate_at_k(
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     k: int,
     *,
     exclude: Tensor | None = None,
@@ -467,7 +467,7 @@ def hit_rate_at_k(
 
     Args:
         preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
-        targets: relevant items, as in :func:`map_at_k`.
+        target: relevant items, as in :func:`map_at_k`.
         k: cut-off, an int ``>= 1``.
         exclude: items never to recommend, as in :func:`map_at_k`.
         empty_targets: ``"zero"`` or ``"skip"``, as in :func:`map_at_k`.
@@ -483,13 +483,13 @@ def hit_rate_at_k(
         tensor([1., 0.])
     """
     return _metric_at_k(
-        "hit_rate", preds, targets, k, exclude, empty_targets, reduction, validate_args
+        "hit_rate", preds, target, k, exclude, empty_targets, reduction, validate_args
     )
 
 
 def mrr_at_k(
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     k: int,
     *,
     exclude: Tensor | None = None,
@@ -505,7 +505,7 @@ def mrr_at_k(
 
     Args:
         preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
-        targets: relevant items, as in :func:`map_at_k`.
+        target: relevant items, as in :func:`map_at_k`.
         k: cut-off, an int ``>= 1``.
         exclude: items never to recommend, as in :func:`map_at_k`.
         empty_targets: ``"zero"`` or ``"skip"``, as in :func:`map_at_k`.
@@ -519,12 +519,12 @@ def mrr_at_k(
         >>> mrr_at_k(torch.tensor([[3, 1, 2]]), torch.tensor([[2, 1]]), 3)
         tensor(0.5000)
     """
-    return _metric_at_k("mrr", preds, targets, k, exclude, empty_targets, reduction, validate_args)
+    return _metric_at_k("mrr", preds, target, k, exclude, empty_targets, reduction, validate_args)
 
 
 def ndcg_at_k(
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     k: int,
     *,
     exclude: Tensor | None = None,
@@ -544,7 +544,7 @@ def ndcg_at_k(
 
     Args:
         preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
-        targets: relevant items, as in :func:`map_at_k`.
+        target: relevant items, as in :func:`map_at_k`.
         k: cut-off, an int ``>= 1``.
         exclude: items never to recommend, as in :func:`map_at_k`.
         empty_targets: ``"zero"`` or ``"skip"``, as in :func:`map_at_k`.
@@ -558,12 +558,12 @@ def ndcg_at_k(
         >>> ndcg_at_k(torch.tensor([[3, 1, 2]]), torch.tensor([[1]]), 3)  # 1 / log2(3)
         tensor(0.6309)
     """
-    return _metric_at_k("ndcg", preds, targets, k, exclude, empty_targets, reduction, validate_args)
+    return _metric_at_k("ndcg", preds, target, k, exclude, empty_targets, reduction, validate_args)
 
 
 def ranking_metrics_at_k(
     preds: Tensor,
-    targets: Tensor,
+    target: Tensor,
     k: int,
     *,
     metrics: tuple[str, ...] = METRICS,
@@ -581,7 +581,7 @@ def ranking_metrics_at_k(
 
     Args:
         preds: scores ``(N, C)`` or ranked index list ``(N, r)``, as in :func:`map_at_k`.
-        targets: relevant items, as in :func:`map_at_k`.
+        target: relevant items, as in :func:`map_at_k`.
         k: cut-off, an int ``>= 1``.
         metrics: names among ``"hit_rate"``, ``"map"``, ``"mrr"``, ``"ndcg"``, ``"precision"``,
             ``"recall"``.
@@ -608,7 +608,7 @@ def ranking_metrics_at_k(
     """
     _check_metrics(metrics)
     _check_options(denominator, empty_targets, reduction)
-    rel, num_relevant = _ranked_relevance(preds, targets, k, exclude, validate_args)
+    rel, num_relevant = _ranked_relevance(preds, target, k, exclude, validate_args)
     values = _per_row_values(metrics, rel, num_relevant, denominator)
     return {
         name: _reduce(values[i], num_relevant, empty_targets, reduction)

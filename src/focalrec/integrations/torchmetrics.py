@@ -1,7 +1,7 @@
 """A :class:`torchmetrics.Metric` adapter for the ranking metrics @k of :mod:`focalrec.ranking`.
 
 Requires ``torchmetrics`` (``pip install focalrec[torchmetrics]``): without it this module still
-imports (so tools that walk the package keep working), but importing ``RankingMetricAtK`` from it
+imports (so tools that walk the package keep working), but importing ``TorchmetricsRankingMetric`` from it
 raises an ``ImportError`` that says what to install. The adapter keeps the fixed-size state of
 :class:`focalrec.RankingMetricsAtK` (a float64 sum and a row count, reduced by sum across
 processes), so it fits a ``MetricCollection``, Lightning logging and torchmetrics' own
@@ -26,17 +26,17 @@ from focalrec.ranking import (
     _check_choice,
 )
 
-__all__ = ["RankingMetricAtK"]
+__all__ = ["TorchmetricsRankingMetric"]
 
 _INSTALL_HINT = (
-    "focalrec.integrations.torchmetrics.RankingMetricAtK needs torchmetrics, which is not "
+    "focalrec.integrations.torchmetrics.TorchmetricsRankingMetric needs torchmetrics, which is not "
     "installed: pip install 'focalrec[torchmetrics]'"
 )
 
 
 def __getattr__(name: str) -> object:
     # Reached only when the class below was not defined, that is without torchmetrics.
-    if name == "RankingMetricAtK":
+    if name == "TorchmetricsRankingMetric":
         raise ImportError(_INSTALL_HINT)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -44,11 +44,11 @@ def __getattr__(name: str) -> object:
 if importlib.util.find_spec("torchmetrics") is not None:
     from torchmetrics import Metric
 
-    class RankingMetricAtK(Metric):  # type: ignore[misc, unused-ignore]  # Any without torchmetrics
+    class TorchmetricsRankingMetric(Metric):  # type: ignore[misc, unused-ignore]  # Any without torchmetrics
         """One ranking metric @k of :mod:`focalrec.ranking` as a :class:`torchmetrics.Metric`.
 
-        ``update(preds, targets, exclude=None)`` takes the inputs of :func:`focalrec.map_at_k`
-        (scores or ranked index lists; index-list or dense targets; optional exclusions);
+        ``update(preds, target, exclude=None)`` takes the inputs of :func:`focalrec.map_at_k`
+        (scores or ranked index lists; index-list or dense `target`; optional exclusions);
         ``compute()`` returns the mean of the metric over the rows seen, by every process under
         ``torch.distributed``.
 
@@ -64,7 +64,7 @@ if importlib.util.find_spec("torchmetrics") is not None:
                 ``process_group``, ...).
 
         Example:
-            >>> metric = RankingMetricAtK("map", k=3)
+            >>> metric = TorchmetricsRankingMetric("map", k=3)
             >>> metric.update(torch.tensor([[0.9, 0.1, 0.8, 0.3]]), torch.tensor([[2, 3]]))
             >>> metric.update(torch.tensor([[0.2, 0.7, 0.1, 0.4]]), torch.tensor([[0, -1]]))
             >>> metric.compute()
@@ -100,11 +100,11 @@ if importlib.util.find_spec("torchmetrics") is not None:
             self.add_state("total", default=zero.clone(), dist_reduce_fx="sum")
             self.add_state("count", default=zero.clone(), dist_reduce_fx="sum")
 
-        def update(self, preds: Tensor, targets: Tensor, exclude: Tensor | None = None) -> None:
+        def update(self, preds: Tensor, target: Tensor, exclude: Tensor | None = None) -> None:
             """Add a batch of rows, as :meth:`focalrec.RankingMetricsAtK.update` does."""
             total, count = _batch_state(
                 preds,
-                targets,
+                target,
                 exclude,
                 self.k,
                 (self.metric,),
