@@ -44,10 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside this file
-
 import atomic
 import challenge
+from challenge_app.checkpoints import CHECKPOINT, METRICS, OUTPUTS
+from challenge_app.command_line import MODELS as CHALLENGE_MODELS
+from challenge_app.command_line import RESUMABLE, used_config
+from challenge_data import DataError
 
 GAMMAS = ("0.5", "1", "2")
 ALPHAS = ("none", "0.25", "0.75")
@@ -117,7 +119,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         help="directory for ablation.md, ablation.png, ablation.json and runs/",
     )
     p.add_argument(
-        "--models", nargs="+", choices=challenge.MODELS, default=list(MODELS), help="models"
+        "--models", nargs="+", choices=CHALLENGE_MODELS, default=list(MODELS), help="models"
     )
     p.add_argument(
         "--losses",
@@ -165,7 +167,7 @@ def run_argv(args: argparse.Namespace, extra: list[str], cell: Cell, resume: boo
 def expected_config(args: argparse.Namespace, extra: list[str], cell: Cell) -> dict[str, Any]:
     """What ``challenge.py`` would record as the run's options (compared as it compares them)."""
     config = challenge.run_config(challenge.parse_args(run_argv(args, extra, cell, False)))
-    return challenge.used_config(config)
+    return used_config(config)
 
 
 def finished(
@@ -176,15 +178,15 @@ def finished(
     A run made with a smaller ``--epochs`` or ``--patience`` is not done: :func:`train` resumes
     it with the larger values (``challenge.py --resume``), which goes on from its last epoch.
     """
-    path = cell.folder(args.output) / challenge.METRICS
+    path = cell.folder(args.output) / METRICS
     if not path.is_file():
         return None
     result: dict[str, Any] = json.loads(path.read_text())
-    made, wanted = challenge.used_config(result["config"]), expected_config(args, extra, cell)
+    made, wanted = used_config(result["config"]), expected_config(args, extra, cell)
     made.pop("history_len", None)
     grown = False
     for key in sorted(set(made) | set(wanted)):
-        if key in challenge.RESUMABLE and made.get(key, 0) < wanted.get(key, 0):
+        if key in RESUMABLE and made.get(key, 0) < wanted.get(key, 0):
             grown = True
         elif made.get(key) != wanted.get(key):
             raise SystemExit(
@@ -199,7 +201,7 @@ def finished(
 def train(args: argparse.Namespace, extra: list[str], cell: Cell) -> None:
     """Train ``cell`` in its own process (resuming its partial run if there is one)."""
     folder = cell.folder(args.output)
-    partial = atomic.RunDirectory(folder, challenge.OUTPUTS).find(challenge.CHECKPOINT)
+    partial = atomic.RunDirectory(folder, OUTPUTS).find(CHECKPOINT)
     argv = run_argv(args, extra, cell, resume=partial is not None)
     env = dict(os.environ)
     if args.jobs > 1:  # the cores are shared between the runs
@@ -363,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     data_args = challenge.parse_args(run_argv(args, extra, cells[0], False))
     try:
         fingerprint = challenge.load_data(data_args)[1]
-    except challenge.DataError as e:
+    except DataError as e:
         raise SystemExit(f"error: {e}") from None
     todo = [c for c in cells if finished(args, extra, c, fingerprint) is None]
     if not args.report_only:

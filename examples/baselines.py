@@ -16,7 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["item_popularity", "popularity_scores", "transition_scores"]
+import focalrec
+
+__all__ = ["item_popularity", "popularity_scores", "transition_scores", "validation_maps"]
 
 
 def _check_sequences(x: object, name: str, num_items: int) -> Tensor:
@@ -154,3 +156,16 @@ def transition_scores(
         pop = item_popularity(seq, num_items).double()
         scores += popularity_weight * pop / pop.max().clamp_min(1)
     return scores.float()
+
+
+def validation_maps(
+    sequences: Tensor, history: Tensor, target: Tensor, num_items: int, k: int
+) -> dict[str, float]:
+    """mAP@k of both baselines, trained on ``sequences``, for users with ``history`` whose next
+    items are ``target`` (index lists); each user's own history is excluded."""
+    scores = {
+        "popularity": popularity_scores(sequences, num_items, len(history)),
+        "transition": transition_scores(sequences, history, num_items),
+    }
+    top = {name: focalrec.topk_items(s, k, exclude=history) for name, s in scores.items()}
+    return {name: float(focalrec.map_at_k(t, target, k)) for name, t in top.items()}

@@ -40,6 +40,8 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from options import shown
 
@@ -52,9 +54,11 @@ __all__ = [
     "DataError",
     "ItemMetadata",
     "Sequences",
+    "Windows",
     "history_windows",
     "infer_history_len",
     "load_challenge_data",
+    "make_windows",
     "pad_sequences",
     "read_challenges",
     "read_sequences",
@@ -520,6 +524,13 @@ class ChallengeData:
         """The number of items ``C`` (the model's number of outputs)."""
         return len(self.vocabulary)
 
+    def describe(self) -> str:
+        """One line: the users of each file, the challenges and the history length."""
+        return (
+            f"{len(self.train)} train.csv users, {len(self.test)} test.csv users, "
+            f"{self.num_items} challenges, L={self.history_len}"
+        )
+
 
 def load_challenge_data(data_dir: Path, *, history_len: int | None = None) -> ChallengeData:
     """Read, validate and label-encode the challenge's files in ``data_dir``.
@@ -716,3 +727,37 @@ def history_windows(
         history[i, history_len - len(head) :] = head
         targets[i, : len(tail)] = tail
     return history, targets
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Index lists (padded with -1) for training, validation and test."""
+
+    train_history: Tensor  # (N, L) the last L challenges before each cut, left-padded
+    train_targets: Tensor  # (N, 3) the next 3 challenges
+    val_history: Tensor  # (V, L) validation users' first L challenges
+    val_targets: Tensor  # (V, 3) their next 3
+    test_history: Tensor  # (T, L) test users' histories
+    train_sequences: Tensor  # (U, longest) every sequence the windows come from, right-padded
+
+
+def make_windows(data: ChallengeData, val_fraction: float, seed: int) -> Windows:
+    """Training windows: every (last L, next 3) of the training users, plus the windows inside the
+    first L challenges of validation and test users (known at prediction time). Validation
+    users are scored on their first L challenges -> next 3, as test users are."""
+    L = data.history_len
+    train_idx, val_idx = split_users(len(data.train), val_fraction, seed)
+    train_users = [data.train[i] for i in train_idx]
+    val_users = [data.train[i] for i in val_idx]
+    known = [s[:L] for s in val_users] + data.test  # histories known at prediction time
+    parts = [sliding_windows(train_users, L), sliding_windows(known, L)]
+    val_history, val_targets = history_windows(val_users, L)
+    test_history, _ = history_windows(data.test, L)
+    return Windows(
+        train_history=torch.from_numpy(np.concatenate([h for h, _ in parts])),
+        train_targets=torch.from_numpy(np.concatenate([t for _, t in parts])),
+        val_history=torch.from_numpy(val_history),
+        val_targets=torch.from_numpy(val_targets),
+        test_history=torch.from_numpy(test_history),
+        train_sequences=torch.from_numpy(pad_sequences(train_users + known)),
+    )

@@ -10,7 +10,8 @@ class Recommender(L.LightningModule):
         super().__init__()
         self.model = model
         self.criterion = FocalLoss(alpha=0.25, gamma=2.0, reduction="sum_over_positives")
-        self.val_map = TorchmetricsRankingMetric("map", k=3)  # fixed-size state, synced by Lightning
+        # A fixed-size state, synchronized by Lightning.
+        self.val_map = TorchmetricsRankingMetric("map", k=3)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         history, next_items = batch  # index lists (N, L) and (N, 3)

@@ -1,9 +1,9 @@
 """A :class:`torchmetrics.Metric` adapter for the ranking metrics @k of :mod:`focalrec.ranking`.
 
 Requires ``torchmetrics`` (``pip install focalrec[torchmetrics]``): without it this module still
-imports (so tools that walk the package keep working), but importing ``TorchmetricsRankingMetric`` from it
-raises an ``ImportError`` that says what to install. The adapter keeps the fixed-size state of
-:class:`focalrec.RankingMetricsAtK` (a float64 sum and a row count, reduced by sum across
+imports (so tools that walk the package keep working), but importing ``TorchmetricsRankingMetric``
+from it raises an ``ImportError`` that says what to install. The adapter keeps the fixed-size state
+of :class:`focalrec.RankingMetricsAtK` (a float64 sum and a row count, reduced by sum across
 processes), so it fits a ``MetricCollection``, Lightning logging and torchmetrics' own
 synchronization, unlike ``torchmetrics.retrieval.RetrievalMAP``, which stores every score.
 """
