@@ -17,13 +17,7 @@ which every implementation produces. Soft targets are label-smoothed ones (0.05 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +31,12 @@ from torch import Tensor
 from focalrec import sigmoid_focal_loss
 from focalrec._focal.inputs import FocalInputs
 from focalrec._focal.op import backend_name
+from harness import (
+    environment,
+    memory_in_subprocess,
+    print_memory_child,
+    write_json,
+)
 
 LossFn = Callable[[Tensor, "Targets"], Tensor]
 """``fn(logits, targets) -> scalar loss`` (sum over all elements)."""
@@ -169,42 +169,6 @@ def time_once(fn: LossFn, base: Tensor, targets: Targets) -> tuple[float, float,
     return time.perf_counter() - wall, time.process_time() - cpu, float(loss.detach())
 
 
-def _status_bytes(field: str) -> int:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def peak_extra_bytes(
-    step: Callable[[], object],
-    cleanup: Callable[[], object],
-    warmup: Callable[[], object] | None = None,
-) -> tuple[int, bool]:
-    """The peak resident memory (bytes) that ``step()`` adds, and whether it is exact.
-
-    Measured on a call after a warm-up (``warmup()``, else ``step()`` itself: one-time
-    allocations are not the step's) and ``cleanup()`` (which drops what the warm-up left, e.g.
-    gradients), with the peak reset just before the call (``/proc/self/clear_refs``, Linux);
-    where that is not possible the process's earlier peak may hide part of it, and ``exact`` is
-    False.
-    """
-    (warmup or step)()
-    cleanup()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM)
-        exact = True
-    except OSError:
-        exact = False
-    before = _status_bytes("VmRSS")
-    step()
-    peak = _status_bytes("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if not exact:
-        peak *= 1024
-    return max(peak - before, 0), exact
-
-
 def memory_child(args: argparse.Namespace) -> None:
     """Print the peak RSS added by one forward + backward of ``args.memory_child`` (the warm-up
     call also compiles, where a backend compiles: that is not counted)."""
@@ -215,19 +179,13 @@ def memory_child(args: argparse.Namespace) -> None:
     def cleanup() -> None:
         x.grad = None
 
-    extra, exact = peak_extra_bytes(lambda: fn(x, targets).backward(), cleanup)
-    print(json.dumps({"extra_bytes": extra, "exact": exact}))
+    print_memory_child(lambda: fn(x, targets).backward(), cleanup)
 
 
 def measure_memory(name: str, args: argparse.Namespace) -> int | None:
-    cmd = [sys.executable, __file__, "--memory-child", name, "--size", str(args.n), str(args.c)]
-    cmd += ["--positives", str(args.positives), "--alpha", str(args.alpha)]
-    cmd += ["--gamma", str(args.gamma), "--seed", str(args.seed)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        print(f"  memory run of {name} failed: {done.stderr.strip().splitlines()[-1:]}")
-        return None
-    return int(json.loads(done.stdout.strip().splitlines()[-1])["extra_bytes"])
+    argv = ["--size", str(args.n), str(args.c), "--positives", str(args.positives)]
+    argv += ["--alpha", str(args.alpha), "--gamma", str(args.gamma), "--seed", str(args.seed)]
+    return memory_in_subprocess(__file__, argv, name)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -279,16 +237,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "dtype": "float32",
             "logits_mb": logits_bytes / 2**20,
         },
-        "environment": {
-            "focalrec_backend": backend_name(
+        "environment": environment(
+            focalrec_backend=backend_name(
                 FocalInputs(base, None, targets.index, args.alpha, None, args.gamma, None, None)
-            ),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-        },
+            )
+        ),
         "results": results,
     }
 
@@ -338,13 +291,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.repeats is None:
         args.repeats = 2 if args.quick else 7
     return args
-
-
-def write_json(path: Path, report: dict[str, Any]) -> None:
-    """Write ``report`` to ``path`` atomically (a reader never sees half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:

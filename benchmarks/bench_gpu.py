@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import harness
 from bench_focal import make_inputs, torchvision_formula
 from focalrec import map_at_k, sigmoid_focal_loss
 
@@ -233,12 +233,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         triton_version: str | None = triton.__version__
     except ImportError:
         triton_version = None
-    env: dict[str, Any] = {
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "python": platform.python_version(),
-        "device": device.type,
-    }
+    env = harness.environment(triton=triton_version, device=device.type)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(

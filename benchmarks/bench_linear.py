@@ -23,12 +23,8 @@ warm-up on a small catalogue, since one forward + backward takes minutes on a fe
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench_focal import peak_extra_bytes, write_json
 from focalrec import linear_sigmoid_focal_loss, sigmoid_focal_loss
 from focalrec.linear import DEFAULT_CHUNK_SIZE
+from harness import environment, memory_in_subprocess, print_memory_child, write_json
 
 IMPLEMENTATIONS = (
     "fused",
@@ -185,21 +181,16 @@ def memory_child(args: argparse.Namespace) -> None:
     if c >= args.large_items:  # a warm-up on a small catalogue: the same code, in seconds
         small = make_data(args.n, args.d, 4096, args.positives, args.seed, name == "unfused_bce")
         warmup = lambda: fn(small).backward()  # noqa: E731
-    extra, exact = peak_extra_bytes(lambda: fn(data).backward(), lambda: _zero_grads(data), warmup)
-    print(json.dumps({"extra_bytes": extra, "exact": exact}))
+    print_memory_child(lambda: fn(data).backward(), lambda: _zero_grads(data), warmup)
 
 
 def measure_memory(name: str, c: int, args: argparse.Namespace) -> int | None:
-    cmd = [sys.executable, __file__, "--memory-child", name, "--items", str(c)]
-    cmd += ["--n", str(args.n), "--d", str(args.d), "--positives", str(args.positives)]
-    cmd += ["--alpha", str(args.alpha), "--gamma", str(args.gamma), "--seed", str(args.seed)]
-    cmd += ["--chunk-size", *map(str, args.chunk_size), "--large-items", str(args.large_items)]
-    cmd += ["--threads", str(torch.get_num_threads())]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        print(f"  memory run of {name} failed: {done.stderr.strip().splitlines()[-1:]}")
-        return None
-    return int(json.loads(done.stdout.strip().splitlines()[-1])["extra_bytes"])
+    argv = ["--items", str(c), "--n", str(args.n), "--d", str(args.d)]
+    argv += ["--positives", str(args.positives), "--alpha", str(args.alpha)]
+    argv += ["--gamma", str(args.gamma), "--seed", str(args.seed)]
+    argv += ["--chunk-size", *map(str, args.chunk_size), "--large-items", str(args.large_items)]
+    argv += ["--threads", str(torch.get_num_threads())]
+    return memory_in_subprocess(__file__, argv, name)
 
 
 def run_size(c: int, args: argparse.Namespace, budget: int | None) -> dict[str, Any]:
@@ -324,15 +315,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "large_items": args.large_items,
             "memory_budget_mb": None if budget is None else budget / 2**20,
         },
-        "environment": {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "memory_available_mb": None if available is None else available / 2**20,
-            "load_average": [load_start, load_average()],
-        },
+        "environment": environment(
+            memory_available_mb=None if available is None else available / 2**20,
+            load_average=[load_start, load_average()],
+        ),
         "sizes": sizes,
     }
 

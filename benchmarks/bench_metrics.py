@@ -17,9 +17,6 @@ Run ``python benchmarks/bench_metrics.py --help`` for the options; ``--quick`` i
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +25,7 @@ from pathlib import Path
 import torch
 
 from focalrec import map_at_k, topk_items
+from harness import environment, interleaved_times, write_json
 
 
 def apk(actual: list[int], predicted: list[int], k: int) -> float:
@@ -67,18 +65,6 @@ def torchmetrics_map(scores: torch.Tensor, targets: torch.Tensor, k: int) -> flo
         scores.flatten(), relevance.flatten(), indexes=torch.arange(n).repeat_interleave(c)
     )
     return float(metric.compute())
-
-
-def run_times(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for fn in cases.values():  # warm-up
-        fn()
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:
@@ -125,7 +111,7 @@ def main() -> None:
         "python apk loop": lambda: python_apk_loop(scores, targets, k, None),
         "python apk loop, exclude (random)": lambda: python_apk_loop(scores, targets, k, exclude),
     }
-    times = run_times(cases, args.repeats)
+    times = interleaved_times(cases, args.repeats)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     floor = medians["torch.topk(scores, k) alone"]
     floor_times = times["torch.topk(scores, k) alone"]
@@ -205,18 +191,11 @@ def main() -> None:
             "config": {
                 key: (str(v) if isinstance(v, Path) else v) for key, v in vars(args).items()
             },
-            "environment": {
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-            },
+            "environment": environment(),
             "results": results,
             "checks": checks,
         }
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_json(args.json, payload)
         print(f"wrote {args.json}")
 
 

@@ -11,9 +11,9 @@ catalogue size, so both sides form them one block of rows x items at a time, the
 - where the ``(N, C)`` scores fit in ``--materialize-limit-gib``: the full product, then
   ``topk_items``.
 
-Every time is the median of ``--repeats`` interleaved runs (bench_metrics' ``run_times``),
+Every time is the median of ``--repeats`` interleaved runs (the harness' ``interleaved_times``),
 reported with its ratio to the obvious way in the same process; the peak resident memory each
-case adds is measured in a subprocess per case (bench_focal's ``peak_extra_bytes``). The default
+case adds is measured in a subprocess per case (the harness' ``peak_extra_bytes``). The default
 size is the issue's, 39,732 queries x 1,000,000 items, d = 256, k = 3, which takes days on a
 2-core CPU: ``--queries`` sets a smaller N (the time per query is what scales).
 
@@ -24,11 +24,7 @@ size is the issue's, 39,732 queries x 1,000,000 items, d = 256, k = 3, which tak
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,9 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench_focal import peak_extra_bytes
-from bench_metrics import run_times
 from focalrec import topk_items, topk_items_from_embeddings
+from harness import (
+    environment,
+    interleaved_times,
+    median_ratio,
+    memory_in_subprocess,
+    print_memory_child,
+    write_json,
+)
 
 BASELINE = "chunked matmul + torch.topk"
 OURS = "topk_items_from_embeddings"
@@ -117,21 +119,11 @@ def cases(args: argparse.Namespace, inputs: tuple[Tensor, ...]) -> dict[str, Cal
 def memory_child(args: argparse.Namespace) -> None:
     """Print the peak RSS that one run of ``args.memory_child`` adds to its inputs."""
     run = cases(args, make_inputs(args))[args.memory_child]
-    extra, exact = peak_extra_bytes(run, lambda: None)
-    print(json.dumps({"extra_bytes": extra, "exact": exact}))
+    print_memory_child(run, lambda: None)
 
 
 def measure_memory(name: str, argv: list[str]) -> int | None:
-    done = subprocess.run(
-        [sys.executable, __file__, *argv, "--memory-child", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        print(f"  memory run of {name!r} failed: {done.stderr.strip().splitlines()[-1:]}")
-        return None
-    return int(json.loads(done.stdout.strip().splitlines()[-1])["extra_bytes"])
+    return memory_in_subprocess(__file__, argv, name)
 
 
 def same_rows(a: Tensor, b: Tensor) -> float:
@@ -150,7 +142,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         return call
 
     timed = {name: keeping(name, fn) for name, fn in cases(args, inputs).items()}
-    times = run_times(timed, args.repeats)  # type: ignore[arg-type]
+    times = interleaved_times(timed, args.repeats)  # type: ignore[arg-type]
     rows, block_items = args.chunk_size
     results: dict[str, Any] = {}
     for name, ts in times.items():
@@ -163,9 +155,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "baseline": base,
             # Each repeat runs every case back to back: the ratio within a repeat is the least
             # sensitive to a machine whose load drifts between repeats.
-            "ratio_to_baseline": statistics.median(
-                t / b for t, b in zip(ts, times[base], strict=True)
-            ),
+            "ratio_to_baseline": median_ratio(ts, times[base]),
         }
         if args.memory:
             extra = measure_memory(name, argv)
@@ -190,12 +180,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "repeats": args.repeats,
             "seed": args.seed,
         },
-        "environment": {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "environment": environment(),
         "results": results,
         "checks": checks,
     }
@@ -270,9 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     report = run(args, child_argv)
     print_table(report)
     if args.json is not None:
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_json(args.json, report)
         print(f"wrote {args.json}")
 
 

@@ -14,6 +14,9 @@ from conftest import REPO_ROOT
 
 
 def _load_benchmark() -> ModuleType:
+    benchmarks = str(REPO_ROOT / "benchmarks")
+    if benchmarks not in sys.path:  # the script imports the shared harness beside it
+        sys.path.insert(0, benchmarks)
     spec = importlib.util.spec_from_file_location(
         "bench_focal", REPO_ROOT / "benchmarks" / "bench_focal.py"
     )
