@@ -87,32 +87,66 @@ GBCE_ONLY = {"negatives": 256, "gbce_t": 0.75}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = integer(1)
-    p.add_argument("--data", type=path, required=True, metavar="DIR", help="gSASRec's layout")
+    p.add_argument(
+        "--data",
+        type=path,
+        required=True,
+        metavar="DIR",
+        help="train/, val/ [test/] in gSASRec's layout",
+    )
     p.add_argument(
         "--output", type=path, required=True, metavar="OUT", help="replaced as a whole by a run"
     )
-    p.add_argument("--loss", choices=LOSSES, default="bce", help="(default: %(default)s)")
+    p.add_argument(
+        "--loss", choices=LOSSES, default="bce", help="the training loss (default: %(default)s)"
+    )
     p.add_argument("--alpha", type=number(0, 1), help="--loss focal: alpha (default: 0.25)")
     p.add_argument("--gamma", type=number(0), help="--loss focal: gamma (default: 2)")
-    p.add_argument("--negatives", type=size, help="--loss gbce: negatives per position (256)")
-    p.add_argument("--gbce-t", type=number(0, 1), help="--loss gbce: calibration t (0.75)")
-    p.add_argument("--epochs", type=size, default=200, help="(default: %(default)s)")
     p.add_argument(
-        "--patience", type=size, default=10, help="epochs without a better val NDCG@10 (10)"
+        "--negatives", type=size, help="--loss gbce: negatives per position (default: 256)"
+    )
+    p.add_argument("--gbce-t", type=number(0, 1), help="--loss gbce: calibration t (default: 0.75)")
+    p.add_argument("--epochs", type=size, default=200, help="most epochs (default: %(default)s)")
+    p.add_argument(
+        "--patience",
+        type=size,
+        default=10,
+        help="epochs without a better val NDCG@10 (default: %(default)s)",
     )
     p.add_argument(
-        "--max-minutes", type=number(0, low_open=True), help="stop training after M minutes"
+        "--max-minutes",
+        type=number(0, low_open=True),
+        help="stop training after M minutes (default: no limit)",
     )
-    p.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="(default: 0)")
-    p.add_argument("--batch-size", type=size, default=128, help="users a step (default: 128)")
-    p.add_argument("--lr", type=number(0, low_open=True), default=1e-3, help="Adam's (1e-3)")
-    p.add_argument("--embedding-dim", type=size, default=64, help="(default: %(default)s)")
-    p.add_argument("--blocks", type=size, default=2, help="attention blocks (default: 2)")
-    p.add_argument("--heads", type=size, default=1, help="attention heads (default: 1)")
     p.add_argument(
-        "--dropout", type=number(0, 1, high_open=True), default=0.2, help="(default: 0.2)"
+        "--seed",
+        type=integer(0, 2**32 - 1),
+        default=0,
+        help="initialization, shuffling, negatives (default: %(default)s)",
     )
-    p.add_argument("--max-length", type=size, default=200, help="items read (default: 200)")
+    p.add_argument(
+        "--batch-size", type=size, default=128, help="users a step (default: %(default)s)"
+    )
+    p.add_argument(
+        "--lr",
+        type=number(0, low_open=True),
+        default=1e-3,
+        help="Adam's learning rate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--embedding-dim",
+        type=size,
+        default=64,
+        help="item embeddings and states (default: %(default)s)",
+    )
+    p.add_argument("--blocks", type=size, default=2, help="attention blocks (default: %(default)s)")
+    p.add_argument("--heads", type=size, default=1, help="attention heads (default: %(default)s)")
+    p.add_argument(
+        "--dropout", type=number(0, 1, high_open=True), default=0.2, help="(default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-length", type=size, default=200, help="most recent items read (default: %(default)s)"
+    )
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     args = p.parse_args(argv)
     for owner, names in (("focal", FOCAL_ONLY), ("gbce", GBCE_ONLY)):
@@ -202,6 +236,8 @@ def load_data(root: Path) -> Data:
     if not root.is_dir():
         raise DataError(root, "not a folder (expected one holding train/, val/ and maybe test/)")
     train = read_lines(root / "train" / "input.txt")
+    if all(len(ids) < 2 for _, ids in train):
+        raise DataError(root / "train" / "input.txt", "no user has 2 items or more: no next item")
     items = sorted({i for _, ids in train for i in ids})
     vocabulary = {item: index for index, item in enumerate(items)}
     test = read_split(root / "test", vocabulary) if (root / "test").exists() else None
@@ -345,6 +381,8 @@ def train(
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     num_items = len(data.items)
+    # Every user's last max_length + 1 items: position t of the first max_length predicts t + 1.
+    history, target, mask = next_item_targets(left_pad(data.train, args.max_length + 1))
     model = SequenceTransformer(
         num_items,
         args.max_length,
@@ -352,11 +390,10 @@ def train(
         num_blocks=args.blocks,
         num_heads=args.heads,
         dropout=args.dropout,
-        prior=1 / num_items,
+        # The output bias starts at each item's rate as a next item: popularity from step 0.
+        prior=focalrec.class_priors(target[mask], num_items),
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    # Every user's last max_length + 1 items: position t of the first max_length predicts t + 1.
-    history, target, mask = next_item_targets(left_pad(data.train, args.max_length + 1))
 
     limit = math.inf if args.max_minutes is None else 60 * args.max_minutes
     start = time.perf_counter()
@@ -366,24 +403,28 @@ def train(
     for epoch in range(1, args.epochs + 1):
         model.train()
         order = torch.randperm(len(history), generator=generator)
-        total = 0.0
+        total, seen = 0.0, 0
         for s in range(0, len(order), args.batch_size):
+            # --8<-- [start:every-position]
             users = order[s : s + args.batch_size]
             keep = mask[users]  # the positions that have a next item
+            if not bool(keep.any()):  # users of a single item: nothing to learn here
+                continue
             states = model.sequence_features(history[users])  # (B, L, D): a state per position
             loss = position_loss(args, model, states[keep], target[users][keep], generator)
+            # --8<-- [end:every-position]
             if not math.isfinite(loss.item()):
                 raise TrainingDiverged(f"the training loss is not finite at step {steps + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            steps, total = steps + 1, total + loss.item() * len(users)
+            steps, total, seen = steps + 1, total + loss.item() * len(users), seen + len(users)
             if time.perf_counter() - start > limit:
                 stopped_by = "max_minutes"
                 break
         val, _ = evaluate(model, data.val)
         seconds = time.perf_counter() - start
-        loss_mean = total / len(order)
+        loss_mean = total / seen
         epochs.append(
             {"epoch": epoch, "loss": loss_mean, "steps": steps, "seconds": seconds, "val": val}
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -248,6 +249,29 @@ def test_gbce_beta_ends() -> None:
     assert movielens.gbce_beta(256, 3416, 1.0) == pytest.approx(256 / 3415, rel=1e-15)
 
 
+def _gsasrec_transform(logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """gSASRec's float64 transform of the positive logits (column 0), as its README gives it."""
+    positive, negative = logits[:, 0:1].double(), logits[:, 1:].double()
+    eps = 1e-10
+    probs = torch.clamp(torch.sigmoid(positive), eps, 1 - eps)
+    adjusted = torch.clamp(probs.pow(-beta), 1 + eps, torch.finfo(torch.float64).max)
+    to_log = torch.clamp(torch.div(1.0, adjusted - 1), eps, torch.finfo(torch.float64).max)
+    return torch.cat([to_log.log(), negative], -1)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.5, 0.75, 1.0])
+def test_gbce_loss_is_bce_of_gsasrecs_float64_transform(t: float) -> None:
+    # gSASRec trains on BCE of the transformed positive logit: -log sigmoid(transform(s+)) is
+    # -beta log sigmoid(s+). Logits in a range where its clamps do not act.
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(64, 1 + 16, generator=g, dtype=torch.float64) * 4
+    beta = movielens.gbce_beta(16, 1000, t)
+    labels = torch.zeros_like(scores)
+    labels[:, 0] = 1
+    expected = F.binary_cross_entropy_with_logits(_gsasrec_transform(scores, beta), labels)
+    torch.testing.assert_close(movielens.gbce_loss(scores, beta), expected, rtol=1e-9, atol=0)
+
+
 def test_gbce_loss_matches_a_loop() -> None:
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(5, 4, generator=g, dtype=torch.float64) * 3
@@ -293,6 +317,7 @@ BAD_DATA = [
     ("empty file", "val/input.txt", "", r"val/input.txt: no users \(the file is empty\)"),
     ("unknown id", "val/input.txt", "UNKNOWN", r"val/input.txt, line 2, column \d+: item id 999"),
     ("line counts", "val/output.txt", "5\n", r"val/output.txt: 1 lines for the 50 users"),
+    ("no next item", "train/input.txt", "1\n2\n", r"train/input.txt: no user has 2 items or more"),
 ]
 
 
