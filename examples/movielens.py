@@ -51,6 +51,7 @@ import argparse
 import contextlib
 import copy
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ import focalrec
 from challenge_data import DataError
 from challenge_data import _text as read_text
 from focalrec.models import SequenceTransformer, next_item_targets
-from options import OneLineParser, integer, number, path
+from options import OneLineParser, integer, number, path, shown
 
 METRICS, PREDICTIONS = "metrics.json", "predictions.txt"
 OUTPUTS = (METRICS, PREDICTIONS)
@@ -178,26 +179,29 @@ class Split:
 
 @dataclass
 class Data:
-    items: list[int]  # internal id -> the files' id
+    """The files' users in internal ids; ``items[i]`` is the files' id of item ``i``."""
+
+    items: list[int]
     train: list[list[int]]
     val: Split
     test: Split | None
 
 
 def read_lines(path: Path) -> list[tuple[int, list[int]]]:
-    """``(line, ids)`` for every line of ``path``: non-negative integers separated by spaces."""
+    """``(line, ids)`` for every line of ``path``: item ids (integers >= 0) separated by spaces."""
     rows = []
     for number_, line in enumerate(read_text(path).splitlines(), start=1):
         ids = []
-        for column, token in enumerate(line.split(), start=1):
-            if not token.isascii() or not token.isdigit():
+        for token in re.finditer(r"\S+", line):
+            text = token.group()
+            if not (text.isascii() and text.isdigit() and len(text) <= 18):
                 raise DataError(
                     path,
-                    f"expected an item id (an integer >= 0), got {token[:20]!r}",
+                    f"expected an item id (an integer in [0, 10^18)), got {shown(text)}",
                     line=number_,
-                    column=str(column),
+                    column=str(token.start() + 1),
                 )
-            ids.append(int(token))
+            ids.append(int(text))
         if not ids:
             raise DataError(path, "no item ids on this line", line=number_)
         rows.append((number_, ids))
@@ -220,14 +224,13 @@ def read_split(folder: Path, vocabulary: dict[int, int]) -> Split:
         ("output.txt", outputs, split.targets),
     ):
         for line, ids in rows:
-            for column, item in enumerate(ids, start=1):
-                if item not in vocabulary:
-                    raise DataError(
-                        folder / file,
-                        f"item id {item} does not occur in train/input.txt (the catalogue)",
-                        line=line,
-                        column=str(column),
-                    )
+            unknown = [item for item in ids if item not in vocabulary]
+            if unknown:
+                raise DataError(
+                    folder / file,
+                    f"item id {unknown[0]} does not occur in train/input.txt (the catalogue)",
+                    line=line,
+                )
             into.append([vocabulary[i] for i in ids])
     return split
 
@@ -253,7 +256,7 @@ def left_pad(sequences: list[list[int]], width: int) -> Tensor:
     """The last ``width`` items of each sequence, left-padded with -1: ``(N, width)`` int64."""
     out = torch.full((len(sequences), width), -1, dtype=torch.long)
     for row, items in enumerate(sequences):
-        tail = items[-width:]
+        tail = items[max(len(items) - width, 0) :]
         if tail:
             out[row, width - len(tail) :] = torch.tensor(tail)
     return out

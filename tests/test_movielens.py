@@ -7,6 +7,7 @@ input answered with one line and OUT left as it was, and a rerun over an existin
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -311,11 +312,13 @@ def _val_line_with(data: Path, item: str) -> str:
 BAD_DATA = [
     ("missing folder", None, None, r"error: .*nowhere: not a folder"),
     ("missing file", "val/output.txt", None, r"error: .*output.txt: file not found"),
-    ("a word", "train/input.txt", "1 2 x3\n", r"train/input.txt, line 1, column 3: expected an"),
-    ("negative id", "train/input.txt", "1 -2\n", r"line 1, column 2: expected an item id"),
+    ("a word", "train/input.txt", "1 2 x3\n", r"train/input.txt, line 1, column 5: expected an"),
+    ("negative id", "train/input.txt", "1\t-2\n", r"line 1, column 3: expected an item id"),
+    ("a float", "train/input.txt", "1 2\n3 4.0\n", r"line 2, column 3: .*got '4.0'$"),
+    ("huge id", "train/input.txt", "1 " + "9" * 5000, r"line 1, column 3: .*\(5000 characters\)$"),
     ("empty line", "train/input.txt", "1 2\n\n3\n", r"line 2: no item ids on this line"),
     ("empty file", "val/input.txt", "", r"val/input.txt: no users \(the file is empty\)"),
-    ("unknown id", "val/input.txt", "UNKNOWN", r"val/input.txt, line 2, column \d+: item id 999"),
+    ("unknown id", "val/input.txt", "UNKNOWN", r"val/input.txt, line 2: item id 999 does not"),
     ("line counts", "val/output.txt", "5\n", r"val/output.txt: 1 lines for the 50 users"),
     ("no next item", "train/input.txt", "1\n2\n", r"train/input.txt: no user has 2 items or more"),
 ]
@@ -452,3 +455,58 @@ def test_the_command_line_in_a_real_process(data: Path, tmp_path: Path) -> None:
     assert bad.stderr.count("\n") == 1, bad.stderr
     assert bad.stderr.startswith("error: ")
     assert "Traceback" not in bad.stderr
+
+
+def test_a_full_disk_leaves_out_as_it_was(
+    data: Path,
+    finished: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # metrics.json is written last, after predictions.txt: the half-written run is discarded.
+    write_bytes = movielens.atomic.write_bytes
+
+    def full(path: Path, data: bytes) -> None:
+        if path.name == "metrics.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        write_bytes(path, data)
+
+    monkeypatch.setattr(movielens.atomic, "write_bytes", full)
+    before = tree(finished.parent)
+    capsys.readouterr()
+    argv = ["--data", str(data), "--output", str(finished), "--epochs", "1", *SMALL]
+    assert movielens.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.match(r"error: .*metrics\.json: cannot write: No space left on device$", err), err
+    assert tree(finished.parent) == before
+
+
+def test_a_diverged_training_is_one_line_and_leaves_out_as_it_was(
+    data: Path,
+    finished: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(movielens, "position_loss", lambda *_: torch.tensor(math.nan))
+    before = tree(finished.parent)
+    capsys.readouterr()
+    argv = ["--data", str(data), "--output", str(finished), *SMALL]
+    assert movielens.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == "error: the training loss is not finite at step 1\n"
+    assert tree(finished.parent) == before
+
+
+def test_an_interrupted_run_beside_out_is_cleared_by_the_next(data: Path, tmp_path: Path) -> None:
+    # A run killed before its commit leaves .out.partial (and maybe a temporary file); the next
+    # run starts afresh and leaves only OUT.
+    out = tmp_path / "out"
+    partial = tmp_path / ".out.partial"
+    partial.mkdir()
+    (partial / "predictions.txt").write_text("1 2 3\n")
+    (partial / ".metrics.json.k3j_x9q2.tmp").write_text("{")
+    argv = ["--data", str(data), "--output", str(out), "--epochs", "1", *SMALL]
+    assert movielens.main(argv) == 0
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert len((out / "predictions.txt").read_text().splitlines()) == 300
