@@ -1,6 +1,6 @@
 """Next-item recommendation on MovieLens-1M in gSASRec's layout, with a choice of losses.
 
-Reads top to bottom: check -> load -> model -> loss -> train every position -> evaluate -> write.
+Reads top to bottom: options -> data -> losses -> evaluation -> training every position -> main.
 
     python examples/movielens.py --data DIR --output OUT                 # full-catalogue BCE
     python examples/movielens.py --data DIR --output OUT --loss gbce     # gSASRec's sampled gBCE
