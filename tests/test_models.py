@@ -347,12 +347,12 @@ def _gru_features(model: SequenceGRU, row: list[int]) -> torch.Tensor:
 
 
 def _transformer_features(model: SequenceTransformer, row: list[int]) -> torch.Tensor:
-    """Pre-LN causal attention over the row's items only; the most recent at position L."""
+    """Pre-LN causal attention over the row's items only; the oldest at position 0."""
     items = [j for j in row if j >= 0]
     dim, n = model.embedding.embedding_dim, len(items)
     if n == 0:
         return torch.zeros(dim, dtype=torch.float64)
-    x = _f64(model.embedding.weight[items]) + _f64(model.position.weight[L - n :])
+    x = _f64(model.embedding.weight[items]) + _f64(model.position.weight[:n])
     future = ~torch.ones(n, n, dtype=torch.bool).tril()
     for block in model.blocks:
         heads = block.num_heads
@@ -751,3 +751,320 @@ def test_order_aware_models_learn_an_order_rule_the_mlp_does_not() -> None:
     assert mlp < 0.6
     assert gru > 0.9
     assert transformer > mlp + 0.25
+
+
+# -------------------------------------------------------------------------------------------------
+# Per-position states: sequence_features, next_item_targets and every position through the fused
+# output layer
+# -------------------------------------------------------------------------------------------------
+
+ORDERED = ("gru", "transformer")
+
+_histories = st.lists(
+    st.lists(st.integers(-1, C - 1), min_size=L, max_size=L), min_size=1, max_size=4
+)
+"""Rows of width L with -1 anywhere (left padding, padding inside, empty rows)."""
+
+
+def _prefix_features(model: SequenceRecommender, history: torch.Tensor) -> torch.Tensor:
+    """``features`` of every prefix ``history[:, : j + 1]``, stacked: the windows approach."""
+    columns = [model.features(history[:, : j + 1]) for j in range(history.shape[1])]
+    return torch.stack(columns, dim=1)
+
+
+@settings(max_examples=30)
+@given(kind=st.sampled_from(ORDERED), rows=_histories)
+def test_each_column_is_the_float64_reference_of_its_prefix(
+    kind: str, rows: list[list[int]]
+) -> None:
+    # Column j: the reference features of the items up to column j (none: zeros).
+    model = _eval_model(kind)
+    states = model.sequence_features(torch.tensor(rows))
+    reference = _gru_features if kind == "gru" else _transformer_features
+    expected = torch.stack(
+        [torch.stack([reference(model, r[: j + 1]) for j in range(L)]) for r in rows]  # type: ignore[arg-type]
+    )
+    assert states.shape == (len(rows), L, states.shape[2])
+    torch.testing.assert_close(states, expected.float(), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=30)
+@given(kind=st.sampled_from(ORDERED), rows=_histories)
+def test_each_column_is_the_features_of_its_prefix_and_the_last_is_features(
+    kind: str, rows: list[list[int]]
+) -> None:
+    model = _eval_model(kind)
+    history = torch.tensor(rows)
+    states = model.sequence_features(history)
+    torch.testing.assert_close(states, _prefix_features(model, history), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(states[:, -1], model.features(history), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=30)
+@given(kind=st.sampled_from(ORDERED), rows=_histories, data=st.data())
+def test_a_later_item_never_changes_an_earlier_state(
+    kind: str, rows: list[list[int]], data: st.DataObject
+) -> None:
+    model = _eval_model(kind)
+    history = torch.tensor(rows)
+    j = data.draw(st.integers(0, L - 2), label="last unchanged column")
+    later = data.draw(
+        st.lists(st.integers(-1, C - 1), min_size=L - 1 - j, max_size=L - 1 - j), label="later"
+    )
+    changed = history.clone()
+    changed[:, j + 1 :] = torch.tensor(later)
+    before = model.sequence_features(history)[:, : j + 1]
+    after = model.sequence_features(changed)[:, : j + 1]
+    torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-6)
+
+
+_WIDE: dict[str, SequenceRecommender] = {}
+
+
+def _wide_model(kind: str) -> SequenceRecommender:
+    """A small model of ``kind`` that reads up to ``L + 3`` columns, in evaluation mode."""
+    if kind not in _WIDE:
+        torch.manual_seed(0)
+        _WIDE[kind] = _CLASSES[kind](C, L + 3, **_SMALL[kind]).eval()  # type: ignore[call-arg]
+    return _WIDE[kind]
+
+
+@settings(max_examples=30)
+@given(kind=st.sampled_from(ORDERED), rows=_histories, extra=st.integers(0, 3))
+def test_more_left_padding_adds_zero_columns_before_the_same_states(
+    kind: str, rows: list[list[int]], extra: int
+) -> None:
+    model = _wide_model(kind)
+    history = torch.tensor(rows)
+    padded = F.pad(history, (extra, 0), value=-1)
+    states, more = model.sequence_features(history), model.sequence_features(padded)
+    assert more.shape == (len(rows), L + extra, states.shape[2])
+    torch.testing.assert_close(more[:, extra:], states, rtol=1e-5, atol=1e-5)
+    assert more[:, :extra].abs().sum() == 0
+
+
+@pytest.mark.parametrize("kind", ORDERED)
+def test_padding_columns_hold_the_latest_state_before_them(kind: str) -> None:
+    # Before the first item: the empty history's state, zero; after an item: that item's state.
+    model = _eval_model(kind)
+    history = torch.tensor([[-1, 3, -1, 7], [-1, -1, -1, -1], [5, -1, -1, -1]])
+    states = model.sequence_features(history)
+    assert states[0, 0].abs().sum() == 0
+    assert torch.equal(states[0, 2], states[0, 1])
+    assert states[1].abs().sum() == 0
+    assert torch.equal(states[2, 1:], states[2, :1].expand(3, -1))
+    assert states[2, 0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ORDERED)
+@pytest.mark.parametrize("width", [0, 1, L])
+def test_sequence_features_shapes_dropout_and_gradients(kind: str, width: int) -> None:
+    model = _make(kind, dropout=0.3).train()
+    history = torch.randint(-1, C, (5, width))
+    states = model.sequence_features(history)
+    assert states.shape == (5, width, model.output.in_features)
+    assert states.dtype == torch.float32
+    assert torch.isfinite(states).all()
+    if width:
+        states.square().sum().backward()  # type: ignore[no-untyped-call]
+        for name, p in model.named_parameters():
+            assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("kind", ORDERED)
+@pytest.mark.parametrize(
+    ("history", "error", "match"),
+    [
+        (torch.zeros(2, L), TypeError, r"`history` must be an integer tensor"),
+        (torch.zeros(L, dtype=torch.long), ValueError, r"`history` must be an index list"),
+        (torch.full((2, L), C), ValueError, r"`history` holds item indices in \[11, 11\]"),
+        (
+            torch.zeros(2, L + 1, dtype=torch.long),
+            ValueError,
+            r"`history` must have at most history_length=4 columns.* got shape \(2, 5\)",
+        ),
+    ],
+)
+def test_sequence_features_errors(
+    kind: str, history: torch.Tensor, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        _eval_model(kind).sequence_features(history)
+
+
+def test_the_mlp_has_no_per_position_states() -> None:
+    # The history is valid; the model lacks the capability: NotImplementedError, not a
+    # TypeError or ValueError about the argument.
+    model = _eval_model("mlp")
+    with pytest.raises(NotImplementedError, match=r"SequenceMLP has no per-position states"):
+        model.sequence_features(torch.zeros(2, L, dtype=torch.long))
+
+
+def _next_items_by_loop(row: list[int], horizon: int) -> tuple[list[int], list[list[int]]]:
+    """Plain Python: the row's items moved right, then each item column's next items."""
+    items = [x for x in row if x >= 0]
+    packed = [-1] * (len(row) - len(items)) + items
+    history, targets = packed[:-1], []
+    for j, x in enumerate(history):
+        after = packed[j + 1 : j + 1 + horizon] if x >= 0 else []
+        targets.append(after + [-1] * (horizon - len(after)))
+    return history, targets
+
+
+@settings(max_examples=50)
+@given(
+    rows=st.lists(
+        st.lists(st.integers(-1, 20), min_size=0, max_size=7).map(tuple), min_size=1, max_size=4
+    ).filter(lambda rows: len({len(r) for r in rows}) == 1),
+    horizon=st.integers(1, 9),
+)
+def test_next_item_targets_match_a_loop(rows: list[tuple[int, ...]], horizon: int) -> None:
+    sequences = torch.tensor(rows, dtype=torch.long).view(len(rows), len(rows[0]))
+    history, target, mask = focalrec.models.next_item_targets(sequences, horizon)
+    width = max(len(rows[0]) - 1, 0)
+    assert history.shape == (len(rows), width)
+    assert history.dtype == torch.long
+    assert target.shape == (len(rows), width, horizon)
+    assert target.dtype == torch.long
+    assert mask.shape == (len(rows), width)
+    assert mask.dtype == torch.bool
+    for i, row in enumerate(rows):
+        expected_history, expected_target = _next_items_by_loop(list(row), horizon)
+        assert history[i].tolist() == expected_history
+        assert target[i].tolist() == expected_target
+        assert mask[i].tolist() == [t[0] >= 0 for t in expected_target]
+        assert mask[i].tolist() == [x >= 0 for x in expected_history]
+
+
+def test_next_item_targets_accepts_int32_and_returns_int64() -> None:
+    history, target, mask = focalrec.models.next_item_targets(
+        torch.tensor([[-1, 2, 3]], dtype=torch.int32)
+    )
+    assert history.tolist() == [[-1, 2]]
+    assert history.dtype == torch.long
+    assert target.tolist() == [[[-1], [3]]]
+    assert mask.tolist() == [[False, True]]
+
+
+@pytest.mark.parametrize(
+    ("sequences", "horizon", "error", "match"),
+    [
+        (torch.zeros(2, 3), 1, TypeError, r"`sequences` must be an integer tensor"),
+        ([[1, 2]], 1, TypeError, r"`sequences` must be a torch.Tensor, got list"),
+        (torch.zeros(3, dtype=torch.long), 1, ValueError, r"`sequences` must be an index list"),
+        (torch.tensor([[1, -2]]), 1, ValueError, r"`sequences` must hold item ids >= 0.*-2"),
+        (torch.tensor([[1, 2]]), 0, ValueError, r"`horizon` must be a positive int, got 0"),
+        (torch.tensor([[1, 2]]), True, ValueError, r"`horizon` must be a positive int, got True"),
+        (torch.tensor([[1, 2]]), 1.0, ValueError, r"`horizon` must be a positive int, got 1.0"),
+    ],
+)
+def test_next_item_targets_errors(
+    sequences: object, horizon: object, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        focalrec.models.next_item_targets(sequences, horizon)  # type: ignore[arg-type]
+
+
+def _focal_by_loop(
+    logits: list[list[float]], targets: list[list[int]], alpha: float, gamma: float
+) -> float:
+    """Plain Python: the mean over every (row, item) of the focal loss, in float64."""
+    total, count = 0.0, 0
+    for row, positives in zip(logits, targets, strict=True):
+        for item, x in enumerate(row):
+            t = 1.0 if item in positives else 0.0
+            p = 1 / (1 + math.exp(-x))
+            p_t = p * t + (1 - p) * (1 - t)
+            alpha_t = alpha * t + (1 - alpha) * (1 - t)
+            total += -alpha_t * (1 - p_t) ** gamma * math.log(p_t)
+            count += 1
+    return total / count
+
+
+def _sequences() -> torch.Tensor:
+    """Left-padded sequences of a few lengths, one empty, one with a repeated item."""
+    return torch.tensor(
+        [
+            [-1, -1, 3, 5, 2, 8],
+            [4, 1, 0, 3, 3, 9],
+            [-1, -1, -1, -1, -1, 6],
+            [-1, -1, -1, -1, -1, -1],
+            [-1, 10, 2, 7, 1, 0],
+        ]
+    )
+
+
+@pytest.mark.parametrize("kind", ORDERED)
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_every_position_through_the_fused_layer_matches_a_loop(kind: str, horizon: int) -> None:
+    # The states of the positions with a target, as rows (dropped or weighted out), into the
+    # fused layer; reference: every position's logits materialized, the loss by a Python loop.
+    model = _make(kind, dropout=0.0).eval()
+    history, target, mask = focalrec.models.next_item_targets(_sequences()[:, -L - 1 :], horizon)
+    states = model.sequence_features(history)
+    weight, bias = model.output.weight, model.output.bias
+    dropped = focalrec.linear_sigmoid_focal_loss(
+        states[mask], weight, target[mask], linear_bias=bias, chunk_size=(3, 4)
+    )
+    weighted = focalrec.linear_sigmoid_focal_loss(
+        states.flatten(0, 1),
+        weight,
+        target.flatten(0, 1),
+        linear_bias=bias,
+        weight=mask.reshape(-1, 1),
+        chunk_size=(3, 4),
+    )
+    logits, targets = [], []
+    for i in range(history.shape[0]):
+        for j in range(history.shape[1]):
+            if history[i, j] >= 0:
+                h = model.features(history[i : i + 1, : j + 1])[0].detach().double()
+                logits.append((weight.detach().double() @ h + bias.detach().double()).tolist())
+                targets.append([t for t in target[i, j].tolist() if t >= 0])
+    assert len(logits) == int(mask.sum()) > 0
+    expected = _focal_by_loop(logits, targets, alpha=0.25, gamma=2.0)
+    assert dropped.item() == pytest.approx(expected, rel=1e-5)
+    assert weighted.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ORDERED)
+@pytest.mark.parametrize("horizon", [1, 2])
+def test_training_every_position_has_the_gradient_of_one_window_per_position(
+    kind: str, horizon: int
+) -> None:
+    # One causal pass over the sequences versus one window per position through features():
+    # the same loss and the same gradient of every parameter (evaluation mode, no dropout).
+    sequences = _sequences()[:, -L - 1 :]
+    history, target, mask = focalrec.models.next_item_targets(sequences, horizon)
+
+    per_position = _make(kind).eval()
+    states = per_position.sequence_features(history)
+    loss = focalrec.linear_sigmoid_focal_loss(
+        states[mask], per_position.output.weight, target[mask], linear_bias=per_position.output.bias
+    )
+    loss.backward()  # type: ignore[no-untyped-call]
+
+    windows_model = _make(kind).eval()
+    rows, cols = mask.nonzero(as_tuple=True)
+    width = history.shape[1]
+    windows = torch.stack(
+        [
+            F.pad(history[i, : j + 1], (width - 1 - j, 0), value=-1)
+            for i, j in zip(rows.tolist(), cols.tolist(), strict=True)
+        ]
+    )
+    windows_loss = focalrec.linear_sigmoid_focal_loss(
+        windows_model.features(windows),
+        windows_model.output.weight,
+        target[rows, cols],
+        linear_bias=windows_model.output.bias,
+    )
+    windows_loss.backward()  # type: ignore[no-untyped-call]
+
+    torch.testing.assert_close(loss, windows_loss, rtol=1e-5, atol=1e-7)
+    for (name, p), q in zip(
+        per_position.named_parameters(), windows_model.parameters(), strict=True
+    ):
+        assert p.grad is not None, name
+        assert q.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)

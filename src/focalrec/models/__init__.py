@@ -15,11 +15,26 @@ of the prior. Each exposes its features before the output layer, so that
 ``model(history) == model.output(model.features(history))``; a fused output-layer loss takes
 ``model.features(history)``, ``model.output_weight()`` and ``model.output.bias`` (the weight differs
 from ``output.weight`` only for :class:`SequenceMLP` with item metadata).
+
+The order-aware models also give one state per position in one causal pass,
+``model.sequence_features(history)`` ``(N, L', H)``, column ``j`` the state after the items up to
+column ``j``: with :func:`next_item_targets` (each position's next items as an index list) a
+model learns from every step of a sequence at once, the rows of the positions that have a target
+going straight into the fused output layer. :class:`SequenceMLP` reads a fixed window and has no
+such states (its ``sequence_features`` raises ``NotImplementedError``).
 """
 
 from focalrec.models._base import SequenceRecommender
+from focalrec.models._targets import NextItemTargets, next_item_targets
 from focalrec.models.gru import SequenceGRU
 from focalrec.models.mlp import SequenceMLP
 from focalrec.models.transformer import SequenceTransformer
 
-__all__ = ["SequenceGRU", "SequenceMLP", "SequenceRecommender", "SequenceTransformer"]
+__all__ = [
+    "NextItemTargets",
+    "SequenceGRU",
+    "SequenceMLP",
+    "SequenceRecommender",
+    "SequenceTransformer",
+    "next_item_targets",
+]

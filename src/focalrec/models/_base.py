@@ -91,23 +91,46 @@ class SequenceRecommender(nn.Module, ABC):
         self.output = nn.Linear(width, self.num_items)
         init_prior_bias_(self.output, prior)
 
-    def _rows(self, history: Tensor) -> Tensor:
-        """Rows of ``embedding`` for ``history``: ``(N, L)`` int64, left-padded, ``-1`` -> ``C``."""
+    def _columns(self, history: Tensor) -> Tensor:
+        """Rows of ``embedding`` for ``history``: ``(N, L')`` int64, as given, ``-1`` -> ``C``."""
         check_index_list(history, "history", num_classes=self.num_items)
-        width = history.shape[1]
-        if width > self.history_length:
+        if history.shape[1] > self.history_length:
             raise ValueError(
                 f"`history` must have at most history_length={self.history_length} columns "
                 f"(the most recent items, left-padded with -1), got shape {tuple(history.shape)}; "
                 f"pass history[:, -{self.history_length}:]"
             )
-        if width < self.history_length:
-            history = nn.functional.pad(history, (self.history_length - width, 0), value=PAD)
         return torch.where(history == PAD, self.num_items, history).long()
+
+    def _rows(self, history: Tensor) -> Tensor:
+        """Rows of ``embedding`` for ``history``: ``(N, L)`` int64, left-padded, ``-1`` -> ``C``."""
+        rows = self._columns(history)
+        width = rows.shape[1]
+        if width < self.history_length:
+            rows = nn.functional.pad(rows, (self.history_length - width, 0), value=self.num_items)
+        return rows
 
     @abstractmethod
     def features(self, history: Tensor) -> Tensor:
         """The features ``(N, H)`` of histories ``(N, L')`` left-padded with ``-1``."""
+
+    def sequence_features(self, history: Tensor) -> Tensor:
+        """One state per position, ``(N, L', H)``, for histories ``(N, L')``: column ``j`` is
+        ``features(history[:, : j + 1])``, the state after the items up to column ``j``.
+
+        Only the order-aware models (:class:`~focalrec.models.SequenceGRU`,
+        :class:`~focalrec.models.SequenceTransformer`) compute them, in one causal pass; this
+        default raises.
+
+        Raises:
+            NotImplementedError: The model has no per-position states (the history is valid;
+                the model lacks the capability).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no per-position states: it reads a fixed window of "
+            f"{self.history_length} columns at once, not a sequence in order; use SequenceGRU or "
+            "SequenceTransformer, or give each position its own window through features()"
+        )
 
     def output_weight(self) -> Tensor:
         """The weight ``(C, H)`` that scores the features: ``output.weight`` here."""

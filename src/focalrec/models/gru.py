@@ -92,14 +92,52 @@ class SequenceGRU(SequenceRecommender):
         )
         self._init_output(hidden_size, prior)
 
+    def _states(self, rows: Tensor) -> Tensor:
+        """The top layer's state after each column of ``rows`` ``(N, W)``, before dropout.
+
+        An item column has the state after the items up to it; a padding column the state of the
+        latest item before it, zero before the first item.
+        """
+        if rows.shape[1] == 0:  # nothing to read (torch's GRU refuses an empty sequence)
+            return self.embedding.weight.new_zeros(rows.shape[0], 0, self.gru.hidden_size)
+        # The items first, padding after: the GRU (causal) reads only items, and its state after
+        # the r-th item is exact whatever follows it.
+        packed = items_to_one_side(rows, self.num_items, last=False)
+        states, _ = self.gru(self.dropout(self.embedding(packed)))
+        # Column j's latest item is the r-th item read, r = (items up to column j) - 1.
+        latest = (rows != self.num_items).cumsum(dim=1) - 1
+        index = latest.clamp_min(0).unsqueeze(2).expand(-1, -1, states.shape[2])
+        return torch.where((latest >= 0).unsqueeze(2), states.gather(1, index), 0.0)
+
     def features(self, history: Tensor) -> Tensor:
         """The GRU's last state ``(N, H)`` (after dropout) for histories ``(N, L')``."""
-        # The items first, padding after: the state after the last item is exact (the GRU is
-        # causal), and the padding that follows it is never read.
-        rows = items_to_one_side(self._rows(history), self.num_items, last=False)
-        lengths = (rows != self.num_items).sum(dim=1)
-        states, _ = self.gru(self.dropout(self.embedding(rows)))
-        last = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, states.shape[2])
-        h = torch.where((lengths > 0).unsqueeze(1), states.gather(1, last).squeeze(1), 0.0)
-        out: Tensor = self.dropout(h)
+        out: Tensor = self.dropout(self._states(self._rows(history))[:, -1])
+        return out
+
+    def sequence_features(self, history: Tensor) -> Tensor:
+        r"""The GRU's state after each column, ``(N, L', H)`` (after dropout), in one pass.
+
+        Column ``j`` is ``features(history[:, : j + 1])``: the state :math:`s_r` after the
+        history's items up to column ``j`` (its :math:`r` items, every ``-1`` skipped) and
+        nothing after it. A padding column has the state of the latest item before it, and
+        the empty-history state :math:`s_0 = 0` before the first item. So the last column is
+        ``features(history)``, and more left padding adds zero columns in front of the same
+        states. Train every position at once with :func:`~focalrec.models.next_item_targets`.
+
+        Example:
+            >>> _ = torch.manual_seed(0)
+            >>> model = SequenceGRU(num_items=6, history_length=4, embedding_dim=4,
+            ...                     hidden_size=3).eval()
+            >>> history = torch.tensor([[-1, 4, 0, 5]])
+            >>> states = model.sequence_features(history)
+            >>> states.shape
+            torch.Size([1, 4, 3])
+            >>> states[0, 0]  # padding before the first item: the empty history's state
+            tensor([0., 0., 0.], grad_fn=<SelectBackward0>)
+            >>> torch.allclose(states[:, 2], model.features(history[:, :3]))
+            True
+            >>> torch.allclose(states[:, -1], model.features(history))
+            True
+        """
+        out: Tensor = self.dropout(self._states(self._columns(history)))
         return out

@@ -14,7 +14,6 @@ from focalrec.models._base import (
     SequenceRecommender,
     check_dropout,
     check_positive_int,
-    items_to_one_side,
 )
 
 __all__ = ["SequenceTransformer"]
@@ -62,23 +61,24 @@ class _CausalBlock(nn.Module):
 class SequenceTransformer(SequenceRecommender):
     r"""SASRec-style recommender: causal self-attention over a history, one logit per item out.
 
-    The items of a history (every ``-1`` skipped) are placed in the last columns of ``L``
-    positions, so that the most recent item always takes position ``L``; position ``t`` holds
-    the item embedding plus a learned position embedding :math:`p_t`. Blocks of pre-LN causal
-    self-attention (Kang & McAuley, 2018; Vaswani et al., 2017) follow; the last position's state,
-    normalized, is the features :math:`h`:
+    The :math:`n \le L` items :math:`x_1, \dots, x_n` of a history (oldest first; every ``-1``
+    skipped) are embedded, item :math:`t` plus a learned embedding :math:`p_t` of its position
+    :math:`t` counted from the oldest item read, so that an item's position never depends on the
+    items after it. Blocks of pre-LN causal self-attention (Kang & McAuley, 2018; Vaswani et al.,
+    2017) follow; the most recent item's state, normalized, is the features :math:`h`:
 
     .. math::
         x^{(0)}_t &= \mathrm{drop}(e_{x_t} + p_t), \\
         y_t &= x^{(\ell)}_t + \mathrm{drop}\big(\mathrm{MHA}(\mathrm{LN}(x^{(\ell)}))_t\big),
         \qquad x^{(\ell+1)}_t = y_t + \mathrm{drop}\big(\mathrm{FFN}(\mathrm{LN}(y))_t\big), \\
-        h &= \mathrm{LN}\big(x^{(B)}_L\big), \qquad z_i = w_i^\top h + b_i
+        h &= \mathrm{LN}\big(x^{(B)}_n\big), \qquad z_i = w_i^\top h + b_i
 
-    where position :math:`t` attends to the positions :math:`u \le t` that hold an item (and to
-    itself), :math:`\mathrm{FFN}(y) = W_2\,\mathrm{drop}(\mathrm{GELU}(W_1 y))` and
+    where item :math:`t` attends to the items :math:`u \le t`,
+    :math:`\mathrm{FFN}(y) = W_2\,\mathrm{drop}(\mathrm{GELU}(W_1 y))` and
     :math:`\mathrm{MHA}` is multi-head scaled dot-product attention (with dropout on its weights).
-    Padding is never attended to and positions count back from the most recent item, so however
-    many ``-1`` a history holds, its logits are those of its items alone. An empty history (all
+    Padding is never attended to and takes no position, so however many ``-1`` a history holds,
+    its logits are those of its items alone; the state at every item is causal, which
+    :meth:`sequence_features` returns in one pass. An empty history (all
     ``-1``) has :math:`h = 0`, so its logits are the output bias.
 
     The output bias starts at the logit of the prior (:func:`focalrec.init_prior_bias_`),
@@ -147,19 +147,60 @@ class SequenceTransformer(SequenceRecommender):
         self.norm = nn.LayerNorm(embedding_dim)
         self._init_output(embedding_dim, prior)
 
-    def features(self, history: Tensor) -> Tensor:
-        """The last position's normalized state ``(N, D)`` for histories ``(N, L')``."""
-        # The items last, padding first: the most recent item always takes position L.
-        rows = items_to_one_side(self._rows(history), self.num_items, last=True)
+    def _states(self, rows: Tensor) -> Tensor:
+        """The normalized state after each column of ``rows`` ``(N, W)``.
+
+        An item column has the state after the items up to it; a padding column the state of the
+        latest item before it, zero before the first item.
+        """
         is_item = rows != self.num_items
-        x = self.dropout(self.embedding(rows) + self.position.weight)
+        # Each item's position is its rank among the history's items (the oldest is 0): it does
+        # not depend on the padding nor on the items that come after it.
+        count = is_item.cumsum(dim=1)
+        x = self.dropout(self.embedding(rows) + self.position((count - 1).clamp_min(0)))
         length = rows.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=rows.device).tril()
         # A query attends to the items at or before it, and to itself: a padding position (whose
-        # state is never read) then still has a finite state.
+        # state is replaced below) then still has a finite state.
         itself = torch.eye(length, dtype=torch.bool, device=rows.device)
         allowed = causal & (is_item.unsqueeze(1) | itself)
         for block in self.blocks:
             x = block(x, allowed)
-        h: Tensor = torch.where(is_item[:, -1:], self.norm(x[:, -1]), 0.0)
-        return h
+        states = self.norm(x)
+        columns = torch.arange(length, device=rows.device)
+        latest = torch.where(is_item, columns, -1).cummax(dim=1).values
+        index = latest.clamp_min(0).unsqueeze(2).expand(-1, -1, states.shape[2])
+        return torch.where((latest >= 0).unsqueeze(2), states.gather(1, index), 0.0)
+
+    def features(self, history: Tensor) -> Tensor:
+        """The most recent item's normalized state ``(N, D)`` for histories ``(N, L')``."""
+        return self._states(self._rows(history))[:, -1]
+
+    def sequence_features(self, history: Tensor) -> Tensor:
+        r"""The normalized state after each column, ``(N, L', D)``, in one causal pass.
+
+        Column ``j`` is ``features(history[:, : j + 1])``: the state :math:`\mathrm{LN}(x^{(B)})`
+        at the history's latest item up to column ``j``, which attends to that item and the
+        items before it and to nothing after it (positions are ranks from the oldest item, so
+        they do not depend on later items either). A padding column has the state of the
+        latest item before it, and the empty history's state, zero, before the first item. So
+        the last column is ``features(history)``, and more left padding adds zero columns in
+        front of the same states. Train every position at once with
+        :func:`~focalrec.models.next_item_targets`.
+
+        Example:
+            >>> _ = torch.manual_seed(0)
+            >>> model = SequenceTransformer(num_items=6, history_length=4, embedding_dim=4,
+            ...                             num_heads=1).eval()
+            >>> history = torch.tensor([[-1, 4, 0, 5]])
+            >>> states = model.sequence_features(history)
+            >>> states.shape
+            torch.Size([1, 4, 4])
+            >>> states[0, 0]  # padding before the first item: the empty history's state
+            tensor([0., 0., 0., 0.], grad_fn=<SelectBackward0>)
+            >>> torch.allclose(states[:, 2], model.features(history[:, :3]), atol=1e-6)
+            True
+            >>> torch.allclose(states[:, -1], model.features(history), atol=1e-6)
+            True
+        """
+        return self._states(self._columns(history))
