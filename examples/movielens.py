@@ -62,8 +62,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside this file
-
 import atomic
 import focalrec
 from challenge_data import DataError
