@@ -23,7 +23,8 @@ gives a state per position (``sequence_features``), and position ``t`` learns th
   their next items index lists, and no (positions x items) logits are formed;
 - ``softmax``: full cross-entropy over the catalogue (the logits are formed);
 - ``gbce``: gSASRec's sampled loss: the positive and ``--negatives`` items drawn uniformly (with
-  replacement) per position, the positive's probability raised to ``beta`` (see :func:`gbce_beta`).
+  replacement) per position, the positive's probability raised to ``beta``
+  (:func:`focalrec.gbce_beta`).
 
 Evaluation, as published: every item ranked for each validation (test) user, the items of the
 user's whole input history removed from the ranking, NDCG@10, Recall@10 and Recall@1 averaged over
@@ -265,25 +266,6 @@ def left_pad(sequences: list[list[int]], width: int) -> Tensor:
 # -------------------------------------------------------------------------------------------------
 
 
-def gbce_beta(num_negatives: int, num_items: int, t: float) -> float:
-    r"""gSASRec's exponent of the positive's probability (Petrov & Macdonald, 2023, eq. 7).
-
-    With :math:`k` negatives sampled from the :math:`C - 1` other items,
-    :math:`a = k / (C - 1)` and
-
-    .. math:: \beta = a \big((1 - 1/a)\, t + 1/a\big),
-
-    so :math:`t = 0` gives :math:`\beta = 1` (plain BCE over the sample) and :math:`t = 1` gives
-    :math:`\beta = a`, the sampling rate.
-
-    Example:
-        >>> gbce_beta(256, 3416, 0.0), round(gbce_beta(256, 3416, 1.0), 6)
-        (1.0, 0.074963)
-    """
-    a = num_negatives / (num_items - 1)
-    return a * ((1 - 1 / a) * t + 1 / a)
-
-
 def gbce_loss(scores: Tensor, beta: float) -> Tensor:
     r"""gBCE of rows of scores ``(M, 1 + k)``, the positive's first: the mean over the entries of
 
@@ -325,7 +307,7 @@ def position_loss(
         scores = torch.einsum("md,mkd->mk", rows, weight[sample]) + bias[sample]
     else:  # fewer numbers: every item's score, then the sampled ones
         scores = F.linear(rows, weight, bias).gather(1, sample)
-    return gbce_loss(scores, gbce_beta(args.negatives, model.num_items, args.gbce_t))
+    return gbce_loss(scores, focalrec.gbce_beta(args.negatives, model.num_items, args.gbce_t))
 
 
 # -------------------------------------------------------------------------------------------------

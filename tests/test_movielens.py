@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
-from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
+import focalrec
 import movielens
 from challenge_support import tree
 
@@ -228,28 +227,6 @@ def test_patience_stops_training(data: Path, tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------------------------
 
 
-def _gsasrec_beta(negatives: int, pool_size: int, t: float) -> float:
-    """gSASRec's transform as their gbce.py writes it, in Python floats (float64)."""
-    alpha = negatives / (pool_size - 1)
-    return alpha * (t * (1 - 1 / alpha) + 1 / alpha)
-
-
-@given(
-    negatives=st.integers(1, 5000),
-    num_items=st.integers(2, 10**6),
-    t=st.floats(0, 1),
-)
-def test_gbce_beta_is_gsasrecs(negatives: int, num_items: int, t: float) -> None:
-    beta = movielens.gbce_beta(negatives, num_items, t)
-    assert beta == pytest.approx(_gsasrec_beta(negatives, num_items, t), rel=1e-12, abs=1e-15)
-
-
-def test_gbce_beta_ends() -> None:
-    # t = 0: plain BCE over the sample; t = 1: the sampling rate k / (C - 1).
-    assert movielens.gbce_beta(256, 3416, 0.0) == pytest.approx(1.0, rel=1e-15)
-    assert movielens.gbce_beta(256, 3416, 1.0) == pytest.approx(256 / 3415, rel=1e-15)
-
-
 def _gsasrec_transform(logits: torch.Tensor, beta: float) -> torch.Tensor:
     """gSASRec's float64 transform of the positive logits (column 0), as its README gives it."""
     positive, negative = logits[:, 0:1].double(), logits[:, 1:].double()
@@ -266,7 +243,7 @@ def test_gbce_loss_is_bce_of_gsasrecs_float64_transform(t: float) -> None:
     # -beta log sigmoid(s+). Logits in a range where its clamps do not act.
     g = torch.Generator().manual_seed(1)
     scores = torch.randn(64, 1 + 16, generator=g, dtype=torch.float64) * 4
-    beta = movielens.gbce_beta(16, 1000, t)
+    beta = focalrec.gbce_beta(16, 1000, t)
     labels = torch.zeros_like(scores)
     labels[:, 0] = 1
     expected = F.binary_cross_entropy_with_logits(_gsasrec_transform(scores, beta), labels)

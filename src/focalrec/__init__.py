@@ -9,6 +9,7 @@ from focalrec._topk import topk_items_from_embeddings
 from focalrec.linear import LinearFocalLoss, linear_sigmoid_focal_loss
 from focalrec.losses import FocalLoss, sigmoid_focal_loss
 from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
+from focalrec.negatives import gbce_beta, sample_negatives
 from focalrec.priors import class_priors, focal_prior_bias, init_prior_bias_, prior_bias
 from focalrec.ranking import (
     hit_rate_at_k,
@@ -32,6 +33,7 @@ __all__ = [
     "class_priors",
     "dense_to_index_list",
     "focal_prior_bias",
+    "gbce_beta",
     "hit_rate_at_k",
     "index_list_to_dense",
     "init_prior_bias_",
@@ -43,6 +45,7 @@ __all__ = [
     "prior_bias",
     "ranking_metrics_at_k",
     "recall_at_k",
+    "sample_negatives",
     "sigmoid_focal_loss",
     "topk_items",
     "topk_items_from_embeddings",
