@@ -288,17 +288,18 @@ def _open(opener: Callable[[Path], ctypes.CDLL | str], path: Path) -> ctypes.CDL
         return f"loading {path} failed: {e}"
 
 
-def load(opener: Callable[[Path], ctypes.CDLL | str], directory: Path = KERNELS) -> Loaded:
+def load(opener: Callable[[Path], ctypes.CDLL | str], directory: Path | None = None) -> Loaded:
     """The best prebuilt kernel for this CPU, opened (and ABI-checked) by ``opener``.
 
     Args:
         opener: opens one library and checks it against this version of focalrec (native.py's),
             returning the library or why it cannot be used.
-        directory: where the libraries and their manifest lie.
+        directory: where the libraries and their manifest lie; :data:`KERNELS` by default.
 
     Raises:
         ValueError: ``FOCALREC_KERNEL_VARIANT`` names no variant.
     """
+    directory = KERNELS if directory is None else directory
     requested = requested_variant()
     refuse = f"{ENV_VARIANT}={requested}"
     manifest_path = directory / MANIFEST
@@ -313,17 +314,19 @@ def load(opener: Callable[[Path], ctypes.CDLL | str], directory: Path = KERNELS)
 
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        built: dict[str, dict[str, str]] = manifest["variants"]
         arch, digest = manifest["arch"], manifest["source_sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        built = {str(name): str(entry["file"]) for name, entry in manifest["variants"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         return failed(f"reading {manifest_path} failed: {e!r}")
+    if any(Path(file).name != file for file in built.values()):
+        return failed(f"{manifest_path} names a file outside {directory}")
     if arch != machine():
         return failed(f"the prebuilt kernels are built for {arch}, this machine is {machine()}")
     if digest != hashlib.sha256(SOURCE.read_bytes()).hexdigest():
         return failed(f"the prebuilt kernels in {directory} were built from another native.c")
     if "baseline" not in built:
         return failed(f"{manifest_path} lists no baseline kernel")
-    baseline_path = directory / built["baseline"]["file"]
+    baseline_path = directory / built["baseline"]
     baseline = _open(opener, baseline_path)
     if isinstance(baseline, str):
         return failed(baseline)
@@ -344,7 +347,7 @@ def load(opener: Callable[[Path], ctypes.CDLL | str], directory: Path = KERNELS)
         chosen = [v for v in shipped if v.level <= level][-1]
     if chosen.level == 0:
         return Loaded(baseline, f"prebuilt baseline kernel {baseline_path}", shipped=True)
-    path = directory / built[chosen.name]["file"]
+    path = directory / built[chosen.name]
     library = _open(opener, path)
     if isinstance(library, str):
         if requested is not None:
