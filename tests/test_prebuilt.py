@@ -393,3 +393,13 @@ def test_native_builds_at_run_time_when_the_shipped_kernels_do_not_load(
         "(prebuilt kernel: the prebuilt kernels are built for riscv64, "
         f"this machine is {prebuilt.machine()})"
     )
+
+
+@pytest.mark.usefixtures("fresh_native")
+def test_the_loss_rejects_an_unknown_variant_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(prebuilt.ENV_VARIANT, "avx-512")
+    x = torch.randn(2, 5)
+    with pytest.raises(ValueError, match=r"FOCALREC_KERNEL_VARIANT must be one of .*'avx-512'"):
+        sigmoid_focal_loss(x, torch.tensor([[1], [-1]]))
+    monkeypatch.setenv(prebuilt.ENV_VARIANT, "auto")
+    sigmoid_focal_loss(x, torch.tensor([[1], [-1]]))  # the process recovers: nothing was cached
