@@ -113,13 +113,25 @@ LEVEL_NAMES = {v.level: v.name for v in _X86_64}
 
 
 def machine(arch: str | None = None) -> str:
-    """The architecture in the names the manifest uses: ``x86_64``, ``arm64`` or as reported."""
+    """The architecture in the names the manifest uses: ``x86_64``, ``arm64`` or as reported.
+
+    Example:
+        >>> machine("AMD64"), machine("aarch64"), machine("arm64")
+        ('x86_64', 'arm64', 'arm64')
+    """
     name = (arch or platform.machine()).lower()
     return {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64"}.get(name, name)
 
 
 def variants(arch: str | None = None, system: str | None = None) -> tuple[Variant, ...]:
-    """The variants built for an architecture (this machine's by default), lowest first."""
+    """The variants built for an architecture (this machine's by default), lowest first.
+
+    Example:
+        >>> [(v.name, v.level) for v in variants("x86_64", "linux")]
+        [('baseline', 0), ('avx2', 1), ('avx512', 2)]
+        >>> [(v.name, v.flags) for v in variants("aarch64", "linux")]
+        [('baseline', (('-march=armv8-a',),))]
+    """
     arch, system = machine(arch), system or sys.platform
     if arch == "x86_64":
         return _X86_64
