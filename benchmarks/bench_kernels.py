@@ -4,7 +4,8 @@ A platform wheel ships ``native.c`` compiled per CPU variant with portable flags
 ``-march=x86-64-v3``, ``-march=x86-64-v4``); a source install compiles it at run time with
 ``-march=native``. This times the focal loss (forward + backward, ``reduction="sum"``) on each
 variant this CPU runs and on the run-time build, interleaved with BCE-with-logits on the same
-logits, and reports medians and ratios (to BCE and to the run-time build).
+logits, and reports medians of wall and CPU time (all threads; steadier than wall time on a
+shared machine) and their ratios to BCE and to the run-time build.
 
     python benchmarks/bench_kernels.py                       # 4096 x 5501, 3 positives per row
     python benchmarks/bench_kernels.py --threads 2 --json out.json
@@ -120,31 +121,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for form in args.forms:
                 cases[(lib_name, form)] = (lib, ours(form))
         walls: dict[tuple[str, str], list[float]] = {key: [] for key in cases}
+        cpus: dict[tuple[str, str], list[float]] = {key: [] for key in cases}
 
-        def once(key: tuple[str, str]) -> float:
+        def once(key: tuple[str, str]) -> tuple[float, float, float]:
             lib, fn = cases[key]
             if lib is None:
-                return time_once(fn, base, targets)[0]
+                return time_once(fn, base, targets)
             with serving(lib):
-                return time_once(fn, base, targets)[0]
+                return time_once(fn, base, targets)
 
         for key in cases:  # warm-up
             once(key)
         for _ in range(args.repeats):  # interleaved: load changes hit every case alike
             for key in cases:
-                walls[key].append(once(key))
-    bce_ms = 1e3 * statistics.median(walls[("bce_with_logits", "dense")])
+                wall, cpu, _ = once(key)
+                walls[key].append(wall)
+                cpus[key].append(cpu)
+    bce = ("bce_with_logits", "dense")
     results = []
-    for (lib_name, form), times in walls.items():
-        ms = 1e3 * statistics.median(times)
-        ref = None if lib_name == "bce_with_logits" else walls.get((RUN_TIME, form))
+    for key, times in walls.items():
+        lib_name, form = key
+        ref = None if lib_name == "bce_with_logits" else (RUN_TIME, form)
+        ref = ref if ref in walls else None
+        wall, cpu = statistics.median(times), statistics.median(cpus[key])
         results.append(
             {
                 "kernel": lib_name,
                 "targets": form,
-                "wall_ms": ms,
-                "vs_bce": ms / bce_ms,
-                "vs_run_time_build": None if ref is None else ms / (1e3 * statistics.median(ref)),
+                "wall_ms": 1e3 * wall,
+                "cpu_ms": 1e3 * cpu,
+                "vs_bce": wall / statistics.median(walls[bce]),
+                "cpu_vs_bce": cpu / statistics.median(cpus[bce]),
+                "vs_run_time_build": None if ref is None else wall / statistics.median(walls[ref]),
+                "cpu_vs_run_time_build": None
+                if ref is None
+                else cpu / statistics.median(cpus[ref]),
             }
         )
     return {
@@ -171,12 +182,19 @@ def print_table(report: dict[str, Any]) -> None:
         f"logits {cfg['n']} x {cfg['c']} float32, {cfg['positives']} positives per row, "
         f"forward + backward, median of {cfg['repeats']}, {cfg['threads']} threads"
     )
-    print(f"{'kernel':28s} {'targets':8s} {'wall ms':>9s} {'x BCE':>7s} {'x run-time':>11s}")
+    print(
+        f"{'kernel':26s} {'targets':7s} {'wall ms':>8s} {'x BCE':>6s} {'x run-time':>10s}"
+        f" {'cpu ms':>8s} {'x BCE':>6s} {'x run-time':>10s}"
+    )
+
+    def ratio(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     for row in report["results"]:
-        rel = row["vs_run_time_build"]
         print(
-            f"{row['kernel']:28s} {row['targets']:8s} {row['wall_ms']:9.1f} {row['vs_bce']:7.2f} "
-            f"{'-' if rel is None else f'{rel:.2f}':>11s}"
+            f"{row['kernel']:26s} {row['targets']:7s} {row['wall_ms']:8.1f} {row['vs_bce']:6.2f}"
+            f" {ratio(row['vs_run_time_build']):>10s} {row['cpu_ms']:8.1f}"
+            f" {row['cpu_vs_bce']:6.2f} {ratio(row['cpu_vs_run_time_build']):>10s}"
         )
 
 

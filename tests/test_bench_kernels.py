@@ -47,6 +47,7 @@ def test_quick_run_times_every_runnable_variant_and_the_run_time_build(
     assert "prebuilt baseline" in kernels
     for form in ("index", "dense"):
         assert rows[("run-time (-march=native)", form)]["vs_run_time_build"] == 1.0
+        assert rows[("run-time (-march=native)", form)]["cpu_vs_run_time_build"] == 1.0
     for (kernel, _), row in rows.items():
         assert row["wall_ms"] > 0, kernel
     assert rows[("bce_with_logits", "dense")]["vs_run_time_build"] is None
