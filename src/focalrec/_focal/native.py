@@ -1,4 +1,4 @@
-"""The compiled CPU kernel (``native.c``): built on first use with the system's C compiler, cached.
+"""The compiled CPU kernel (``native.c``): prebuilt in platform wheels, else built on first use.
 
 A platform wheel ships the kernel prebuilt for its architecture's instruction-set variants
 (:mod:`focalrec._focal.prebuilt`), and :func:`load` opens the one this CPU runs; then no compiler
