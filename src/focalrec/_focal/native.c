@@ -1,8 +1,9 @@
 /*
  * focalrec's CPU kernel: the sigmoid focal loss and its gradient in one pass over float32 logits.
  *
- * Compiled on first use by native.py (no compiler is needed to install focalrec; without one the
- * loss runs on its torch path). Notation as in terms.py: x a logit, t its target, p = sigmoid(x),
+ * Shipped compiled in focalrec's platform wheels (one library per instruction-set variant, picked
+ * at load time through focal_cpu_level below: prebuilt.py); elsewhere compiled on first use by
+ * native.py (without a compiler the loss runs on its torch path). Plain C: GCC, clang and MSVC. Notation as in terms.py: x a logit, t its target, p = sigmoid(x),
  * s = softplus(x). A hard target (t in {0, 1}) uses the t = 0 formulas on y = x (t = 0) or y = -x
  * (t = 1), since FL(x, 1) = FL(-x, 0):
  *
@@ -61,7 +62,18 @@ typedef struct {
     int32_t gamma_int;         /* gamma as 0..4 when it is that integer, else -1 */
 } focal_args;
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define ALWAYS_INLINE_EARLY static __forceinline
+#define ALWAYS_INLINE static __forceinline
+#else
 #define ALWAYS_INLINE_EARLY static inline __attribute__((always_inline))
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#endif
+#ifdef _WIN32
+#define FOCAL_EXPORT __declspec(dllexport)
+#else
+#define FOCAL_EXPORT __attribute__((visibility("default")))
+#endif
 
 ALWAYS_INLINE_EARLY float f_from_bits(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
 
@@ -177,8 +189,6 @@ ALWAYS_INLINE_EARLY void soft_terms(float x, float t, float gamma, int32_t gamma
     *v = bce < INFINITY ? qg * bce : bce;
     *g = (qg * gamma) * ((1.0f - 2.0f * t) * r * bce_fin) + qg * (p * u - omp * t);
 }
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /* The t = 0 / t = 1 loop over a tile: values into vb, derivatives into gb; returns the sum (in
  * float lanes: a tile is short). The factor is fb[j] when use_fb, else f1 (target 1) or f0. */
@@ -306,7 +316,7 @@ static double tile(const focal_args *a, int64_t row, int64_t c0, int64_t n) {
 }
 
 /* Blocks [first, last) of rows_per_block rows: writes each block's sum into block_sums[block]. */
-int focal_blocks(const focal_args *a, int64_t first, int64_t last, double *block_sums) {
+FOCAL_EXPORT int focal_blocks(const focal_args *a, int64_t first, int64_t last, double *block_sums) {
     for (int64_t b = first; b < last; b++) {
         int64_t r0 = b * a->rows_per_block;
         int64_t r1 = r0 + a->rows_per_block < a->rows ? r0 + a->rows_per_block : a->rows;
@@ -325,4 +335,74 @@ int focal_blocks(const focal_args *a, int64_t first, int64_t last, double *block
 }
 
 /* The size of focal_args, checked by the loader against its ctypes mirror. */
-int64_t focal_args_size(void) { return (int64_t)sizeof(focal_args); }
+FOCAL_EXPORT int64_t focal_args_size(void) { return (int64_t)sizeof(focal_args); }
+
+/*
+ * The best prebuilt variant of this kernel that the CPU runs, and the operating system with it
+ * (it must save the wider registers across context switches: XCR0):
+ *   0  baseline (any x86-64; on ARM always 0: NEON is part of armv8-a)
+ *   1  x86-64-v3, the "avx2" variant: AVX, AVX2, FMA, F16C, BMI1, BMI2, LZCNT, MOVBE
+ *   2  x86-64-v4, the "avx512" variant: the above and AVX-512 F, CD, BW, DQ, VL
+ * The loader calls it in the baseline build only, so no wider instruction runs before the test.
+ */
+#if defined(__x86_64__) || defined(_M_X64) || defined(_M_AMD64)
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+static void focal_cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
+    int v[4];
+    __cpuidex(v, (int)leaf, (int)sub);
+    for (int i = 0; i < 4; i++) r[i] = (uint32_t)v[i];
+}
+static uint64_t focal_xcr0(void) { return (uint64_t)_xgetbv(0); }
+#else
+#include <cpuid.h>
+static void focal_cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+}
+static uint64_t focal_xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+#define FOCAL_BIT(word, bit) (((word) >> (bit)) & 1u)
+
+FOCAL_EXPORT int32_t focal_cpu_level(void) {
+    uint32_t r[4], max_leaf, ecx1, ebx7 = 0, ecx_ext = 0;
+    focal_cpuid(0, 0, r);
+    max_leaf = r[0];
+    focal_cpuid(1, 0, r);
+    ecx1 = r[2];
+    if (max_leaf >= 7) {
+        focal_cpuid(7, 0, r);
+        ebx7 = r[1];
+    }
+    focal_cpuid(0x80000000u, 0, r);
+    if (r[0] >= 0x80000001u) {
+        focal_cpuid(0x80000001u, 0, r);
+        ecx_ext = r[2];
+    }
+    /* OSXSAVE first: without it xgetbv is an illegal instruction. */
+    if (!FOCAL_BIT(ecx1, 27)) return 0;
+    const uint64_t xcr0 = focal_xcr0();
+    const int ymm = (xcr0 & 0x6u) == 0x6u;    /* SSE and AVX state */
+    const int zmm = (xcr0 & 0xe6u) == 0xe6u;  /* and opmask, ZMM0-15 upper halves, ZMM16-31 */
+    const int v3 = ymm && FOCAL_BIT(ecx1, 12)    /* FMA */
+                   && FOCAL_BIT(ecx1, 22)        /* MOVBE */
+                   && FOCAL_BIT(ecx1, 28)        /* AVX */
+                   && FOCAL_BIT(ecx1, 29)        /* F16C */
+                   && FOCAL_BIT(ebx7, 3)         /* BMI1 */
+                   && FOCAL_BIT(ebx7, 5)         /* AVX2 */
+                   && FOCAL_BIT(ebx7, 8)         /* BMI2 */
+                   && FOCAL_BIT(ecx_ext, 5);     /* LZCNT (ABM) */
+    if (!v3) return 0;
+    const int v4 = zmm && FOCAL_BIT(ebx7, 16)    /* AVX-512 F */
+                   && FOCAL_BIT(ebx7, 17)        /* DQ */
+                   && FOCAL_BIT(ebx7, 28)        /* CD */
+                   && FOCAL_BIT(ebx7, 30)        /* BW */
+                   && FOCAL_BIT(ebx7, 31);       /* VL */
+    return v4 ? 2 : 1;
+}
+#else
+FOCAL_EXPORT int32_t focal_cpu_level(void) { return 0; }
+#endif

@@ -1,6 +1,8 @@
-"""The compiled CPU kernel (``native.c``): built on first use with the system's C compiler, cached.
+"""The compiled CPU kernel (``native.c``): prebuilt in platform wheels, else built on first use.
 
-Nothing is compiled at install time. The first call of the loss on float32 CPU logits compiles
+A platform wheel ships the kernel prebuilt for its architecture's instruction-set variants
+(:mod:`focalrec._focal.prebuilt`), and :func:`load` opens the one this CPU runs; then no compiler
+is involved. Otherwise (a source install) the first call of the loss on float32 CPU logits compiles
 ``native.c`` (about a second) into ``$FOCALREC_CACHE_DIR``, else ``$XDG_CACHE_HOME/focalrec``, else
 ``~/.cache/focalrec`` (a private folder: created with mode 0700, and not used when another user
 owns it or can write to it), keyed by a hash of the source, the compiler and the CPU's features,
@@ -34,10 +36,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from focalrec._focal import prebuilt
 from focalrec._focal.blocks import run_blocks
 from focalrec._focal.inputs import FocalInputs
 
-__all__ = ["BLOCK_ELEMENTS", "forward", "load", "supports", "unavailable_reason"]
+__all__ = ["BLOCK_ELEMENTS", "forward", "load", "origin", "supports", "unavailable_reason"]
 
 BLOCK_ELEMENTS = 1 << 16
 """Elements per block of rows: the unit of work of a thread and of the partial sums."""
@@ -81,6 +84,8 @@ class _Args(ctypes.Structure):
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _reason: str | None = None
+_origin: str | None = None
+_prebuilt_note: str | None = None  # why a shipped prebuilt kernel was not used
 _tried = False
 
 
@@ -167,6 +172,14 @@ def _open(path: Path) -> ctypes.CDLL | str:
 
 
 def _load() -> ctypes.CDLL | str:
+    global _origin, _prebuilt_note
+    shipped = prebuilt.load(_open)
+    if shipped.library is not None:
+        _origin = shipped.about
+        return shipped.library
+    if shipped.final:
+        return shipped.about
+    _prebuilt_note = shipped.about if shipped.shipped else None
     if sys.platform == "win32":
         return "the compiled kernel is not built on Windows"
     compiler = _compiler()
@@ -199,18 +212,31 @@ def _load() -> ctypes.CDLL | str:
 
 
 def load() -> ctypes.CDLL | None:
-    """The kernel, compiled and loaded on the first call; None if it cannot be had here."""
-    global _library, _reason, _tried
+    """The kernel (prebuilt, else compiled), loaded on the first call; None if none can be had."""
+    global _library, _origin, _reason, _tried
     if not _tried:
         with _lock:
             if not _tried:
                 loaded = _load()
+                note = "" if _prebuilt_note is None else f" (prebuilt kernel: {_prebuilt_note})"
                 if isinstance(loaded, str):
-                    _reason = loaded
+                    _reason = loaded + note
                 else:
                     _library = loaded
+                    if _origin is None:
+                        _origin = f"built at run time {loaded._name}{note}"
                 _tried = True
     return _library
+
+
+def origin() -> str | None:
+    """Where the kernel came from (after :func:`load`), or None when there is none.
+
+    ``"prebuilt <variant> kernel <path>"`` when a platform wheel's library serves, else
+    ``"built at run time <path>"``.
+    """
+    load()
+    return _origin
 
 
 def unavailable_reason() -> str | None:
