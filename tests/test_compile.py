@@ -344,3 +344,17 @@ def test_fused_layer_compiled_checks_shapes_and_skips_value_reads() -> None:
     torch._dynamo.reset()
     with pytest.raises(ValueError, match=r"`target` must have 4 rows"):
         torch.compile(fn, backend="aot_eager")(x, out_of_range[:3])
+
+
+def test_fused_layer_compiled_without_bias_and_with_a_frozen_weight() -> None:
+    tower, _, history, index, _ = _fused_problem(9)
+    head = LinearFocalLoss(6, ITEMS, bias=False, chunk_size=(4, 8)).requires_grad_(False)
+
+    def step(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return head(tower(h), t)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    got = _step_grads(compiled, (tower,), history, index)
+    _assert_same(got, _step_grads(step, (tower,), history, index))
+    assert head.weight.grad is None
