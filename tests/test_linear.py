@@ -412,6 +412,34 @@ def test_autocast_casts_the_operands_and_accumulates_in_float32(
         assert torch.equal(got.to(dtype), half)
 
 
+@settings(max_examples=30)
+@given(cases(), st.sampled_from([torch.bfloat16, torch.float16]))
+def test_autocast_equals_the_call_on_cast_operands(case: Case, dtype: torch.dtype) -> None:
+    # Any shape (empty ones too), chunk, reduction, alpha, gamma and saturated logits: under
+    # CPU autocast the call is the call on the operands cast to the autocast dtype, and each
+    # gradient comes in its own tensor's dtype, rounded from the same float32 accumulator.
+    x, w, b = layer(case.n, case.d, case.c, case.seed)
+    x = (x * case.scale).requires_grad_()
+    w.requires_grad_()
+    b.requires_grad_()
+    target = index_list_to_dense(case.index, case.c) if case.dense else case.index
+    kwargs = {
+        "alpha": case.alpha_for(torch.float32),
+        "gamma": case.gamma,
+        "reduction": case.reduction,
+        "chunk_size": case.chunk,
+    }
+    with torch.autocast("cpu", dtype=dtype):
+        loss = linear_sigmoid_focal_loss(x, w, target, linear_bias=b, **kwargs)  # type: ignore[arg-type]
+    cast = [t.detach().to(dtype).requires_grad_() for t in (x, w, b)]
+    explicit = linear_sigmoid_focal_loss(cast[0], cast[1], target, linear_bias=cast[2], **kwargs)  # type: ignore[arg-type]
+    assert loss.dtype == explicit.dtype == torch.float32
+    torch.testing.assert_close(loss, explicit, rtol=0, atol=0, equal_nan=True)
+    for got, half in zip(grads(loss, x, w, b), grads(explicit, *cast), strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.to(dtype), half, rtol=0, atol=0, equal_nan=True)
+
+
 def test_autocast_takes_features_and_layer_of_different_dtypes() -> None:
     # A model under autocast hands on bfloat16 features to a float32 output layer, as
     # F.linear takes them; each gradient comes back in its own tensor's dtype.

@@ -149,8 +149,8 @@ def linear_sigmoid_focal_loss(
 
     Args:
         input: Features ``(N, d)``, floating point.
-        linear_weight: Output-layer weight ``(C, d)``, with the input's dtype (any floating
-            dtype under autocast) and device.
+        linear_weight: Output-layer weight ``(C, d)``, with the input's device and dtype
+            (under autocast, any of float16, bfloat16 and float32).
         target: Either an **index list** ``(N, m)`` of catalogue ids padded with ``-1``
             (repeats count once), or **dense** ``(N, C)`` floating or bool targets in
             ``[0, 1]``.
