@@ -27,6 +27,7 @@ from focalrec.linear import LINEAR_REDUCTIONS
 from focalrec.losses import REDUCTIONS
 from focalrec.models import SequenceMLP
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 needs_cxx = pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None,
     reason="torch.compile's inductor backend needs a C++ compiler on the CPU; none found",
@@ -276,29 +277,53 @@ def test_fused_layer_compiled_without_gradients() -> None:
     torch.testing.assert_close(compiled(history, index), evaluate(history, index))
 
 
-def test_fused_layer_compiled_under_autocast_matches_eager_autocast() -> None:
+@pytest.mark.parametrize(
+    ("device", "dtype"),
+    [
+        pytest.param("cpu", torch.bfloat16, id="cpu-bfloat16"),
+        pytest.param("cuda", torch.float16, id="cuda-float16", marks=needs_cuda),
+        pytest.param("cuda", torch.bfloat16, id="cuda-bfloat16", marks=needs_cuda),
+    ],
+)
+def test_fused_layer_compiled_under_autocast_matches_eager_autocast(
+    device: str, dtype: torch.dtype
+) -> None:
     # The autocast context inside the compiled function and around it: both run the
-    # operator's matmuls in bfloat16, as eager does.
+    # operator's matmuls in the autocast dtype, as eager does (the same kernels on the CPU;
+    # on a GPU, to the autocast dtype's rounding of the largest entry).
     tower, head, history, index, _ = _fused_problem(11)
+    tower, head, history, index = (
+        tower.to(device),
+        head.to(device),
+        history.to(device),
+        index.to(device),
+    )
 
     def step(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=dtype):
             return head(tower(h), t)
-
-    torch._dynamo.reset()
-    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
-    want = _step_grads(step, (tower, head), history, index)
-    assert want[0].dtype == torch.float32
-    _assert_same(_step_grads(compiled, (tower, head), history, index), want)
 
     def outside(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return head(tower(h), t)
 
+    def check(got: tuple[torch.Tensor, list[torch.Tensor]], want: tuple[Any, Any]) -> None:
+        if device == "cpu":
+            _assert_same(got, want)
+            return
+        for a, b in zip([got[0], *got[1]], [want[0], *want[1]], strict=True):
+            atol = 2.0**-8 * float(b.abs().max()) + 1e-7
+            torch.testing.assert_close(a, b, rtol=0, atol=atol)
+
+    want = _step_grads(step, (tower, head), history, index)
+    assert want[0].dtype == torch.float32
+    assert all(g.dtype == torch.float32 for g in want[1])
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    check(_step_grads(compiled, (tower, head), history, index), want)
     torch._dynamo.reset()
     compiled = torch.compile(outside, backend="aot_eager", fullgraph=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = _step_grads(compiled, (tower, head), history, index)
-    _assert_same(got, want)
+    with torch.autocast(device, dtype=dtype):
+        check(_step_grads(compiled, (tower, head), history, index), want)
 
 
 def test_fused_layer_eager_call_imports_no_dynamo() -> None:
@@ -358,3 +383,48 @@ def test_fused_layer_compiled_without_bias_and_with_a_frozen_weight() -> None:
     got = _step_grads(compiled, (tower,), history, index)
     _assert_same(got, _step_grads(step, (tower,), history, index))
     assert head.weight.grad is None
+
+
+OPCHECK_CASES = {
+    "float32-index": (torch.float32, torch.float32, "index", True, (True, True, True)),
+    "bfloat16-dense": (torch.bfloat16, torch.bfloat16, "dense", True, (True, False, True)),
+    "float64-no-bias": (torch.float64, torch.float64, "index", False, (False, True, False)),
+    "autocast-cast": (torch.float32, torch.bfloat16, "dense", True, (True, True, True)),
+    "no-gradients": (torch.float32, torch.float32, "index", True, (False, False, False)),
+}
+
+
+@pytest.mark.parametrize("case", OPCHECK_CASES, ids=list(OPCHECK_CASES))
+def test_fused_operator_passes_opcheck(case: str) -> None:
+    # torch.library's own checks of the operator: its schema, that autograd is registered,
+    # that the fake implementation gives the real one's shapes, dtypes and strides, and AOT
+    # dispatch with dynamic shapes.
+    from focalrec.linear import _linear_focal_loss_op
+
+    dtype, matmul, targets, bias, need = OPCHECK_CASES[case]
+    g = torch.Generator().manual_seed(4)
+    x, w = torch.randn(7, 3, generator=g).to(dtype), torch.randn(11, 3, generator=g).to(dtype)
+    b = torch.randn(11, generator=g).to(dtype) if bias else None
+    for t, wanted in zip((x, w, b), need, strict=True):
+        if t is not None and wanted:
+            t.requires_grad_()
+    index = torch.randint(-1, 11, (7, 2), generator=g)
+    dense = index_list_to_dense(index, 11) if targets == "dense" else None
+    compute = torch.promote_types(matmul, torch.float32)
+    weight = torch.rand(7, 1, generator=g).to(compute)
+    args = (
+        x,
+        w,
+        b,
+        index if dense is None else None,
+        dense,
+        weight,
+        torch.rand(11, generator=g).to(compute),
+        None,
+        2.0,
+        3,
+        4,
+        matmul,
+        *need,
+    )
+    torch.library.opcheck(_linear_focal_loss_op, args)
