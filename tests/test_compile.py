@@ -428,3 +428,20 @@ def test_fused_operator_passes_opcheck(case: str) -> None:
         *need,
     )
     torch.library.opcheck(_linear_focal_loss_op, args)
+
+
+def test_dynamic_shapes_with_a_module_holding_float_hyperparameters() -> None:
+    # dynamic=True makes a module's float attributes (gamma, alpha) symbolic: the argument
+    # checks compare them without math.isfinite, which a symbolic float does not support.
+    criterion = FocalLoss(alpha=0.25, gamma=2.0)
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = criterion(x, t)
+        return out
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True, dynamic=True)
+    g = torch.Generator().manual_seed(6)
+    for n in (5, 9):
+        x, t = torch.randn(n, 7, generator=g), torch.randint(-1, 7, (n, 2), generator=g)
+        torch.testing.assert_close(compiled(x, t), fn(x, t))
