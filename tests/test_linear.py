@@ -255,19 +255,36 @@ def test_half_precision_inputs(case: Case, dtype: torch.dtype) -> None:
     dense = index_list_to_dense(case.index, case.c, dtype=torch.float64)
     formula = expected_loss(x64, w64, b64, dense, 0.25, 2.0, case.reduction)
     torch.testing.assert_close(fused.double(), formula, rtol=3e-2, atol=1e-3)
-    # The gradient of the loss with respect to the logits, G, bounds each product's rounding by
-    # the sum of its terms' magnitudes (|G| |w|, |G|^T |x|, the column sums of |G|): sums that
-    # cancel are exact only to the half precision of their terms.
-    z = (x64 @ w64.T + b64).detach()
-    eye, zero = torch.eye(case.n, dtype=torch.float64), torch.zeros(case.c, dtype=torch.float64)
-    w_z = z.T.clone().requires_grad_()  # logits = eye @ w_z.T + 0
-    loss_z = expected_loss(eye, w_z, zero, dense, 0.25, 2.0, case.reduction)
-    g = torch.autograd.grad(loss_z, w_z)[0].T.abs()
-    bounds = (g @ w64.detach().abs(), g.T @ x64.detach().abs(), g.sum(0))
+    bounds = term_magnitudes(x64, w64, b64, dense, 0.25, 2.0, case.reduction)
     for g_got, g_want, bound in zip(got, grads(formula, x64, w64, b64), bounds, strict=True):
         assert torch.isfinite(g_got).all()
         error = (g_got.double() - g_want).abs()
         assert bool((error <= 3e-2 * (bound + g_want.abs()) + 1e-6).all()), (error, bound)
+
+
+def term_magnitudes(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor,
+    dense: Tensor,
+    alpha: float | Tensor | None,
+    gamma: float,
+    reduction: str,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The sums of the magnitudes of the terms of each gradient entry, in float64.
+
+    The gradient of the loss with respect to the logits, G, bounds each product's rounding by
+    the sum of its terms' magnitudes (|G| |w|, |G|^T |x|, the column sums of |G|): sums that
+    cancel are exact only to the half precision of their terms.
+    """
+    x, w, b = x.detach().double(), w.detach().double(), b.detach().double()
+    z = x @ w.T + b
+    n, c = z.shape
+    eye, zero = torch.eye(n, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    w_z = z.T.clone().requires_grad_()  # logits = eye @ w_z.T + 0
+    loss_z = expected_loss(eye, w_z, zero, dense, alpha, gamma, reduction)
+    g = torch.autograd.grad(loss_z, w_z)[0].T.abs()
+    return g @ w.abs(), g.T @ x.abs(), g.sum(0)
 
 
 def test_chunk_size_does_not_change_float32_results_beyond_rounding() -> None:
@@ -308,6 +325,150 @@ def test_item_ranges_add_up_to_the_catalogue() -> None:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
+# ------------------------------------------------------------------ autocast
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+AUTOCAST_CASES = [
+    pytest.param("cpu", torch.bfloat16, id="cpu-bfloat16"),
+    pytest.param("cuda", torch.float16, id="cuda-float16", marks=needs_cuda),
+    pytest.param("cuda", torch.bfloat16, id="cuda-bfloat16", marks=needs_cuda),
+]
+
+AUTOCAST_RTOL = {torch.bfloat16: 2.0**-5, torch.float16: 2.0**-7}
+"""Error allowed to a gradient entry under autocast, relative to the magnitudes of its terms.
+
+Both paths round the operands to the autocast dtype, the logits, their gradient and each
+product once, each a relative error of at most the unit roundoff (2^-9 for bfloat16, 2^-11
+for float16), and a logit's error moves its focal gradient by up to about (1 + gamma) times
+as much: 2^-5 and 2^-7 allow about 16 such roundings. Both the fused layer and ``F.linear``
+followed by the loss are held to it.
+"""
+
+
+def autocast_layer(device: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, w, b = (t.to(device).requires_grad_() for t in layer(48, 24, 200, seed=21))
+    index = torch.randint(-1, 200, (48, 5), generator=torch.Generator().manual_seed(22))
+    return x, w, b, index.to(device)
+
+
+@pytest.mark.parametrize(("device", "dtype"), AUTOCAST_CASES)
+@pytest.mark.parametrize("reduction", LINEAR_REDUCTIONS)
+@pytest.mark.parametrize("dense", [False, True])
+def test_autocast_matches_unfused_linear_under_autocast(
+    device: str, dtype: torch.dtype, reduction: str, dense: bool
+) -> None:
+    x, w, b, index = autocast_layer(device)
+    target = index_list_to_dense(index, 200, dtype=torch.float32) if dense else index
+    kwargs = {"alpha": 0.25, "gamma": 2.0, "reduction": reduction}
+    with torch.autocast(device, dtype=dtype):
+        fused = linear_sigmoid_focal_loss(
+            x,
+            w,
+            target,
+            linear_bias=b,
+            chunk_size=(16, 64),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        unfused = sigmoid_focal_loss(F.linear(x, w, b), target, **kwargs)  # type: ignore[arg-type]
+    assert fused.dtype == unfused.dtype == torch.float32
+    got, via_linear = grads(fused, x, w, b), grads(unfused, x, w, b)
+    assert [g.dtype for g in got] == [g.dtype for g in via_linear] == [torch.float32] * 3
+    # The float64 formula of the operands as autocast rounds them.
+    x64, w64, b64 = (t.detach().to(dtype).double().cpu().requires_grad_() for t in (x, w, b))
+    dense64 = index_list_to_dense(index.cpu(), 200, dtype=torch.float64)
+    formula = expected_loss(x64, w64, b64, dense64, 0.25, 2.0, reduction)
+    rtol = AUTOCAST_RTOL[dtype]
+    for loss in (fused, unfused):
+        torch.testing.assert_close(loss.double().cpu(), formula, rtol=rtol, atol=1e-6)
+    bounds = term_magnitudes(x64, w64, b64, dense64, 0.25, 2.0, reduction)
+    wanted = grads(formula, x64, w64, b64)
+    for path in (got, via_linear):
+        for g_got, g_want, bound in zip(path, wanted, bounds, strict=True):
+            error = (g_got.double().cpu() - g_want).abs()
+            assert bool((error <= rtol * (bound + g_want.abs()) + 1e-7).all()), (error, bound)
+
+
+@pytest.mark.parametrize(("device", "dtype"), AUTOCAST_CASES)
+def test_autocast_casts_the_operands_and_accumulates_in_float32(
+    device: str, dtype: torch.dtype
+) -> None:
+    # Under autocast the call equals the call on the operands cast to the autocast dtype,
+    # except that each gradient arrives in its tensor's dtype straight from the float32
+    # accumulator (no round trip through the autocast dtype).
+    x, w, b, index = autocast_layer(device)
+    with torch.autocast(device, dtype=dtype):
+        loss = linear_sigmoid_focal_loss(x, w, index, linear_bias=b, chunk_size=(16, 64))
+    cast = [t.detach().to(dtype).requires_grad_() for t in (x, w, b)]
+    explicit = linear_sigmoid_focal_loss(
+        cast[0], cast[1], index, linear_bias=cast[2], chunk_size=(16, 64)
+    )
+    assert torch.equal(loss, explicit)
+    plain = linear_sigmoid_focal_loss(x, w, index, linear_bias=b, chunk_size=(16, 64))
+    assert not torch.equal(loss, plain)  # the matmuls did not run in float32
+    for got, half in zip(grads(loss, x, w, b), grads(explicit, *cast), strict=True):
+        assert got.dtype == torch.float32
+        assert half.dtype == dtype
+        assert torch.equal(got.to(dtype), half)
+
+
+@settings(max_examples=30)
+@given(cases(), st.sampled_from([torch.bfloat16, torch.float16]))
+def test_autocast_equals_the_call_on_cast_operands(case: Case, dtype: torch.dtype) -> None:
+    # Any shape (empty ones too), chunk, reduction, alpha, gamma and saturated logits: under
+    # CPU autocast the call is the call on the operands cast to the autocast dtype, and each
+    # gradient comes in its own tensor's dtype, rounded from the same float32 accumulator.
+    x, w, b = layer(case.n, case.d, case.c, case.seed)
+    x = (x * case.scale).requires_grad_()
+    w.requires_grad_()
+    b.requires_grad_()
+    target = index_list_to_dense(case.index, case.c) if case.dense else case.index
+    kwargs = {
+        "alpha": case.alpha_for(torch.float32),
+        "gamma": case.gamma,
+        "reduction": case.reduction,
+        "chunk_size": case.chunk,
+    }
+    with torch.autocast("cpu", dtype=dtype):
+        loss = linear_sigmoid_focal_loss(x, w, target, linear_bias=b, **kwargs)  # type: ignore[arg-type]
+    cast = [t.detach().to(dtype).requires_grad_() for t in (x, w, b)]
+    explicit = linear_sigmoid_focal_loss(cast[0], cast[1], target, linear_bias=cast[2], **kwargs)  # type: ignore[arg-type]
+    assert loss.dtype == explicit.dtype == torch.float32
+    torch.testing.assert_close(loss, explicit, rtol=0, atol=0, equal_nan=True)
+    for got, half in zip(grads(loss, x, w, b), grads(explicit, *cast), strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.to(dtype), half, rtol=0, atol=0, equal_nan=True)
+
+
+def test_autocast_takes_features_and_layer_of_different_dtypes() -> None:
+    # A model under autocast hands on bfloat16 features to a float32 output layer, as
+    # F.linear takes them; each gradient comes back in its own tensor's dtype.
+    x, w, b, index = autocast_layer("cpu")
+    mix = torch.eye(24, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = F.linear(x, mix)
+        assert features.dtype == torch.bfloat16
+        loss = linear_sigmoid_focal_loss(features, w, index, linear_bias=b)
+        unfused = sigmoid_focal_loss(F.linear(features, w, b), index)
+    torch.testing.assert_close(loss, unfused, rtol=2.0**-5, atol=1e-6)
+    got = torch.autograd.grad(loss, (features, mix, w, b), retain_graph=True)
+    assert [g.dtype for g in got] == [torch.bfloat16, torch.float32, torch.float32, torch.float32]
+    for g, want in zip(got, grads(unfused, features, mix, w, b), strict=True):
+        scale = float(want.abs().max())
+        torch.testing.assert_close(g.float(), want.float(), rtol=0, atol=2.0**-5 * scale)
+
+
+def test_autocast_leaves_float64_alone() -> None:
+    # As autocast leaves F.linear on float64 operands in float64.
+    x, w, b, index = autocast_layer("cpu")
+    x64, w64, b64 = (t.detach().double() for t in (x, w, b))
+    plain = linear_sigmoid_focal_loss(x64, w64, index, linear_bias=b64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(linear_sigmoid_focal_loss(x64, w64, index, linear_bias=b64), plain)
+        with pytest.raises(TypeError, match=r"`linear_weight` must have the input's dtype"):
+            linear_sigmoid_focal_loss(x64, w, index)
+
+
 # ------------------------------------------------------------------ autograd behaviour
 
 
@@ -331,17 +492,6 @@ def test_second_derivative_raises() -> None:
     torch.testing.assert_close(gw, grads(sigmoid_focal_loss(F.linear(x, w, b), index), w)[0])
     with pytest.raises(RuntimeError, match="no second derivative"):
         gw.sum().backward()
-
-
-def test_torch_compile_runs_it_eagerly() -> None:
-    x, w, b = layer(16, 4, 40, seed=15)
-    index = torch.randint(-1, 40, (16, 3), generator=torch.Generator().manual_seed(16))
-
-    def step(x: Tensor) -> Tensor:
-        return linear_sigmoid_focal_loss(torch.tanh(x), w, index, linear_bias=b)
-
-    compiled = torch.compile(step, backend="eager")
-    torch.testing.assert_close(compiled(x), step(x))
 
 
 # ------------------------------------------------------------------ arguments

@@ -4,6 +4,7 @@ float32 rounding)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -108,9 +109,46 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             "b": head.bias.grad,
             "range": torch.tensor([start, end]),
         }
+        results["compiled"] = _compiled_over_group(lo, hi)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def _compiled_over_group(lo: int, hi: int) -> dict[str, torch.Tensor]:
+    """Under torch.compile the call over a process group runs eagerly (a graph break, the
+    same numbers); with ``fullgraph=True`` compiling it raises, naming the reason."""
+    d = _data(torch.float32)
+
+    def step(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return linear_sigmoid_focal_loss(
+            torch.tanh(x),
+            w,
+            d["index"],
+            linear_bias=b,
+            chunk_size=(4, 3),
+            item_offset=lo,
+            process_group=dist.group.WORLD,
+        )
+
+    def loss_and_grads(fn: Callable[..., torch.Tensor]) -> list[torch.Tensor]:
+        x, w, b = (t.clone().requires_grad_() for t in (d["x"], d["w"][lo:hi], d["b"][lo:hi]))
+        loss = fn(x, w, b)
+        return [loss.detach(), *torch.autograd.grad(loss, (x, w, b))]
+
+    torch._dynamo.reset()
+    compiled = loss_and_grads(torch.compile(step, backend="eager"))
+    eager = loss_and_grads(step)
+    torch._dynamo.reset()
+    try:
+        loss_and_grads(torch.compile(step, backend="eager", fullgraph=True))
+        refused = False
+    except torch._dynamo.exc.Unsupported as error:
+        refused = "process_group runs eagerly under torch.compile" in str(error)
+    return {
+        "same": torch.tensor(all(torch.equal(a, b) for a, b in zip(compiled, eager, strict=True))),
+        "refused": torch.tensor(refused),
+    }
 
 
 def _single(
@@ -154,6 +192,9 @@ def test_two_item_ranges_match_one_process(tmp_path: Path) -> None:
         assert torch.equal(torch.cat([r["init"][name] for r in ranks]), whole.detach())
     for r in ranks:
         assert torch.equal(r["init"]["next"], after)
+    for r in ranks:
+        assert bool(r["compiled"]["same"])
+        assert bool(r["compiled"]["refused"])
     module = [r["module"] for r in ranks]
     assert [m["range"].tolist() for m in module] == [[0, 12], [12, 23]]
     expected = _single(_data(torch.float64), "mean", "index", weighted=False)

@@ -241,6 +241,8 @@ def test_module_matches_function_and_moves_alpha_buffer() -> None:
     ("kwargs", "error", "match"),
     [
         ({"gamma": -0.5}, ValueError, r"`gamma` must be a finite number in \[0, 3.40.*got -0.5"),
+        ({"gamma": float("nan")}, ValueError, r"`gamma` must be a finite number .*got nan"),
+        ({"gamma": float("inf")}, ValueError, r"`gamma` must be a finite number .*got inf"),
         ({"gamma": "2"}, TypeError, r"`gamma` must be a real number >= 0, got str"),
         ({"alpha": 1.5}, ValueError, r"`alpha` must be in \[0, 1\], got 1.5"),
         ({"alpha": "a"}, TypeError, r"`alpha` must be a float in \[0, 1\].*got str"),

@@ -121,6 +121,20 @@ STEPS: tuple[Step, ...] = (
         timeout_s=6 * 3600,
     ),
     Step(
+        # The fused layer in a compiled training step against the same step run eagerly.
+        "bench_linear_compile",
+        (
+            "benchmarks/bench_linear_compile.py",
+            "--threads",
+            "1",
+            "--repeats",
+            "15",
+            "--json",
+            "{out}",
+        ),
+        "bench_linear_compile.json",
+    ),
+    Step(
         "bench_metrics",
         ("benchmarks/bench_metrics.py", "--threads", "1", "--json", "{out}"),
         "bench_metrics.json",

@@ -450,6 +450,39 @@ _LINEAR_CHECKS = (
 )
 
 
+def bench_linear_compile_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    cfg, env = data["config"], data["environment"]
+    rows = [
+        [
+            label,
+            f"{data[f'{key}_s'] * 1e3:,.0f}",
+            f"{data[f'{key}_cpu_s'] * 1e3:,.0f}",
+            f"{data['ratio'] if key == 'compiled' else 1.0:.3f}x",
+            f"{data['cpu_ratio'] if key == 'compiled' else 1.0:.3f}x",
+        ]
+        for key, label in (
+            ("eager", "eager"),
+            ("compiled", f"`torch.compile(..., fullgraph=True)`, {cfg['backend']}"),
+        )
+    ]
+    headers = ["training step", "median wall ms", "median CPU ms", "wall / eager", "CPU / eager"]
+    load = env["load_average"]
+    return (
+        md_table(headers, rows)
+        + f"\nForward + backward of a step: item embeddings of a history of {cfg['history']} "
+        f"(mean), an MLP, and `LinearFocalLoss` over C = {cfg['items']:,} items; N = "
+        f"{cfg['n']:,} rows, d = {cfg['d']}, {cfg['positives']} positives per row, "
+        f"{cfg['dtype']}, default chunks, {env['threads']} torch thread(s), median of "
+        f"{cfg['repeats']} interleaved repeats, load average {load[0]} to {load[1]} (a shared "
+        f"machine). The first compiled call, which compiles (inductor caches its work between "
+        "runs), took "
+        f"{data['first_compiled_call_s']:.1f} s. Compiled against eager, relative differences "
+        f"(norm of the difference over the norm): loss {data['loss_rel_diff']:.1e}, "
+        f"parameters' gradients up to {data['grad_rel_diff_max']:.1e}.\n\n"
+        + provenance_line(name, provenance)
+    )
+
+
 def bench_linear_png(name: str, data: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
@@ -736,6 +769,7 @@ RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "focal_comparison": (focal_comparison_md, no_figure),
     "bench_focal": (bench_focal_md, bench_focal_png),
     "bench_linear": (bench_linear_md, bench_linear_png),
+    "bench_linear_compile": (bench_linear_compile_md, no_figure),
     "bench_metrics": (bench_metrics_md, bench_metrics_png),
     "bench_gpu": (bench_gpu_md, no_figure),
     "bench_topk": (bench_topk_md, bench_topk_png),

@@ -11,6 +11,7 @@ weight and the bias. The same decomposition splits a catalogue over processes by
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,13 +109,30 @@ def linear_sigmoid_focal_loss(
     float32, and :data:`DEVICE_CHUNK_SIZE` on accelerators), and, when gradients are wanted,
     the three gradients, :math:`(N d + C d + C)` elements (float32 for half-precision inputs),
     computed in the forward pass and handed to backward, which only scales them by the incoming
-    gradient: however large :math:`N C` is. The unfused computation holds :math:`2 N C`
+    gradient: however large :math:`N C` is (under autocast, also the operands cast to its dtype,
+    :math:`N d + C d + C` elements). The unfused computation holds :math:`2 N C`
     elements (the logits and their gradient).
     ``benchmarks/bench_linear.py`` measures both.
 
     **Precision.** The matmuls run in the input's dtype, as ``F.linear`` does; the focal terms
     are computed in float32 (float64 for float64 inputs) and the gradients accumulate over the
     chunks in that dtype, then are cast to the dtype of each input.
+
+    **Autocast.** Under ``torch.autocast`` for the input's device, the matmuls run in the
+    autocast dtype, as ``F.linear``'s do: ``input``, ``linear_weight`` and ``linear_bias`` may
+    then be of different floating dtypes (say bfloat16 features from an autocast model and a
+    float32 layer) and are cast to it, once per call (float64 operands are left alone, as
+    autocast leaves them); the terms, the loss (float32) and the gradients' accumulation stay
+    in float32, and each gradient is cast straight from the float32 accumulator to its own
+    tensor's dtype.
+
+    **torch.compile.** The call is one operator, ``focalrec::linear_focal_loss``, with a fake
+    implementation and a registered backward: ``torch.compile`` (``fullgraph=True`` and
+    ``dynamic=True`` included) traces a training step through it without a graph break. As
+    with :func:`focalrec.sigmoid_focal_loss`, the checks that read values (``validate_args``)
+    are skipped while compiling, the shape and dtype checks are not. With ``process_group``
+    the call runs eagerly under ``torch.compile`` (a graph break, and an error under
+    ``fullgraph=True``): its all-reduces stay outside the graph.
 
     **Item shards.** Row ``j`` of ``linear_weight`` is catalogue item ``item_offset + j``;
     index-list targets hold catalogue ids (below ``num_items``), and ids outside
@@ -131,7 +149,8 @@ def linear_sigmoid_focal_loss(
 
     Args:
         input: Features ``(N, d)``, floating point.
-        linear_weight: Output-layer weight ``(C, d)``, with the input's dtype and device.
+        linear_weight: Output-layer weight ``(C, d)``, with the input's device and dtype
+            (under autocast, any of float16, bfloat16 and float32).
         target: Either an **index list** ``(N, m)`` of catalogue ids padded with ``-1``
             (repeats count once), or **dense** ``(N, C)`` floating or bool targets in
             ``[0, 1]``.
@@ -215,11 +234,13 @@ def linear_sigmoid_focal_loss(
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Everything a call needs besides ``input``, ``linear_weight`` and ``linear_bias``.
+class _Chunks:
+    """What the chunk loop needs besides ``input``, ``linear_weight`` and ``linear_bias``.
 
     Index lists are shifted to this range's ids (``target - item_offset``), so that column ``j``
     of the weight is item ``j`` for the kernel, and ``alpha_vec`` covers the range's items.
+    ``weight`` is as given (broadcastable to ``(N, C)``, in the compute dtype); ``dtype`` is the
+    dtype the matmuls run in: the input's, or autocast's.
     """
 
     index: Tensor | None
@@ -228,10 +249,18 @@ class _Plan:
     alpha: float | None
     alpha_vec: Tensor | None
     gamma: float
-    reduction: str
-    divisor_part: Tensor
     rows: int
     items: int
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a call needs besides ``input``, ``linear_weight`` and ``linear_bias``."""
+
+    chunks: _Chunks
+    reduction: str
+    divisor_part: Tensor
     group: ProcessGroup | None
     read_values: bool
 
@@ -252,7 +281,9 @@ def _plan(
     validate_args: bool,
 ) -> _Plan:
     """Check the arguments and prepare the targets, weights and divisor of one call."""
-    _check_layer(input, linear_weight, linear_bias)
+    autocast = _autocast_dtype(input, linear_weight, linear_bias)
+    _check_layer(input, linear_weight, linear_bias, same_dtype=autocast is None)
+    dtype = input.dtype if autocast is None else autocast
     n, c = input.shape[0], linear_weight.shape[0]
     _check_reduction(reduction)
     read_values = validate_args and values_readable()
@@ -277,7 +308,7 @@ def _plan(
         raise ValueError(
             f"`target` must be on the input's device {input.device}, got {target.device}"
         )
-    cd = torch.promote_types(input.dtype, torch.float32)
+    cd = torch.promote_types(dtype, torch.float32)
     if weight is not None:
         _check_weight(weight, (n, c), read_values)
         weight = weight.to(device=input.device, dtype=cd)
@@ -295,24 +326,49 @@ def _plan(
     else:
         divisor_part = torch.zeros((), dtype=torch.float64, device=input.device)
     return _Plan(
-        index=index,
-        dense=None if sparse else target,
-        weight=None if weight is None else weight.expand(n, c),
-        alpha=None if alpha is None or isinstance(alpha, Tensor) else float(alpha),
-        alpha_vec=alpha.to(device=input.device, dtype=cd) if isinstance(alpha, Tensor) else None,
-        gamma=float(gamma),
+        chunks=_Chunks(
+            index=index,
+            dense=None if sparse else target,
+            weight=weight,
+            alpha=None if alpha is None or isinstance(alpha, Tensor) else float(alpha),
+            alpha_vec=alpha.to(device=input.device, dtype=cd)
+            if isinstance(alpha, Tensor)
+            else None,
+            gamma=float(gamma),
+            rows=chunk[0],
+            items=chunk[1],
+            dtype=dtype,
+        ),
         reduction=reduction,
         divisor_part=divisor_part,
-        rows=chunk[0],
-        items=chunk[1],
         group=process_group,
         read_values=read_values,
     )
 
 
-def _check_layer(input: object, linear_weight: object, linear_bias: object) -> None:
+def _autocast_dtype(
+    input: object, linear_weight: object, linear_bias: object
+) -> torch.dtype | None:
+    """The dtype that autocast runs ``F.linear(input, linear_weight, linear_bias)`` in, or None
+    where autocast is off for the input's device or leaves the call alone (a float64 or
+    non-floating operand, which the argument checks then judge)."""
+    if not isinstance(input, Tensor):
+        return None
+    device_type = input.device.type
+    if not _autocast_on(device_type):
+        return None
+    eligible = (torch.float16, torch.bfloat16, torch.float32)
+    for t in (input, linear_weight, linear_bias):
+        if t is not None and not (isinstance(t, Tensor) and t.dtype in eligible):
+            return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def _check_layer(
+    input: object, linear_weight: object, linear_bias: object, same_dtype: bool = True
+) -> None:
     """``input`` ``(N, d)``, ``linear_weight`` ``(C, d)``, ``linear_bias`` ``(C,)`` or None:
-    floating, one dtype, one device."""
+    floating, one device, and one dtype unless autocast casts them (``same_dtype=False``)."""
     x = _check_matrix(input, "input", "(N, d)")
     w = _check_matrix(linear_weight, "linear_weight", f"(C, {x.shape[1]})")
     if w.shape[1] != x.shape[1]:
@@ -333,7 +389,7 @@ def _check_layer(input: object, linear_weight: object, linear_bias: object) -> N
             )
         tensors.append(("linear_bias", linear_bias))
     for name, t in tensors:
-        if t.dtype != x.dtype or t.device != x.device:
+        if (same_dtype and t.dtype != x.dtype) or t.device != x.device:
             raise TypeError(
                 f"`{name}` must have the input's dtype and device ({x.dtype}, {x.device}), "
                 f"got ({t.dtype}, {t.device})"
@@ -429,16 +485,19 @@ def _raise_nan(input: Tensor, linear_weight: Tensor, linear_bias: Tensor | None)
 
 
 def _fused_pass(
-    plan: _Plan, x: Tensor, w: Tensor, b: Tensor | None, need: tuple[bool, ...]
+    chunks: _Chunks, x: Tensor, w: Tensor, b: Tensor | None, need: tuple[bool, ...]
 ) -> tuple[Tensor, list[Tensor | None]]:
     """The sum of the (weighted, unscaled) terms and the gradients of ``x``, ``w``, ``b`` that
-    ``need`` asks for, over chunks of at most ``plan.rows x plan.items`` logits.
+    ``need`` asks for, over chunks of at most ``chunks.rows x chunks.items`` logits.
 
-    Items are the outer loop, so a chunk of the weight and of its gradient stays in cache while
-    the rows pass; the features and their gradient (``N d``) are the part read again.
+    The matmuls run in ``chunks.dtype`` (``x``, ``w`` and ``b`` are cast to it first, once, where
+    they differ, as autocast casts ``F.linear``'s operands); the terms, their sum and the
+    gradients are in float32 for half precision, else in that dtype. Items are the outer loop,
+    so a chunk of the weight and of its gradient stays in cache while the rows pass; the
+    features and their gradient (``N d``) are the part read again.
     """
     n, c = x.shape[0], w.shape[0]
-    acc = torch.promote_types(x.dtype, torch.float32)
+    acc = torch.promote_types(chunks.dtype, torch.float32)
     grads: list[Tensor | None] = [
         torch.zeros(t.shape, dtype=acc, device=x.device) if t is not None and wanted else None
         for t, wanted in zip((x, w, b), need, strict=True)
@@ -446,42 +505,58 @@ def _fused_pass(
     gx, gw, gb = grads
     any_grad = any(g is not None for g in grads)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
-    step_r, step_c = max(min(plan.rows, n), 1), max(min(plan.items, c), 1)
+    x, w = x.to(chunks.dtype), w.to(chunks.dtype)
+    b = None if b is None else b.to(chunks.dtype)
+    weight = None if chunks.weight is None else chunks.weight.expand(n, c)
+    step_r, step_c = max(min(chunks.rows, n), 1), max(min(chunks.items, c), 1)
     buffer = torch.empty(step_r * step_c, dtype=x.dtype, device=x.device)
     ones = torch.ones(step_r if gb is not None else 0, dtype=x.dtype, device=x.device)
-    for c0 in range(0, c, step_c):
-        c1 = min(c0 + step_c, c)
-        w_c = w[c0:c1]
-        for r0 in range(0, n, step_r):
-            r1 = min(r0 + step_r, n)
-            x_r = x[r0:r1]
-            z = buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
-            if b is None:
-                torch.mm(x_r, w_c.t(), out=z)
-            else:
-                torch.addmm(b[c0:c1], x_r, w_c.t(), out=z)
-            inp = FocalInputs(
-                logits=z,
-                dense=None if plan.dense is None else plan.dense[r0:r1, c0:c1],
-                index=None if plan.index is None else plan.index[r0:r1],
-                alpha=plan.alpha,
-                alpha_vec=plan.alpha_vec,
-                gamma=plan.gamma,
-                weight=None if plan.weight is None else plan.weight[r0:r1, c0:c1],
-                scale=None,
-                col_offset=c0,
-            )
-            value, g = evaluate(inp, False, any_grad, grad_into=z if any_grad else None)
-            total += value
-            if g is None:
-                continue
-            if gx is not None:
-                _add_product(gx[r0:r1], g, w_c)
-            if gw is not None:
-                _add_product(gw[c0:c1], g.t(), x_r)
-            if gb is not None:
-                _add_column_sums(gb[c0:c1], g, ones)
+    with _autocast_off(x.device.type):
+        for c0 in range(0, c, step_c):
+            c1 = min(c0 + step_c, c)
+            w_c = w[c0:c1]
+            for r0 in range(0, n, step_r):
+                r1 = min(r0 + step_r, n)
+                x_r = x[r0:r1]
+                z = buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
+                if b is None:
+                    torch.mm(x_r, w_c.t(), out=z)
+                else:
+                    torch.addmm(b[c0:c1], x_r, w_c.t(), out=z)
+                inp = FocalInputs(
+                    logits=z,
+                    dense=None if chunks.dense is None else chunks.dense[r0:r1, c0:c1],
+                    index=None if chunks.index is None else chunks.index[r0:r1],
+                    alpha=chunks.alpha,
+                    alpha_vec=chunks.alpha_vec,
+                    gamma=chunks.gamma,
+                    weight=None if weight is None else weight[r0:r1, c0:c1],
+                    scale=None,
+                    col_offset=c0,
+                )
+                value, g = evaluate(inp, False, any_grad, grad_into=z if any_grad else None)
+                total += value
+                if g is None:
+                    continue
+                if gx is not None:
+                    _add_product(gx[r0:r1], g, w_c)
+                if gw is not None:
+                    _add_product(gw[c0:c1], g.t(), x_r)
+                if gb is not None:
+                    _add_column_sums(gb[c0:c1], g, ones)
     return total, grads
+
+
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type``."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """A context in which autocast leaves the chunk loop's operations alone, where it is on."""
+    if _autocast_on(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _add_product(out: Tensor, a: Tensor, b: Tensor) -> None:
@@ -523,7 +598,7 @@ class _FusedLinearFocal(torch.autograd.Function):
         plan: _Plan,
         need: tuple[bool, ...],
     ) -> Tensor:
-        total, grads = _fused_pass(plan, x, w, b, need)
+        total, grads = _fused_pass(plan.chunks, x, w, b, need)
         stats = torch.stack([total, plan.divisor_part])
         if plan.group is not None:
             dist.all_reduce(stats, group=plan.group)
@@ -531,7 +606,7 @@ class _FusedLinearFocal(torch.autograd.Function):
         ctx.kept = grads
         ctx.plan, ctx.need, ctx.divisor = plan, need, divisor
         ctx.save_for_backward(x, w, b)
-        return (stats[0] / divisor).to(torch.promote_types(x.dtype, torch.float32))
+        return (stats[0] / divisor).to(torch.promote_types(plan.chunks.dtype, torch.float32))
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
@@ -541,7 +616,7 @@ class _FusedLinearFocal(torch.autograd.Function):
         differentiated = torch.is_grad_enabled()
         with torch.no_grad():
             if grads is None:
-                grads = _fused_pass(ctx.plan, x, w, b, ctx.need)[1]
+                grads = _fused_pass(ctx.plan.chunks, x, w, b, ctx.need)[1]
             factor = grad_out.to(torch.float64) / ctx.divisor
             out: list[Tensor | None] = []
             for g, t in zip(grads, (x, w, b), strict=True):
@@ -604,18 +679,136 @@ def _apply_eager(
     return loss
 
 
-_DISABLED: list[Callable[..., Tensor]] = []
-
-
 def _apply(x: Tensor, w: Tensor, b: Tensor | None, plan: _Plan, need: tuple[bool, ...]) -> Tensor:
-    """The fused loss as one opaque call: ``torch.compile`` runs it eagerly (a graph break).
+    """The fused loss: eagerly, :class:`_FusedLinearFocal`; under ``torch.compile``, the operator
+    ``focalrec::linear_focal_loss`` (no graph break), except over a process group, whose
+    all-reduces stay outside the graph: the call then runs eagerly (a graph break).
 
-    ``torch.compiler.disable`` is applied on the first call, not at import: it imports dynamo,
-    which imports triton where it is installed.
+    Eager calls (but over a process group) neither call the operator nor apply
+    ``torch.compiler.disable``: either would import dynamo (and triton, where it is installed)
+    on the first call.
     """
-    if not _DISABLED:
-        _DISABLED.append(torch.compiler.disable(_apply_eager))  # type: ignore[no-untyped-call]
-    return _DISABLED[0](x, w, b, plan, need)
+    if not torch.compiler.is_compiling():
+        if plan.group is not None:
+            _eager_over_group()  # made here, so that a compiled call's graph break says why
+        return _apply_eager(x, w, b, plan, need)
+    if plan.group is not None:
+        return _eager_over_group()(x, w, b, plan, need)
+    ch = plan.chunks
+    total: Tensor = _linear_focal_loss_op(
+        x,
+        w,
+        b,
+        ch.index,
+        ch.dense,
+        ch.weight,
+        ch.alpha_vec,
+        ch.alpha,
+        ch.gamma,
+        ch.rows,
+        ch.items,
+        ch.dtype,
+        *need,
+    )[0]
+    divisor = _finish_divisor(plan.reduction, plan.divisor_part)
+    return (total / divisor).to(torch.promote_types(ch.dtype, torch.float32))
+
+
+_EAGER_OVER_GROUP: list[Callable[..., Tensor]] = []
+
+_OVER_GROUP_REASON = (
+    "linear_sigmoid_focal_loss with a process_group runs eagerly under torch.compile: its "
+    "all-reduces stay outside the graph (a graph break; fullgraph=True raises)"
+)
+
+
+def _eager_over_group() -> Callable[..., Tensor]:
+    """:func:`_apply_eager` under ``torch.compiler.disable``, made once: by the first eager
+    call or module over a process group, or else by the first compiled one (whose graph then
+    breaks at the making too, with a reason less clear)."""
+    if not _EAGER_OVER_GROUP:
+        disabled = torch.compiler.disable(_apply_eager, reason=_OVER_GROUP_REASON)  # type: ignore[no-untyped-call]
+        _EAGER_OVER_GROUP.append(disabled)
+    return _EAGER_OVER_GROUP[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# the operator that torch.compile sees
+
+
+@torch.library.custom_op("focalrec::linear_focal_loss", mutates_args=())
+def _linear_focal_loss_op(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    index: Tensor | None,
+    dense: Tensor | None,
+    weight: Tensor | None,
+    alpha_vec: Tensor | None,
+    alpha: float | None,
+    gamma: float,
+    rows: int,
+    items: int,
+    dtype: torch.dtype,
+    need_x: bool,
+    need_w: bool,
+    need_b: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(total, grad_x, grad_w, grad_b)``: the sum of the terms (float64) and the unscaled
+    gradients (float32 for half precision, else ``dtype``; empty where not asked for), by
+    :func:`_fused_pass`."""
+    chunks = _Chunks(index, dense, weight, alpha, alpha_vec, gamma, rows, items, dtype)
+    total, grads = _fused_pass(chunks, x, w, b, (need_x, need_w, need_b))
+    acc = torch.promote_types(dtype, torch.float32)
+    gx, gw, gb = (x.new_empty(0, dtype=acc) if g is None else g for g in grads)
+    return total, gx, gw, gb
+
+
+@_linear_focal_loss_op.register_fake
+def _(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    index: Tensor | None,
+    dense: Tensor | None,
+    weight: Tensor | None,
+    alpha_vec: Tensor | None,
+    alpha: float | None,
+    gamma: float,
+    rows: int,
+    items: int,
+    dtype: torch.dtype,
+    need_x: bool,
+    need_w: bool,
+    need_b: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    acc = torch.promote_types(dtype, torch.float32)
+    gx, gw, gb = (
+        x.new_empty(t.shape if t is not None and wanted else (0,), dtype=acc)
+        for t, wanted in ((x, need_x), (w, need_w), (b, need_b))
+    )
+    return x.new_empty((), dtype=torch.float64), gx, gw, gb
+
+
+def _op_setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    x, w, b = inputs[:3]
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.save_for_backward(*output[1:])
+    ctx.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
+    ctx.need = inputs[-3:]
+
+
+def _op_backward(ctx: Any, grad_total: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
+    """The kept gradients times the incoming gradient (of the sum: 1 / divisor times the
+    loss's), each cast to its tensor's dtype."""
+    out = [
+        (g * grad_total.to(g.dtype)).to(dtype) if wanted else None
+        for g, dtype, wanted in zip(ctx.saved_tensors, ctx.dtypes, ctx.need, strict=True)
+    ]
+    return (*out, *(None,) * 12)
+
+
+_linear_focal_loss_op.register_autograd(_op_backward, setup_context=_op_setup_context)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -704,6 +897,8 @@ class LinearFocalLoss(nn.Module):
         _check_hyper(alpha, gamma, reduction, num_items, validate_args)
         _check_chunk_size(chunk_size)
         _check_group(process_group)
+        if process_group is not None:
+            _eager_over_group()  # so that under torch.compile the graph break says why
         self.in_features = in_features
         self.num_items = num_items
         self.process_group = process_group

@@ -268,7 +268,7 @@ def _check_gamma(gamma: object) -> float:
     ``[0, GAMMA_MAX]``."""
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
         raise TypeError(f"`gamma` must be a real number >= 0, got {type(gamma).__name__}")
-    if not (math.isfinite(gamma) and 0.0 <= gamma <= GAMMA_MAX):
+    if not 0.0 <= gamma <= GAMMA_MAX:  # NaN and inf fail too (no math.isfinite: symbolic)
         raise ValueError(
             f"`gamma` must be a finite number in [0, {GAMMA_MAX:.8g}] (the float32 maximum), "
             f"got {gamma}"
