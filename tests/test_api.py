@@ -42,6 +42,7 @@ def test_losses_take_input_target(name: str) -> None:
 
 def test_loss_modules_take_input_target() -> None:
     assert _first(focalrec.FocalLoss.forward, 3) == ["self", "input", "target"]
+    assert _first(focalrec.LinearFocalLoss.forward, 3) == ["self", "input", "target"]
 
 
 @pytest.mark.parametrize("name", FUSED)

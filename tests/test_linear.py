@@ -465,7 +465,7 @@ def test_autocast_leaves_float64_alone() -> None:
     plain = linear_sigmoid_focal_loss(x64, w64, index, linear_bias=b64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(linear_sigmoid_focal_loss(x64, w64, index, linear_bias=b64), plain)
-        with pytest.raises(TypeError, match=r"`linear_weight` must have the input's dtype"):
+        with pytest.raises(TypeError, match=r"`linear_weight` must have the dtype of `input`"):
             linear_sigmoid_focal_loss(x64, w, index)
 
 
@@ -514,16 +514,18 @@ IDX = torch.tensor([[1], [-1]])
         ((X.long(), W, IDX), {}, TypeError, r"`input` must be a floating-point tensor"),
         ((X[0], W, IDX), {}, ValueError, r"`input` must have shape \(N, d\), got shape \(3,\)"),
         ((X, W[:, :2], IDX), {}, ValueError, r"`linear_weight` must have shape \(C, 3\)"),
-        ((X, W.double(), IDX), {}, TypeError, r"`linear_weight` must have the input's dtype"),
+        ((X, W.double(), IDX), {}, TypeError, r"`linear_weight` must have the dtype of `input`"),
         ((X, W, IDX), {"linear_bias": torch.zeros(3)}, ValueError, r"`linear_bias` must have"),
         ((X, W, IDX), {"linear_bias": 1.0}, TypeError, r"`linear_bias` must be a torch.Tensor"),
         ((X, W, IDX), {"reduction": "max"}, ValueError, r"`reduction` must be one of"),
         ((X, W, IDX), {"gamma": -1.0}, ValueError, r"`gamma`"),
         ((X, W, IDX), {"alpha": torch.ones(3)}, ValueError, r"`alpha` must be a per-class"),
-        ((X, W, IDX), {"chunk_size": (0, 4)}, ValueError, r"`chunk_size` must be a pair"),
-        ((X, W, IDX), {"chunk_size": 4}, ValueError, r"`chunk_size` must be a pair"),
+        ((X, W, IDX), {"chunk_size": (0, 4)}, ValueError, r"`chunk_size\[0\] \(rows\)` must be"),
+        ((X, W, IDX), {"chunk_size": 4}, TypeError, r"`chunk_size` must be a pair"),
+        ((X, W, IDX), {"item_offset": 1.0}, TypeError, r"`item_offset` must be an int, got"),
         ((X, W, IDX), {"item_offset": -1}, ValueError, r"`item_offset` must be an int >= 0"),
-        ((X, W, IDX), {"process_group": object()}, ValueError, r"needs torch.distributed"),
+        ((X, W, IDX), {"process_group": object()}, TypeError, r"`process_group` must be a"),
+        ((X, W, IDX.to("meta")), {}, TypeError, r"`target` must be on the device of `input`"),
         ((X, W, torch.tensor([[4], [0]])), {}, ValueError, r"`target` holds item indices"),
         ((X, W, torch.tensor([[-2]])), {"item_offset": 3}, ValueError, r"`target` must have 2"),
         ((X, W, torch.tensor([[-2], [0]])), {"item_offset": 3}, ValueError, r"in \[-2, 0\]"),

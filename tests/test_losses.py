@@ -264,7 +264,7 @@ def test_bad_hyperparameters(kwargs: dict[str, object], error: type, match: str)
 @pytest.mark.parametrize(
     ("logits", "targets", "error", "match"),
     [
-        (torch.zeros(2, 4), torch.zeros(2, 3), ValueError, r"dense `target` must have the input's"),
+        (torch.zeros(2, 4), torch.zeros(2, 3), ValueError, r"dense `target` must have the logits'"),
         (torch.zeros(2, 4), torch.full((2, 4), 1.5), ValueError, r"values in \[0, 1\], got 1.5"),
         (torch.zeros(2, 4), torch.tensor([[0], [4]]), ValueError, r"indices in \[0, 4\]"),
         (torch.zeros(2, 4), torch.tensor([[0], [-2]]), ValueError, r"indices in \[-2, 0\]"),

@@ -49,10 +49,13 @@ def check_same_device(x: Tensor, name: str, reference: Tensor, reference_name: s
         )
 
 
-def check_linear_layer(input: object, linear_weight: object, linear_bias: object) -> None:
+def check_linear_layer(
+    input: object, linear_weight: object, linear_bias: object, *, same_dtype: bool = True
+) -> None:
     """The factors of a linear output layer over the items, as ``F.linear`` takes them:
     ``input`` ``(N, d)``, ``linear_weight`` ``(C, d)``, ``linear_bias`` ``(C,)`` or None, all
-    floating, of one dtype, on one device."""
+    floating, on one device, and of one dtype unless ``same_dtype`` is False (autocast casts
+    them)."""
     x = check_tensor(input, "input", floating=True)
     if x.ndim != 2:
         raise ValueError(f"`input` must have shape (N, d), got shape {tuple(x.shape)}")
@@ -73,7 +76,7 @@ def check_linear_layer(input: object, linear_weight: object, linear_bias: object
             )
         factors.append(("linear_bias", b))
     for name, t in factors:
-        if t.dtype != x.dtype:
+        if same_dtype and t.dtype != x.dtype:
             raise TypeError(f"`{name}` must have the dtype of `input` ({x.dtype}), got {t.dtype}")
         check_same_device(t, name, x, "input")
 

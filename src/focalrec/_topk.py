@@ -43,7 +43,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from focalrec._checks import check_chunk_size, check_linear_layer, check_process_group
+from focalrec._checks import (
+    check_chunk_size,
+    check_linear_layer,
+    check_process_group,
+    check_same_device,
+)
 from focalrec._indices import CHUNK_ELEMENTS, PAD, check_index_list, isin_rows
 
 __all__ = [
@@ -411,6 +416,8 @@ def topk_items(
     """
     scores = _check_scores(scores, "scores")
     k = _check_k(k)
+    if isinstance(exclude, Tensor):
+        check_same_device(exclude, "exclude", scores, "scores")
     if exclude is not None:
         check_index_list(
             exclude,
@@ -649,6 +656,8 @@ def topk_items_from_embeddings(
     k = _check_k(k)
     check_linear_layer(input, linear_weight, linear_bias)
     chunk = check_chunk_size(chunk_size)
+    if isinstance(exclude, Tensor):
+        check_same_device(exclude, "exclude", input, "input")
     if exclude is not None:
         check_index_list(exclude, "exclude", num_rows=input.shape[0], validate_args=False)
         exclude = exclude.long()

@@ -21,6 +21,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from focalrec._checks import (
+    check_chunk_size,
+    check_int,
+    check_linear_layer,
+    check_process_group,
+    check_same_device,
+)
 from focalrec._focal.inputs import FocalInputs
 from focalrec._focal.op import evaluate
 from focalrec._indices import is_index_list, values_readable
@@ -282,32 +289,27 @@ def _plan(
 ) -> _Plan:
     """Check the arguments and prepare the targets, weights and divisor of one call."""
     autocast = _autocast_dtype(input, linear_weight, linear_bias)
-    _check_layer(input, linear_weight, linear_bias, same_dtype=autocast is None)
+    check_linear_layer(input, linear_weight, linear_bias, same_dtype=autocast is None)
     dtype = input.dtype if autocast is None else autocast
     n, c = input.shape[0], linear_weight.shape[0]
     _check_reduction(reduction)
     read_values = validate_args and values_readable()
     _check_hyper(alpha, gamma, reduction, c, read_values)
-    chunk = _check_chunk_size(chunk_size)
+    chunk = check_chunk_size(chunk_size)
     if chunk is None:
         chunk = DEFAULT_CHUNK_SIZE if input.device.type == "cpu" else DEVICE_CHUNK_SIZE
-    if isinstance(item_offset, bool) or not isinstance(item_offset, int) or item_offset < 0:
-        raise ValueError(f"`item_offset` must be an int >= 0, got {item_offset!r}")
-    _check_group(process_group)
-    if num_items is not None and (
-        isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < item_offset + c
-    ):
+    check_int(item_offset, "item_offset", minimum=0)
+    check_process_group(process_group)
+    if num_items is not None and check_int(num_items, "num_items", minimum=0) < item_offset + c:
         raise ValueError(
             f"`num_items` must be an int >= item_offset + C = {item_offset + c}, got {num_items!r}"
         )
+    if isinstance(target, Tensor):
+        check_same_device(target, "target", input, "input")
     catalogue = None
     if read_values and isinstance(target, Tensor) and is_index_list(target):
         catalogue = _catalogue_size(num_items, item_offset, c, process_group, input.device)
     sparse = _check_targets((n, c), target, read_values, name="target", num_classes=catalogue)
-    if target.device != input.device:
-        raise ValueError(
-            f"`target` must be on the input's device {input.device}, got {target.device}"
-        )
     cd = torch.promote_types(dtype, torch.float32)
     if weight is not None:
         _check_weight(weight, (n, c), read_values)
@@ -364,48 +366,6 @@ def _autocast_dtype(
     return torch.get_autocast_dtype(device_type)
 
 
-def _check_layer(
-    input: object, linear_weight: object, linear_bias: object, same_dtype: bool = True
-) -> None:
-    """``input`` ``(N, d)``, ``linear_weight`` ``(C, d)``, ``linear_bias`` ``(C,)`` or None:
-    floating, one device, and one dtype unless autocast casts them (``same_dtype=False``)."""
-    x = _check_matrix(input, "input", "(N, d)")
-    w = _check_matrix(linear_weight, "linear_weight", f"(C, {x.shape[1]})")
-    if w.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"`linear_weight` must have shape (C, {x.shape[1]}) for input of shape "
-            f"{tuple(x.shape)}, got shape {tuple(w.shape)}"
-        )
-    tensors = [("linear_weight", w)]
-    if linear_bias is not None:
-        if not isinstance(linear_bias, Tensor):
-            raise TypeError(
-                f"`linear_bias` must be a torch.Tensor or None, got {type(linear_bias).__name__}"
-            )
-        if tuple(linear_bias.shape) != (w.shape[0],):
-            raise ValueError(
-                f"`linear_bias` must have shape ({w.shape[0]},), "
-                f"got shape {tuple(linear_bias.shape)}"
-            )
-        tensors.append(("linear_bias", linear_bias))
-    for name, t in tensors:
-        if (same_dtype and t.dtype != x.dtype) or t.device != x.device:
-            raise TypeError(
-                f"`{name}` must have the input's dtype and device ({x.dtype}, {x.device}), "
-                f"got ({t.dtype}, {t.device})"
-            )
-
-
-def _check_matrix(t: object, name: str, shape: str) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {t.dtype}")
-    if t.ndim != 2:
-        raise ValueError(f"`{name}` must have shape {shape}, got shape {tuple(t.shape)}")
-    return t
-
-
 def _check_reduction(reduction: object) -> None:
     if reduction == "none":
         raise ValueError(
@@ -416,35 +376,6 @@ def _check_reduction(reduction: object) -> None:
         )
     if reduction not in LINEAR_REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {LINEAR_REDUCTIONS}, got {reduction!r}")
-
-
-def _check_chunk_size(chunk_size: object) -> tuple[int, int] | None:
-    if chunk_size is None:
-        return None
-    if (
-        not isinstance(chunk_size, (tuple, list))
-        or len(chunk_size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in chunk_size)
-    ):
-        raise ValueError(
-            f"`chunk_size` must be a pair (rows, items) of ints >= 1 or None, got {chunk_size!r}"
-        )
-    return int(chunk_size[0]), int(chunk_size[1])
-
-
-def _check_group(process_group: object) -> None:
-    if process_group is None:
-        return
-    if not (dist.is_available() and dist.is_initialized()):
-        raise ValueError(
-            "`process_group` needs torch.distributed to be initialized "
-            "(torch.distributed.init_process_group)"
-        )
-    if not isinstance(process_group, dist.ProcessGroup):
-        raise TypeError(
-            "`process_group` must be a torch.distributed.ProcessGroup or None, "
-            f"got {type(process_group).__name__}"
-        )
 
 
 def _catalogue_size(
@@ -895,8 +826,8 @@ class LinearFocalLoss(nn.Module):
                 raise ValueError(f"`{name}` must be an int >= 0, got {value!r}")
         _check_reduction(reduction)
         _check_hyper(alpha, gamma, reduction, num_items, validate_args)
-        _check_chunk_size(chunk_size)
-        _check_group(process_group)
+        check_chunk_size(chunk_size)
+        check_process_group(process_group)
         if process_group is not None:
             _eager_over_group()  # so that under torch.compile the graph break says why
         self.in_features = in_features
@@ -949,10 +880,10 @@ class LinearFocalLoss(nn.Module):
         if self.bias is not None and prior is not None:
             init_prior_bias_(self.bias, prior)
 
-    def forward(self, features: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-        """The loss of ``F.linear(features, self.weight, self.bias)`` against ``target``."""
+    def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The loss of ``F.linear(input, self.weight, self.bias)`` against ``target``."""
         return linear_sigmoid_focal_loss(
-            features,
+            input,
             self.weight,
             target,
             linear_bias=self.bias,
@@ -967,11 +898,11 @@ class LinearFocalLoss(nn.Module):
             validate_args=self.validate_args,
         )
 
-    def scores(self, features: Tensor, items: Tensor | None = None) -> Tensor:
-        """Logits of this layer's items for ``features`` ``(N, d)``.
+    def scores(self, input: Tensor, items: Tensor | None = None) -> Tensor:
+        """Logits of this layer's items for ``input`` ``(N, d)``.
 
         Args:
-            features: ``(N, in_features)``.
+            input: ``(N, in_features)``.
             items: ``None`` for every item of this layer (``(N, num_items_local)``: it forms
                 the whole score matrix, so mind the size); catalogue ids ``(K,)`` scored for
                 every row (``(N, K)``); or ``(N, K)`` ids scored row by row (``(N, K)``, e.g.
@@ -982,14 +913,14 @@ class LinearFocalLoss(nn.Module):
             The logits, in the parameters' dtype.
         """
         if items is None:
-            return nn.functional.linear(features, self.weight, self.bias)
+            return nn.functional.linear(input, self.weight, self.bias)
         if not isinstance(items, Tensor) or not is_index_list(items):
             got = items.dtype if isinstance(items, Tensor) else type(items).__name__
             raise TypeError(f"`items` must be an integer tensor of catalogue ids, got {got}")
-        if items.ndim not in (1, 2) or (items.ndim == 2 and items.shape[0] != features.shape[0]):
+        if items.ndim not in (1, 2) or (items.ndim == 2 and items.shape[0] != input.shape[0]):
             raise ValueError(
-                f"`items` must have shape (K,) or ({features.shape[0]}, K) for features of shape "
-                f"{tuple(features.shape)}, got shape {tuple(items.shape)}"
+                f"`items` must have shape (K,) or ({input.shape[0]}, K) for input of shape "
+                f"{tuple(input.shape)}, got shape {tuple(items.shape)}"
             )
         local = items - self.item_offset
         if self.validate_args and values_readable() and local.numel() > 0:
@@ -1002,8 +933,8 @@ class LinearFocalLoss(nn.Module):
                 )
         if items.ndim == 1:
             bias = None if self.bias is None else self.bias[local]
-            return nn.functional.linear(features, self.weight[local], bias)
-        out = torch.bmm(self.weight[local], features.unsqueeze(-1)).squeeze(-1)
+            return nn.functional.linear(input, self.weight[local], bias)
+        out = torch.bmm(self.weight[local], input.unsqueeze(-1)).squeeze(-1)
         return out if self.bias is None else out + self.bias[local]
 
     def extra_repr(self) -> str:

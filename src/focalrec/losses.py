@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from focalrec._checks import check_same_device
 from focalrec._focal.inputs import FocalInputs
 from focalrec._focal.op import focal_loss
 from focalrec._indices import check_index_list, first_occurrence, is_index_list, values_readable
@@ -111,6 +112,10 @@ def sigmoid_focal_loss(
     read_values = validate_args and values_readable()
     num_classes = input.shape[-1] if input.ndim > 0 else 1
     _check_hyper(alpha, gamma, reduction, num_classes, read_values)
+    if isinstance(target, Tensor):
+        check_same_device(target, "target", input, "input")
+    if isinstance(weight, Tensor):
+        check_same_device(weight, "weight", input, "input")
     sparse = _check_targets(input.shape, target, read_values)
     cd = torch.promote_types(input.dtype, torch.float32)
     if weight is not None:
@@ -358,7 +363,7 @@ def _check_targets(
         raise TypeError(f"`{name}` must be floating, bool or integer, got dtype {target.dtype}")
     if tuple(target.shape) != tuple(shape):
         raise ValueError(
-            f"dense `{name}` must have the input's shape {tuple(shape)}, "
+            f"dense `{name}` must have the logits' shape {tuple(shape)}, "
             f"got shape {tuple(target.shape)}"
         )
     if validate_args and target.is_floating_point() and target.numel() > 0:

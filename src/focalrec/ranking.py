@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from focalrec._checks import check_same_device
 from focalrec._indices import (
     PAD,
     check_index_list,
@@ -138,6 +139,9 @@ def _ranked_relevance(
         raise TypeError(f"`preds` must be a torch.Tensor, got {type(preds).__name__}")
     if not isinstance(target, Tensor):
         raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}")
+    check_same_device(target, "target", preds, "preds")
+    if isinstance(exclude, Tensor):
+        check_same_device(exclude, "exclude", preds, "preds")
     if preds.ndim != 2:
         raise ValueError(
             f"`preds` must be a score matrix (N, C) or a ranked index list (N, r), "
