@@ -23,7 +23,7 @@ from focalrec import (
     linear_sigmoid_focal_loss,
     sigmoid_focal_loss,
 )
-from focalrec.linear import LINEAR_REDUCTIONS
+from focalrec._linear.plan import LINEAR_REDUCTIONS
 from focalrec.losses import REDUCTIONS
 from focalrec.models import SequenceMLP
 
@@ -399,7 +399,7 @@ def test_fused_operator_passes_opcheck(case: str) -> None:
     # torch.library's own checks of the operator: its schema, that autograd is registered,
     # that the fake implementation gives the real one's shapes, dtypes and strides, and AOT
     # dispatch with dynamic shapes.
-    from focalrec.linear import _linear_focal_loss_op
+    from focalrec._linear.autograd import linear_focal_loss_op as _linear_focal_loss_op
 
     dtype, matmul, targets, bias, need = OPCHECK_CASES[case]
     g = torch.Generator().manual_seed(4)

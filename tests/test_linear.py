@@ -22,7 +22,7 @@ from focalrec import (
     linear_sigmoid_focal_loss,
     sigmoid_focal_loss,
 )
-from focalrec.linear import LINEAR_REDUCTIONS
+from focalrec._linear.plan import LINEAR_REDUCTIONS
 from test_losses import reduce_reference, reference
 
 Tensor = torch.Tensor
@@ -584,10 +584,10 @@ def test_module_is_linear_plus_focal_loss() -> None:
 def test_initialization_draws_the_whole_layer_and_keeps_a_range(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from focalrec import linear
-    from focalrec.linear import _uniform_rows_
+    from focalrec._linear import init
+    from focalrec._linear.init import uniform_rows_ as _uniform_rows_
 
-    monkeypatch.setattr(linear, "_INIT_BLOCK_ELEMENTS", 30)  # blocks of 4 rows
+    monkeypatch.setattr(init, "_INIT_BLOCK_ELEMENTS", 30)  # blocks of 4 rows
     torch.manual_seed(0)
     whole = torch.empty(101, 7).uniform_(-0.3, 0.3)
     after = torch.rand(2)

@@ -19,7 +19,7 @@ from focalrec import (
     linear_sigmoid_focal_loss,
     sigmoid_focal_loss,
 )
-from focalrec.linear import LINEAR_REDUCTIONS
+from focalrec._linear.plan import LINEAR_REDUCTIONS
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),

@@ -11,34 +11,29 @@ weight and the bias. The same decomposition splits a catalogue over processes by
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from focalrec._checks import (
     check_chunk_size,
-    check_int,
-    check_linear_layer,
     check_process_group,
-    check_same_device,
 )
-from focalrec._focal.inputs import FocalInputs
-from focalrec._focal.op import evaluate
 from focalrec._indices import is_index_list, values_readable
+from focalrec._linear.autograd import apply_plan, eager_over_group
+from focalrec._linear.init import init_item_layer_, item_range
+from focalrec._linear.loop import raise_nan
+from focalrec._linear.plan import (
+    DEFAULT_CHUNK_SIZE,
+    DEVICE_CHUNK_SIZE,
+    LinearReduction,
+    check_reduction,
+    make_plan,
+)
 from focalrec.losses import (
     _check_hyper,
-    _check_targets,
-    _check_weight,
-    _num_elements,
-    _num_positives,
 )
-from focalrec.priors import init_prior_bias_
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -50,23 +45,6 @@ __all__ = [
     "LinearReduction",
     "linear_sigmoid_focal_loss",
 ]
-
-LinearReduction = Literal["mean", "sum", "sum_over_positives"]
-LINEAR_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "sum_over_positives")
-"""The accepted values of ``reduction`` (``"none"`` would be the ``(N, C)`` tensor itself)."""
-
-DEFAULT_CHUNK_SIZE: tuple[int, int] = (2048, 1024)
-"""``(rows, items)`` of one chunk of logits by default on the CPU: 2M elements, 8 MiB of float32.
-
-Measured with ``benchmarks/bench_linear.py`` on a 2-core x86 CPU: chunks of 1M to 8M elements
-all run faster than the unfused loss (the chunk stays in cache between its matmul, the kernel and
-the two products), smaller ones lose time to the matmuls' efficiency.
-"""
-
-DEVICE_CHUNK_SIZE: tuple[int, int] = (8192, 8192)
-"""The default on accelerators, where each operation is a kernel launch: 64M elements (256 MiB of
-float32), as the torch backend's blocks there. Not tuned: pass ``chunk_size`` to trade memory
-for launches."""
 
 
 def linear_sigmoid_focal_loss(
@@ -211,7 +189,7 @@ def linear_sigmoid_focal_loss(
         >>> torch.allclose(grad, features.grad, atol=1e-7)
         True
     """
-    plan = _plan(
+    plan = make_plan(
         input,
         linear_weight,
         target,
@@ -230,520 +208,14 @@ def linear_sigmoid_focal_loss(
         torch.is_grad_enabled() and t is not None and t.requires_grad
         for t in (input, linear_weight, linear_bias)
     )
-    loss = _apply(input, linear_weight, linear_bias, plan, need)
+    loss = apply_plan(input, linear_weight, linear_bias, plan, need)
     if plan.read_values and bool(torch.isnan(loss)):
-        _raise_nan(input, linear_weight, linear_bias)
+        raise_nan(input, linear_weight, linear_bias)
     return loss
 
 
 # --------------------------------------------------------------------------------------------------
 # argument checks and the plan of a call
-
-
-@dataclass(frozen=True)
-class _Chunks:
-    """What the chunk loop needs besides ``input``, ``linear_weight`` and ``linear_bias``.
-
-    Index lists are shifted to this range's ids (``target - item_offset``), so that column ``j``
-    of the weight is item ``j`` for the kernel, and ``alpha_vec`` covers the range's items.
-    ``weight`` is as given (broadcastable to ``(N, C)``, in the compute dtype); ``dtype`` is the
-    dtype the matmuls run in: the input's, or autocast's.
-    """
-
-    index: Tensor | None
-    dense: Tensor | None
-    weight: Tensor | None
-    alpha: float | None
-    alpha_vec: Tensor | None
-    gamma: float
-    rows: int
-    items: int
-    dtype: torch.dtype
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """Everything a call needs besides ``input``, ``linear_weight`` and ``linear_bias``."""
-
-    chunks: _Chunks
-    reduction: str
-    divisor_part: Tensor
-    group: ProcessGroup | None
-    read_values: bool
-
-
-def _plan(
-    input: Tensor,
-    linear_weight: Tensor,
-    target: Tensor,
-    linear_bias: Tensor | None,
-    alpha: float | Tensor | None,
-    gamma: float,
-    reduction: str,
-    weight: Tensor | None,
-    chunk_size: tuple[int, int] | None,
-    item_offset: int,
-    num_items: int | None,
-    process_group: ProcessGroup | None,
-    validate_args: bool,
-) -> _Plan:
-    """Check the arguments and prepare the targets, weights and divisor of one call."""
-    autocast = _autocast_dtype(input, linear_weight, linear_bias)
-    check_linear_layer(input, linear_weight, linear_bias, same_dtype=autocast is None)
-    dtype = input.dtype if autocast is None else autocast
-    n, c = input.shape[0], linear_weight.shape[0]
-    _check_reduction(reduction)
-    read_values = validate_args and values_readable()
-    _check_hyper(alpha, gamma, reduction, c, read_values)
-    chunk = check_chunk_size(chunk_size)
-    if chunk is None:
-        chunk = DEFAULT_CHUNK_SIZE if input.device.type == "cpu" else DEVICE_CHUNK_SIZE
-    check_int(item_offset, "item_offset", minimum=0)
-    check_process_group(process_group)
-    if num_items is not None and check_int(num_items, "num_items", minimum=0) < item_offset + c:
-        raise ValueError(
-            f"`num_items` must be an int >= item_offset + C = {item_offset + c}, got {num_items!r}"
-        )
-    if isinstance(target, Tensor):
-        check_same_device(target, "target", input, "input")
-    catalogue = None
-    if read_values and isinstance(target, Tensor) and is_index_list(target):
-        catalogue = _catalogue_size(num_items, item_offset, c, process_group, input.device)
-    sparse = _check_targets((n, c), target, read_values, name="target", num_classes=catalogue)
-    cd = torch.promote_types(dtype, torch.float32)
-    if weight is not None:
-        _check_weight(weight, (n, c), read_values)
-        weight = weight.to(device=input.device, dtype=cd)
-    index = None
-    if sparse:
-        index = target.to(torch.int64)
-        if item_offset:
-            index = index - item_offset  # ids of other ranges fall outside [0, C)
-        index = index.contiguous()
-    if reduction == "mean":
-        divisor_part = _num_elements((n, c), weight, torch.float64, input.device)
-    elif reduction == "sum_over_positives":
-        source = index if index is not None else target
-        divisor_part = _num_positives(source, sparse, weight, (n, c)).to(torch.float64)
-    else:
-        divisor_part = torch.zeros((), dtype=torch.float64, device=input.device)
-    return _Plan(
-        chunks=_Chunks(
-            index=index,
-            dense=None if sparse else target,
-            weight=weight,
-            alpha=None if alpha is None or isinstance(alpha, Tensor) else float(alpha),
-            alpha_vec=alpha.to(device=input.device, dtype=cd)
-            if isinstance(alpha, Tensor)
-            else None,
-            gamma=float(gamma),
-            rows=chunk[0],
-            items=chunk[1],
-            dtype=dtype,
-        ),
-        reduction=reduction,
-        divisor_part=divisor_part,
-        group=process_group,
-        read_values=read_values,
-    )
-
-
-def _autocast_dtype(
-    input: object, linear_weight: object, linear_bias: object
-) -> torch.dtype | None:
-    """The dtype that autocast runs ``F.linear(input, linear_weight, linear_bias)`` in, or None
-    where autocast is off for the input's device or leaves the call alone (a float64 or
-    non-floating operand, which the argument checks then judge)."""
-    if not isinstance(input, Tensor):
-        return None
-    device_type = input.device.type
-    if not _autocast_on(device_type):
-        return None
-    eligible = (torch.float16, torch.bfloat16, torch.float32)
-    for t in (input, linear_weight, linear_bias):
-        if t is not None and not (isinstance(t, Tensor) and t.dtype in eligible):
-            return None
-    return torch.get_autocast_dtype(device_type)
-
-
-def _check_reduction(reduction: object) -> None:
-    if reduction == "none":
-        raise ValueError(
-            f"`reduction` must be one of {LINEAR_REDUCTIONS}, got 'none': the elementwise loss "
-            "is the (N, C) tensor that the fused loss never forms; compute it with "
-            "sigmoid_focal_loss(F.linear(input, linear_weight, linear_bias), target, "
-            "reduction='none')"
-        )
-    if reduction not in LINEAR_REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of {LINEAR_REDUCTIONS}, got {reduction!r}")
-
-
-def _catalogue_size(
-    num_items: int | None,
-    item_offset: int,
-    items: int,
-    process_group: ProcessGroup | None,
-    device: torch.device,
-) -> int:
-    """``num_items``, else the ranks' items added up (one all-reduce), else the end of this
-    range."""
-    if num_items is not None:
-        return num_items
-    if process_group is None:
-        return item_offset + items
-    size = torch.tensor(float(items), dtype=torch.float64, device=device)
-    dist.all_reduce(size, group=process_group)
-    return int(size)
-
-
-def _raise_nan(input: Tensor, linear_weight: Tensor, linear_bias: Tensor | None) -> None:
-    """The loss is NaN: name the argument that holds a non-finite value, if one does."""
-    tensors = (("input", input), ("linear_weight", linear_weight), ("linear_bias", linear_bias))
-    culprits = [f"`{name}`" for name, t in tensors if t is not None and not t.isfinite().all()]
-    where = (
-        f"non-finite values in {', '.join(culprits)}"
-        if culprits
-        else "finite arguments whose products overflow"
-    )
-    raise ValueError(
-        f"the loss is NaN: the logits F.linear(input, linear_weight, linear_bias) must not hold "
-        f"NaN, got {where}; pass validate_args=False to skip this check"
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# the fused pass
-
-
-def _fused_pass(
-    chunks: _Chunks, x: Tensor, w: Tensor, b: Tensor | None, need: tuple[bool, ...]
-) -> tuple[Tensor, list[Tensor | None]]:
-    """The sum of the (weighted, unscaled) terms and the gradients of ``x``, ``w``, ``b`` that
-    ``need`` asks for, over chunks of at most ``chunks.rows x chunks.items`` logits.
-
-    The matmuls run in ``chunks.dtype`` (``x``, ``w`` and ``b`` are cast to it first, once, where
-    they differ, as autocast casts ``F.linear``'s operands); the terms, their sum and the
-    gradients are in float32 for half precision, else in that dtype. Items are the outer loop,
-    so a chunk of the weight and of its gradient stays in cache while the rows pass; the
-    features and their gradient (``N d``) are the part read again.
-    """
-    n, c = x.shape[0], w.shape[0]
-    acc = torch.promote_types(chunks.dtype, torch.float32)
-    grads: list[Tensor | None] = [
-        torch.zeros(t.shape, dtype=acc, device=x.device) if t is not None and wanted else None
-        for t, wanted in zip((x, w, b), need, strict=True)
-    ]
-    gx, gw, gb = grads
-    any_grad = any(g is not None for g in grads)
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    x, w = x.to(chunks.dtype), w.to(chunks.dtype)
-    b = None if b is None else b.to(chunks.dtype)
-    weight = None if chunks.weight is None else chunks.weight.expand(n, c)
-    step_r, step_c = max(min(chunks.rows, n), 1), max(min(chunks.items, c), 1)
-    buffer = torch.empty(step_r * step_c, dtype=x.dtype, device=x.device)
-    ones = torch.ones(step_r if gb is not None else 0, dtype=x.dtype, device=x.device)
-    with _autocast_off(x.device.type):
-        for c0 in range(0, c, step_c):
-            c1 = min(c0 + step_c, c)
-            w_c = w[c0:c1]
-            for r0 in range(0, n, step_r):
-                r1 = min(r0 + step_r, n)
-                x_r = x[r0:r1]
-                z = buffer[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
-                if b is None:
-                    torch.mm(x_r, w_c.t(), out=z)
-                else:
-                    torch.addmm(b[c0:c1], x_r, w_c.t(), out=z)
-                inp = FocalInputs(
-                    logits=z,
-                    dense=None if chunks.dense is None else chunks.dense[r0:r1, c0:c1],
-                    index=None if chunks.index is None else chunks.index[r0:r1],
-                    alpha=chunks.alpha,
-                    alpha_vec=chunks.alpha_vec,
-                    gamma=chunks.gamma,
-                    weight=None if weight is None else weight[r0:r1, c0:c1],
-                    scale=None,
-                    col_offset=c0,
-                )
-                value, g = evaluate(inp, False, any_grad, grad_into=z if any_grad else None)
-                total += value
-                if g is None:
-                    continue
-                if gx is not None:
-                    _add_product(gx[r0:r1], g, w_c)
-                if gw is not None:
-                    _add_product(gw[c0:c1], g.t(), x_r)
-                if gb is not None:
-                    _add_column_sums(gb[c0:c1], g, ones)
-    return total, grads
-
-
-def _autocast_on(device_type: str) -> bool:
-    """Whether autocast is on for ``device_type``."""
-    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
-
-
-def _autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
-    """A context in which autocast leaves the chunk loop's operations alone, where it is on."""
-    if _autocast_on(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def _add_product(out: Tensor, a: Tensor, b: Tensor) -> None:
-    """``out += a @ b``, in place; the product in the operands' dtype when ``out`` is wider."""
-    if out.dtype == a.dtype:
-        out.addmm_(a, b)
-    else:
-        out += torch.mm(a, b)
-
-
-def _add_column_sums(out: Tensor, a: Tensor, ones: Tensor) -> None:
-    """``out += a.sum(0)``, in place: a matrix-vector product, which is several times faster than
-    a column sum on the CPU; in ``out``'s dtype when it is wider than ``a``'s."""
-    if out.dtype == a.dtype:
-        out.addmv_(a.t(), ones[: a.shape[0]])
-    else:
-        out += a.sum(0, dtype=out.dtype)
-
-
-def _finish_divisor(reduction: str, total: Tensor) -> Tensor:
-    """The divisor from its (all-reduced) count: 1 for ``"sum"``, at least 1 for
-    ``"sum_over_positives"``, 1 in place of 0 for ``"mean"``."""
-    if reduction == "sum":
-        return torch.ones_like(total)
-    if reduction == "sum_over_positives":
-        return total.clamp_min(1.0)
-    return torch.where(total > 0, total, torch.ones_like(total))
-
-
-class _FusedLinearFocal(torch.autograd.Function):
-    """The fused loss; forward computes the gradients, backward scales and hands them on."""
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        x: Tensor,
-        w: Tensor,
-        b: Tensor | None,
-        plan: _Plan,
-        need: tuple[bool, ...],
-    ) -> Tensor:
-        total, grads = _fused_pass(plan.chunks, x, w, b, need)
-        stats = torch.stack([total, plan.divisor_part])
-        if plan.group is not None:
-            dist.all_reduce(stats, group=plan.group)
-        divisor = _finish_divisor(plan.reduction, stats[1])
-        ctx.kept = grads
-        ctx.plan, ctx.need, ctx.divisor = plan, need, divisor
-        ctx.save_for_backward(x, w, b)
-        return (stats[0] / divisor).to(torch.promote_types(plan.chunks.dtype, torch.float32))
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        x, w, b = ctx.saved_tensors
-        grads: list[Tensor | None] | None = ctx.kept
-        ctx.kept = None  # handed on: a second backward through a retained graph recomputes them
-        differentiated = torch.is_grad_enabled()
-        with torch.no_grad():
-            if grads is None:
-                grads = _fused_pass(ctx.plan.chunks, x, w, b, ctx.need)[1]
-            factor = grad_out.to(torch.float64) / ctx.divisor
-            out: list[Tensor | None] = []
-            for g, t in zip(grads, (x, w, b), strict=True):
-                if g is not None:
-                    g.mul_(factor.to(g.dtype))
-                    g = g.to(t.dtype)
-                out.append(g)
-            if ctx.plan.group is not None and out[0] is not None:
-                dist.all_reduce(out[0], group=ctx.plan.group)
-        if differentiated:  # create_graph=True: first derivatives whose backward raises
-            sources = [t for t in (x, w, b, grad_out) if t is not None and t.requires_grad]
-            out = [None if g is None else _no_second_derivative(g, sources) for g in out]
-        return out[0], out[1], out[2], None, None
-
-
-_INIT_BLOCK_ELEMENTS = 1 << 22  # values drawn at once when a rank initializes its item range
-
-
-def _uniform_rows_(out: Tensor, start: int, total: int, bound: float) -> None:
-    """Fill ``out`` (CPU) with rows ``[start, start + len(out))`` of a ``(total, *out.shape[1:])``
-    ``uniform_(-bound, bound)`` draw, block by block, drawing (and dropping) the other rows too
-    so the generator ends where the whole draw leaves it."""
-    width = math.prod(out.shape[1:])
-    step = max(1, _INIT_BLOCK_ELEMENTS // max(width, 1))
-    end = start + out.shape[0]
-    for lo in range(0, total, step):
-        hi = min(total, lo + step)
-        block = torch.empty((hi - lo, *out.shape[1:]), dtype=out.dtype).uniform_(-bound, bound)
-        a, b = max(lo, start), min(hi, end)
-        if a < b:
-            out[a - start : b - start].copy_(block[a - lo : b - lo])
-
-
-def _no_second_derivative(g: Tensor, sources: list[Tensor]) -> Tensor:
-    """``g``, in the graph of ``sources`` (what it depends on), with a backward that raises."""
-    out: Tensor = _NoSecondDerivative.apply(g, *sources)  # type: ignore[no-untyped-call]
-    return out
-
-
-class _NoSecondDerivative(torch.autograd.Function):
-    """Identity on its first input, whose backward raises: the fused loss has no second
-    derivative. The other inputs are what the first depends on."""
-
-    @staticmethod
-    def forward(ctx: Any, g: Tensor, *sources: Tensor) -> Tensor:
-        return g.view_as(g)
-
-    @staticmethod
-    def backward(ctx: Any, *_: Tensor) -> tuple[Tensor, ...]:
-        raise RuntimeError(
-            "linear_sigmoid_focal_loss has no second derivative (double backward, "
-            "torch.func.hessian); differentiate sigmoid_focal_loss(F.linear(...), ...) instead"
-        )
-
-
-def _apply_eager(
-    x: Tensor, w: Tensor, b: Tensor | None, plan: _Plan, need: tuple[bool, ...]
-) -> Tensor:
-    loss: Tensor = _FusedLinearFocal.apply(x, w, b, plan, need)  # type: ignore[no-untyped-call]
-    return loss
-
-
-def _apply(x: Tensor, w: Tensor, b: Tensor | None, plan: _Plan, need: tuple[bool, ...]) -> Tensor:
-    """The fused loss: eagerly, :class:`_FusedLinearFocal`; under ``torch.compile``, the operator
-    ``focalrec::linear_focal_loss`` (no graph break), except over a process group, whose
-    all-reduces stay outside the graph: the call then runs eagerly (a graph break).
-
-    Eager calls (but over a process group) neither call the operator nor apply
-    ``torch.compiler.disable``: either would import dynamo (and triton, where it is installed)
-    on the first call.
-    """
-    if not torch.compiler.is_compiling():
-        if plan.group is not None:
-            _eager_over_group()  # made here, so that a compiled call's graph break says why
-        return _apply_eager(x, w, b, plan, need)
-    if plan.group is not None:
-        return _eager_over_group()(x, w, b, plan, need)
-    ch = plan.chunks
-    total: Tensor = _linear_focal_loss_op(
-        x,
-        w,
-        b,
-        ch.index,
-        ch.dense,
-        ch.weight,
-        ch.alpha_vec,
-        ch.alpha,
-        ch.gamma,
-        ch.rows,
-        ch.items,
-        ch.dtype,
-        *need,
-    )[0]
-    divisor = _finish_divisor(plan.reduction, plan.divisor_part)
-    return (total / divisor).to(torch.promote_types(ch.dtype, torch.float32))
-
-
-_EAGER_OVER_GROUP: list[Callable[..., Tensor]] = []
-
-_OVER_GROUP_REASON = (
-    "linear_sigmoid_focal_loss with a process_group runs eagerly under torch.compile: its "
-    "all-reduces stay outside the graph (a graph break; fullgraph=True raises)"
-)
-
-
-def _eager_over_group() -> Callable[..., Tensor]:
-    """:func:`_apply_eager` under ``torch.compiler.disable``, made once: by the first eager
-    call or module over a process group, or else by the first compiled one (whose graph then
-    breaks at the making too, with a reason less clear)."""
-    if not _EAGER_OVER_GROUP:
-        disabled = torch.compiler.disable(_apply_eager, reason=_OVER_GROUP_REASON)  # type: ignore[no-untyped-call]
-        _EAGER_OVER_GROUP.append(disabled)
-    return _EAGER_OVER_GROUP[0]
-
-
-# --------------------------------------------------------------------------------------------------
-# the operator that torch.compile sees
-
-
-@torch.library.custom_op("focalrec::linear_focal_loss", mutates_args=())
-def _linear_focal_loss_op(
-    x: Tensor,
-    w: Tensor,
-    b: Tensor | None,
-    index: Tensor | None,
-    dense: Tensor | None,
-    weight: Tensor | None,
-    alpha_vec: Tensor | None,
-    alpha: float | None,
-    gamma: float,
-    rows: int,
-    items: int,
-    dtype: torch.dtype,
-    need_x: bool,
-    need_w: bool,
-    need_b: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(total, grad_x, grad_w, grad_b)``: the sum of the terms (float64) and the unscaled
-    gradients (float32 for half precision, else ``dtype``; empty where not asked for), by
-    :func:`_fused_pass`."""
-    chunks = _Chunks(index, dense, weight, alpha, alpha_vec, gamma, rows, items, dtype)
-    total, grads = _fused_pass(chunks, x, w, b, (need_x, need_w, need_b))
-    acc = torch.promote_types(dtype, torch.float32)
-    gx, gw, gb = (x.new_empty(0, dtype=acc) if g is None else g for g in grads)
-    return total, gx, gw, gb
-
-
-@_linear_focal_loss_op.register_fake
-def _(
-    x: Tensor,
-    w: Tensor,
-    b: Tensor | None,
-    index: Tensor | None,
-    dense: Tensor | None,
-    weight: Tensor | None,
-    alpha_vec: Tensor | None,
-    alpha: float | None,
-    gamma: float,
-    rows: int,
-    items: int,
-    dtype: torch.dtype,
-    need_x: bool,
-    need_w: bool,
-    need_b: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    acc = torch.promote_types(dtype, torch.float32)
-    gx, gw, gb = (
-        x.new_empty(t.shape if t is not None and wanted else (0,), dtype=acc)
-        for t, wanted in ((x, need_x), (w, need_w), (b, need_b))
-    )
-    return x.new_empty((), dtype=torch.float64), gx, gw, gb
-
-
-def _op_setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-    x, w, b = inputs[:3]
-    ctx.mark_non_differentiable(*output[1:])
-    ctx.save_for_backward(*output[1:])
-    ctx.dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
-    ctx.need = inputs[-3:]
-
-
-def _op_backward(ctx: Any, grad_total: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
-    """The kept gradients times the incoming gradient (of the sum: 1 / divisor times the
-    loss's), each cast to its tensor's dtype."""
-    out = [
-        (g * grad_total.to(g.dtype)).to(dtype) if wanted else None
-        for g, dtype, wanted in zip(ctx.saved_tensors, ctx.dtypes, ctx.need, strict=True)
-    ]
-    return (*out, *(None,) * 12)
-
-
-_linear_focal_loss_op.register_autograd(_op_backward, setup_context=_op_setup_context)
-
-
-# --------------------------------------------------------------------------------------------------
-# the module
 
 
 class LinearFocalLoss(nn.Module):
@@ -766,10 +238,17 @@ class LinearFocalLoss(nn.Module):
     catalogue and sliced here. Every rank passes the same features and index-list targets (see
     :func:`linear_sigmoid_focal_loss` for what the loss and its gradients are then).
 
+    **Why the module owns its parameters.** Liger-Kernel's and Cut Cross-Entropy's fused losses
+    take the weight in ``forward``; here the module owns ``weight`` and ``bias`` as
+    ``nn.Linear`` does, because a recommender's item layer is made, initialized (the prior
+    bias), split over ranks and checkpointed together with its loss, and each of those needs
+    the layer's shape and item range. A model whose item layer lives elsewhere (tied to its item
+    embeddings, say) calls :func:`linear_sigmoid_focal_loss` with that weight instead.
+
     **Scores and top-k.** :meth:`scores` returns logits when they are wanted (all items for a
     small batch, or given items). For the top-k over a large catalogue, pass the layer's
-    ``weight`` and ``bias`` as item embeddings and item bias to a streamed top-k over
-    embeddings (``topk_items_from_embeddings``), which never forms the ``(N, C)`` scores.
+    ``weight`` and ``bias`` as ``linear_weight`` and ``linear_bias`` to
+    :func:`focalrec.topk_items_from_embeddings`, which never forms the ``(N, C)`` scores.
 
     Args:
         in_features: Size ``d`` of each feature vector.
@@ -824,26 +303,22 @@ class LinearFocalLoss(nn.Module):
         for name, value in (("in_features", in_features), ("num_items", num_items)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"`{name}` must be an int >= 0, got {value!r}")
-        _check_reduction(reduction)
+        check_reduction(reduction)
         _check_hyper(alpha, gamma, reduction, num_items, validate_args)
         check_chunk_size(chunk_size)
         check_process_group(process_group)
         if process_group is not None:
-            _eager_over_group()  # so that under torch.compile the graph break says why
+            eager_over_group()  # so that under torch.compile the graph break says why
         self.in_features = in_features
         self.num_items = num_items
         self.process_group = process_group
-        rank, ranks = (0, 1)
-        if process_group is not None:
-            rank, ranks = dist.get_rank(process_group), dist.get_world_size(process_group)
-        sizes = [num_items // ranks + (r < num_items % ranks) for r in range(ranks)]
-        self.item_offset = sum(sizes[:rank])
-        self.num_items_local = sizes[rank]
+        self.item_offset, self.num_items_local = item_range(num_items, process_group)
         local = slice(self.item_offset, self.item_offset + self.num_items_local)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(self.num_items_local, in_features, **factory))
         self.bias = nn.Parameter(torch.empty(self.num_items_local, **factory)) if bias else None
-        self._init_parameters(prior[local] if isinstance(prior, Tensor) else prior)
+        local_prior = prior[local] if isinstance(prior, Tensor) else prior
+        init_item_layer_(self.weight, self.bias, self.item_offset, num_items, local_prior)
         if isinstance(alpha, Tensor):
             self.register_buffer("alpha", alpha.detach()[local].clone(), persistent=False)
         else:
@@ -852,33 +327,6 @@ class LinearFocalLoss(nn.Module):
         self.reduction: LinearReduction = reduction
         self.chunk_size = chunk_size
         self.validate_args = validate_args
-
-    def _init_parameters(self, prior: float | Tensor | None) -> None:
-        """``nn.Linear``'s initialization, then the bias at the logit of ``prior``.
-
-        A rank of an item split gets the rows that ``nn.Linear(in_features, num_items)`` on
-        the CPU would draw for its range, and leaves the generator where that draw does: the
-        same seed gives the split layer the unsplit one's weights, whatever the number of ranks.
-        """
-        if self.num_items_local == self.num_items:
-            nn.Linear.reset_parameters(self)  # type: ignore[arg-type]
-        else:
-            # nn.Linear: kaiming_uniform_(a=sqrt(5)) for the weight, then U(+-1/sqrt(fan_in)).
-            gain = nn.init.calculate_gain("leaky_relu", math.sqrt(5))
-            fan_in = self.in_features
-            bound = math.sqrt(3.0) * gain / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            params = [(self.weight, bound)]
-            if self.bias is not None:
-                params.append((self.bias, 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0))
-            with torch.no_grad():
-                for param, b in params:
-                    if param.numel() == 0 and fan_in == 0:
-                        continue  # nn.init leaves a layer without inputs as it is
-                    rows = torch.empty(param.shape, dtype=param.dtype)
-                    _uniform_rows_(rows, self.item_offset, self.num_items, b)
-                    param.copy_(rows)
-        if self.bias is not None and prior is not None:
-            init_prior_bias_(self.bias, prior)
 
     def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         """The loss of ``F.linear(input, self.weight, self.bias)`` against ``target``."""

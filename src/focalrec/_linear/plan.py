@@ -1,0 +1,215 @@
+"""The plan of one call of the fused layer: its arguments checked, its targets, weights and
+divisor prepared, and the shape of its chunks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from focalrec._checks import (
+    check_chunk_size,
+    check_int,
+    check_linear_layer,
+    check_process_group,
+    check_same_device,
+)
+from focalrec._indices import is_index_list, values_readable
+from focalrec._linear.loop import autocast_on
+from focalrec.losses import (
+    _check_hyper,
+    _check_targets,
+    _check_weight,
+    _num_elements,
+    _num_positives,
+)
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEVICE_CHUNK_SIZE",
+    "LINEAR_REDUCTIONS",
+    "Chunks",
+    "LinearReduction",
+    "Plan",
+    "autocast_dtype",
+    "catalogue_size",
+    "check_reduction",
+    "make_plan",
+]
+
+LinearReduction = Literal["mean", "sum", "sum_over_positives"]
+LINEAR_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "sum_over_positives")
+"""The accepted values of ``reduction`` (``"none"`` would be the ``(N, C)`` tensor itself)."""
+
+DEFAULT_CHUNK_SIZE: tuple[int, int] = (2048, 1024)
+"""``(rows, items)`` of one chunk of logits by default on the CPU: 2M elements, 8 MiB of float32.
+
+Measured with ``benchmarks/bench_linear.py`` on a 2-core x86 CPU: chunks of 1M to 8M elements
+all run faster than the unfused loss (the chunk stays in cache between its matmul, the kernel and
+the two products), smaller ones lose time to the matmuls' efficiency.
+"""
+
+DEVICE_CHUNK_SIZE: tuple[int, int] = (8192, 8192)
+"""The default on accelerators, where each operation is a kernel launch: 64M elements (256 MiB of
+float32), as the torch backend's blocks there. Not tuned: pass ``chunk_size`` to trade memory
+for launches."""
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """What the chunk loop needs besides ``input``, ``linear_weight`` and ``linear_bias``.
+
+    Index lists are shifted to this range's ids (``target - item_offset``), so that column ``j``
+    of the weight is item ``j`` for the kernel, and ``alpha_vec`` covers the range's items.
+    ``weight`` is as given (broadcastable to ``(N, C)``, in the compute dtype); ``dtype`` is the
+    dtype the matmuls run in: the input's, or autocast's.
+    """
+
+    index: Tensor | None
+    dense: Tensor | None
+    weight: Tensor | None
+    alpha: float | None
+    alpha_vec: Tensor | None
+    gamma: float
+    rows: int
+    items: int
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a call needs besides ``input``, ``linear_weight`` and ``linear_bias``."""
+
+    chunks: Chunks
+    reduction: str
+    divisor_part: Tensor
+    group: ProcessGroup | None
+    read_values: bool
+
+
+def make_plan(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    alpha: float | Tensor | None,
+    gamma: float,
+    reduction: str,
+    weight: Tensor | None,
+    chunk_size: tuple[int, int] | None,
+    item_offset: int,
+    num_items: int | None,
+    process_group: ProcessGroup | None,
+    validate_args: bool,
+) -> Plan:
+    """Check the arguments and prepare the targets, weights and divisor of one call."""
+    autocast = autocast_dtype(input, linear_weight, linear_bias)
+    check_linear_layer(input, linear_weight, linear_bias, same_dtype=autocast is None)
+    dtype = input.dtype if autocast is None else autocast
+    n, c = input.shape[0], linear_weight.shape[0]
+    check_reduction(reduction)
+    read_values = validate_args and values_readable()
+    _check_hyper(alpha, gamma, reduction, c, read_values)
+    chunk = check_chunk_size(chunk_size)
+    if chunk is None:
+        chunk = DEFAULT_CHUNK_SIZE if input.device.type == "cpu" else DEVICE_CHUNK_SIZE
+    check_int(item_offset, "item_offset", minimum=0)
+    check_process_group(process_group)
+    if num_items is not None and check_int(num_items, "num_items", minimum=0) < item_offset + c:
+        raise ValueError(
+            f"`num_items` must be an int >= item_offset + C = {item_offset + c}, got {num_items!r}"
+        )
+    if isinstance(target, Tensor):
+        check_same_device(target, "target", input, "input")
+    catalogue = None
+    if read_values and isinstance(target, Tensor) and is_index_list(target):
+        catalogue = catalogue_size(num_items, item_offset, c, process_group, input.device)
+    sparse = _check_targets((n, c), target, read_values, name="target", num_classes=catalogue)
+    cd = torch.promote_types(dtype, torch.float32)
+    if weight is not None:
+        _check_weight(weight, (n, c), read_values)
+        weight = weight.to(device=input.device, dtype=cd)
+    index = None
+    if sparse:
+        index = target.to(torch.int64)
+        if item_offset:
+            index = index - item_offset  # ids of other ranges fall outside [0, C)
+        index = index.contiguous()
+    if reduction == "mean":
+        divisor_part = _num_elements((n, c), weight, torch.float64, input.device)
+    elif reduction == "sum_over_positives":
+        source = index if index is not None else target
+        divisor_part = _num_positives(source, sparse, weight, (n, c)).to(torch.float64)
+    else:
+        divisor_part = torch.zeros((), dtype=torch.float64, device=input.device)
+    return Plan(
+        chunks=Chunks(
+            index=index,
+            dense=None if sparse else target,
+            weight=weight,
+            alpha=None if alpha is None or isinstance(alpha, Tensor) else float(alpha),
+            alpha_vec=alpha.to(device=input.device, dtype=cd)
+            if isinstance(alpha, Tensor)
+            else None,
+            gamma=float(gamma),
+            rows=chunk[0],
+            items=chunk[1],
+            dtype=dtype,
+        ),
+        reduction=reduction,
+        divisor_part=divisor_part,
+        group=process_group,
+        read_values=read_values,
+    )
+
+
+def autocast_dtype(input: object, linear_weight: object, linear_bias: object) -> torch.dtype | None:
+    """The dtype that autocast runs ``F.linear(input, linear_weight, linear_bias)`` in, or None
+    where autocast is off for the input's device or leaves the call alone (a float64 or
+    non-floating operand, which the argument checks then judge)."""
+    if not isinstance(input, Tensor):
+        return None
+    device_type = input.device.type
+    if not autocast_on(device_type):
+        return None
+    eligible = (torch.float16, torch.bfloat16, torch.float32)
+    for t in (input, linear_weight, linear_bias):
+        if t is not None and not (isinstance(t, Tensor) and t.dtype in eligible):
+            return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def check_reduction(reduction: object) -> None:
+    if reduction == "none":
+        raise ValueError(
+            f"`reduction` must be one of {LINEAR_REDUCTIONS}, got 'none': the elementwise loss "
+            "is the (N, C) tensor that the fused loss never forms; compute it with "
+            "sigmoid_focal_loss(F.linear(input, linear_weight, linear_bias), target, "
+            "reduction='none')"
+        )
+    if reduction not in LINEAR_REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {LINEAR_REDUCTIONS}, got {reduction!r}")
+
+
+def catalogue_size(
+    num_items: int | None,
+    item_offset: int,
+    items: int,
+    process_group: ProcessGroup | None,
+    device: torch.device,
+) -> int:
+    """``num_items``, else the ranks' items added up (one all-reduce), else the end of this
+    range."""
+    if num_items is not None:
+        return num_items
+    if process_group is None:
+        return item_offset + items
+    size = torch.tensor(float(items), dtype=torch.float64, device=device)
+    dist.all_reduce(size, group=process_group)
+    return int(size)
