@@ -56,6 +56,17 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
                 queries, mine, K, process_group=group
             )
             result[f"split{s}_k_above_c"] = topk_items_from_embeddings(queries, mine, 30, **kw)
+            # The shard's description given in full: the same lists as when it is inferred.
+            offset = 0 if rank == 0 else split[0]
+            result[f"split{s}_described"] = topk_items_from_embeddings(
+                queries,
+                mine,
+                K,
+                exclude=exclude,
+                item_offset=offset,
+                num_items=items.shape[0],
+                **kw,
+            )
         # A NaN score on one rank: every rank raises (no rank waits in the next collective).
         poisoned = _shard(items, rank, SPLITS[0]).clone()
         if rank == 1:
@@ -68,6 +79,12 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
                 topk_items_from_embeddings(*args, process_group=group)
             except ValueError as error:
                 result[f"{name}_error"] = str(error)
+        # A wrong item_offset on rank 1 only: every rank raises, naming it.
+        try:
+            mine = _shard(items, rank, SPLITS[0])
+            topk_items_from_embeddings(queries, mine, K, item_offset=rank * 3, process_group=group)
+        except ValueError as error:
+            result["offset_error"] = str(error)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -87,8 +104,12 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
             assert torch.equal(got[f"split{s}"], expected), (rank, s)
             assert torch.equal(got[f"split{s}_plain"], plain), (rank, s)
             assert torch.equal(got[f"split{s}_k_above_c"], k_above_c), (rank, s)
+            assert torch.equal(got[f"split{s}_described"], expected), (rank, s)
         assert "the number of rows of `input` must be the same on every rank" in got["rows_error"]
         assert "[30, 31] by rank" in got["rows_error"]
+        assert got["offset_error"].startswith(
+            f"`item_offset` must be {SPLITS[0][0]} on rank 1 of `process_group`"
+        )
     own = torch.load(tmp_path / "rank1.pt", weights_only=True)["nan_error"]
     other = torch.load(tmp_path / "rank0.pt", weights_only=True)["nan_error"]
     assert "must not contain NaN" in own

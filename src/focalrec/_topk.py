@@ -45,11 +45,13 @@ from torch import Tensor
 
 from focalrec._checks import (
     check_chunk_size,
+    check_int,
     check_linear_layer,
     check_process_group,
     check_same_device,
 )
 from focalrec._indices import CHUNK_ELEMENTS, PAD, check_index_list, isin_rows
+from focalrec._shard import check_offsets, gather_sizes, item_layout
 
 __all__ = [
     "topk_items",
@@ -514,16 +516,20 @@ def _local_best(
 
 
 def _shard_layout(
-    input: Tensor, num_local: int, k: int, exclude: Tensor | None, group: dist.ProcessGroup
+    input: Tensor,
+    num_local: int,
+    k: int,
+    exclude: Tensor | None,
+    item_offset: int | None,
+    num_items: int | None,
+    group: dist.ProcessGroup,
 ) -> tuple[int, int]:
-    """This rank's first global item and the number of items of the group, from one all-gather of
-    every rank's sizes (which must agree on everything but the number of items)."""
+    """This rank's first global item and the size of the catalogue, from one all-gather of every
+    rank's sizes (which must agree on everything but the number of items)."""
     sizes = [num_local, input.shape[0], input.shape[1], k]
     sizes.append(exclude.shape[1] if exclude is not None else -1)
-    mine = torch.tensor(sizes, dtype=torch.int64, device=input.device)
-    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(gathered, mine, group=group)
-    table = torch.stack(gathered).tolist()
+    sizes.append(-1 if item_offset is None else check_int(item_offset, "item_offset", minimum=0))
+    table = gather_sizes(sizes, group, input.device)
     for col, what in (
         (1, "the number of rows of `input`"),
         (2, "the embedding size d"),
@@ -535,8 +541,9 @@ def _shard_layout(
             raise ValueError(
                 f"{what} must be the same on every rank of `process_group`, got {values} by rank"
             )
-    rank = dist.get_rank(group)
-    return sum(row[0] for row in table[:rank]), sum(row[0] for row in table)
+    counts = [row[0] for row in table]
+    check_offsets(counts, [None if row[5] < 0 else row[5] for row in table])
+    return item_layout(num_local, item_offset, num_items, group, counts)
 
 
 def _raise_together(
@@ -576,6 +583,8 @@ def topk_items_from_embeddings(
     exclude: Tensor | None = None,
     chunk_size: tuple[int, int] | None = None,
     validate_args: bool = True,
+    item_offset: int | None = None,
+    num_items: int | None = None,
     process_group: dist.ProcessGroup | None = None,
 ) -> Tensor:
     r"""The ``k`` best eligible items of each query under a factorized scorer, never forming all
@@ -632,6 +641,12 @@ def topk_items_from_embeddings(
             speed, never the list (beyond the rounding noted above).
         validate_args: check the range of ``exclude`` and reject NaN scores (each reads values
             back from the device; on accelerators nothing else does).
+        item_offset: the catalogue id of row 0 of ``linear_weight`` (returned ids are
+            catalogue ids); by default 0, or with ``process_group`` the items of the lower
+            ranks (an ``item_offset`` given there must equal it).
+        num_items: the size of the catalogue, which ``exclude`` ids must lie below; by default
+            ``item_offset + C``, or with ``process_group`` every rank's ``C`` added up. The
+            three arguments describe an item shard as for :func:`linear_sigmoid_focal_loss`.
         process_group: shard the items over this group (for instance
             ``torch.distributed.group.WORLD``); ``None``: every item is here.
 
@@ -663,9 +678,12 @@ def topk_items_from_embeddings(
         exclude = exclude.long()
     num_local = linear_weight.shape[0]
     group = check_process_group(process_group)
-    offset, num_items = 0, num_local
-    if group is not None:
-        offset, num_items = _shard_layout(input, num_local, k, exclude, group)
+    if group is None:
+        offset, num_items = item_layout(num_local, item_offset, num_items, None)
+    else:
+        offset, num_items = _shard_layout(
+            input, num_local, k, exclude, item_offset, num_items, group
+        )
     error: ValueError | None = None
     try:
         if exclude is not None and validate_args:

@@ -58,7 +58,7 @@ def linear_sigmoid_focal_loss(
     reduction: LinearReduction = "mean",
     weight: Tensor | None = None,
     chunk_size: tuple[int, int] | None = None,
-    item_offset: int = 0,
+    item_offset: int | None = None,
     num_items: int | None = None,
     process_group: ProcessGroup | None = None,
     validate_args: bool = True,
@@ -151,11 +151,14 @@ def linear_sigmoid_focal_loss(
         chunk_size: ``(rows, items)``: the most logits formed at once; default
             :data:`DEFAULT_CHUNK_SIZE` on the CPU, :data:`DEVICE_CHUNK_SIZE` elsewhere. The
             result does not depend on it beyond rounding.
-        item_offset: Catalogue id of the first row of ``linear_weight``.
+        item_offset: Catalogue id of the first row of ``linear_weight``; by default 0, or with
+            ``process_group`` the items of the lower ranks added up (one all-gather).
         num_items: Size of the whole catalogue, which index-list ids must lie below (checked
             with ``validate_args``); by default ``item_offset + C``, or with
-            ``process_group`` every rank's ``C`` added up (one all-reduce, when checking).
-        process_group: The group over which the catalogue is split, or ``None``.
+            ``process_group`` every rank's ``C`` added up (one all-gather, when checking).
+        process_group: The group over which the catalogue is split, or ``None``. The three
+            arguments describe an item shard as everywhere in focalrec (top-k from
+            embeddings takes the same).
         validate_args: Check the values of ``target``, ``alpha`` and ``weight`` and that the
             loss is not NaN (reads them from the device). Shapes, dtypes and ``gamma`` are
             always checked.

@@ -7,18 +7,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from focalrec._checks import (
     check_chunk_size,
-    check_int,
     check_linear_layer,
     check_process_group,
     check_same_device,
 )
 from focalrec._indices import is_index_list, values_readable
 from focalrec._linear.loop import autocast_on
+from focalrec._shard import gather_sizes, item_layout
 from focalrec.losses import (
     _check_hyper,
     _check_targets,
@@ -38,7 +37,6 @@ __all__ = [
     "LinearReduction",
     "Plan",
     "autocast_dtype",
-    "catalogue_size",
     "check_reduction",
     "make_plan",
 ]
@@ -103,7 +101,7 @@ def make_plan(
     reduction: str,
     weight: Tensor | None,
     chunk_size: tuple[int, int] | None,
-    item_offset: int,
+    item_offset: int | None,
     num_items: int | None,
     process_group: ProcessGroup | None,
     validate_args: bool,
@@ -119,18 +117,17 @@ def make_plan(
     chunk = check_chunk_size(chunk_size)
     if chunk is None:
         chunk = DEFAULT_CHUNK_SIZE if input.device.type == "cpu" else DEVICE_CHUNK_SIZE
-    check_int(item_offset, "item_offset", minimum=0)
     check_process_group(process_group)
-    if num_items is not None and check_int(num_items, "num_items", minimum=0) < item_offset + c:
-        raise ValueError(
-            f"`num_items` must be an int >= item_offset + C = {item_offset + c}, got {num_items!r}"
-        )
     if isinstance(target, Tensor):
         check_same_device(target, "target", input, "input")
-    catalogue = None
-    if read_values and isinstance(target, Tensor) and is_index_list(target):
-        catalogue = catalogue_size(num_items, item_offset, c, process_group, input.device)
-    sparse = _check_targets((n, c), target, read_values, name="target", num_classes=catalogue)
+    ids = read_values and isinstance(target, Tensor) and is_index_list(target)
+    counts = None  # the ranks' items, gathered where a left-out value depends on them
+    if process_group is not None and (item_offset is None or (num_items is None and ids)):
+        counts = [row[0] for row in gather_sizes([c], process_group, input.device)]
+    item_offset, catalogue = item_layout(c, item_offset, num_items, process_group, counts)
+    sparse = _check_targets(
+        (n, c), target, read_values, name="target", num_classes=catalogue if ids else None
+    )
     cd = torch.promote_types(dtype, torch.float32)
     if weight is not None:
         _check_weight(weight, (n, c), read_values)
@@ -195,21 +192,3 @@ def check_reduction(reduction: object) -> None:
         )
     if reduction not in LINEAR_REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {LINEAR_REDUCTIONS}, got {reduction!r}")
-
-
-def catalogue_size(
-    num_items: int | None,
-    item_offset: int,
-    items: int,
-    process_group: ProcessGroup | None,
-    device: torch.device,
-) -> int:
-    """``num_items``, else the ranks' items added up (one all-reduce), else the end of this
-    range."""
-    if num_items is not None:
-        return num_items
-    if process_group is None:
-        return item_offset + items
-    size = torch.tensor(float(items), dtype=torch.float64, device=device)
-    dist.all_reduce(size, group=process_group)
-    return int(size)
