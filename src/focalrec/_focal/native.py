@@ -219,6 +219,14 @@ def unavailable_reason() -> str | None:
     return _reason
 
 
+def _ordered_sum(parts: list[float]) -> float:
+    """The exactly rounded sum of the block sums (:func:`math.fsum`), independent of their
+    grouping; with infinite or NaN parts it is NaN or the infinity, as float addition gives."""
+    if all(math.isfinite(v) for v in parts):
+        return math.fsum(parts)
+    return sum(parts)  # inf + -inf is nan here, where fsum raises
+
+
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -248,8 +256,11 @@ def forward(
     rows, cols = x.shape
     grad = None
     if need_grad:
-        grad = torch.empty_like(x) if grad_into is None else grad_into.detach()
-        assert grad.stride(-1) == 1 or cols <= 1, "grad_into needs a unit column stride"
+        grad = torch.empty(rows, cols) if grad_into is None else grad_into.detach()
+        if grad.stride(-1) != 1 and cols > 1 and rows > 0:
+            raise ValueError(
+                f"`grad_into` needs a unit column stride, got strides {tuple(grad.stride())}"
+            )
     value = torch.empty(rows, cols) if elementwise else None
     dense = inp.dense
     if dense is not None and dense.dtype not in (torch.float32, torch.bool):
@@ -298,7 +309,7 @@ def forward(
         sums = torch.empty(num_blocks, dtype=torch.float64)
         ref, out = ctypes.byref(args), sums.data_ptr()
         run_blocks(lambda first, last: lib.focal_blocks(ref, first, last, out), num_blocks)
-        total = math.fsum(sums.tolist())
+        total = _ordered_sum(sums.tolist())
     if value is not None:
         return value, grad
     return torch.tensor(total, dtype=torch.float32), grad
