@@ -238,21 +238,27 @@ def test_kernel_cache_is_private_and_reused(
     cache = tmp_path / "cache"
     monkeypatch.setenv("FOCALREC_CACHE_DIR", str(cache))
 
-    def loaded_from() -> Path:
+    def loaded_from() -> Path | None:
         lib = native._load()
         assert not isinstance(lib, str), lib
-        return Path(lib._name)
+        return lib.path
 
     first = loaded_from()
+    assert first is not None
     assert first.parent == cache
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
     built = first.stat().st_mtime_ns
     assert loaded_from() == first  # a second load takes the cached build
     assert first.stat().st_mtime_ns == built
     assert not list(cache.glob(".*.tmp"))  # nothing half-written is left
+    assert sorted(p.name for p in cache.iterdir()) == [first.name, first.name + ".json"]
     # A cache folder that others may write to is not used: the build goes to a private folder.
     cache.chmod(0o777)
-    assert loaded_from().parent != cache
+    lib = native._load()
+    assert not isinstance(lib, str), lib
+    assert lib.path is None
+    assert "temporary folder" in lib.origin
+    assert "others may write to the cache folder" in lib.origin
 
 
 @needs_native
