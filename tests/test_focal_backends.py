@@ -7,10 +7,12 @@ block size or the number of threads.
 
 from __future__ import annotations
 
+import json
 import math
 import stat
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, available_backends, backend
-from focalrec import sigmoid_focal_loss
+from focalrec import SlowPathWarning, show_config, sigmoid_focal_loss
 from focalrec._focal import blocks, native, op, torch_kernel
 from focalrec._focal.inputs import FocalInputs
 from focalrec.losses import REDUCTIONS
@@ -214,12 +216,70 @@ def test_without_a_compiler_the_torch_backend_serves(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(native, "_tried", True)
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setattr(native, "_reason", "no C compiler found")
+    monkeypatch.setattr(op, "_warned", set())
     x = torch.zeros(2, 3, requires_grad=True)
-    assert op.backend_name(_inputs(x)) == "torch"
+    with pytest.warns(SlowPathWarning, match="no C compiler found"):
+        assert op.backend_name(_inputs(x)) == "torch"
     sigmoid_focal_loss(x, torch.tensor([[0], [1]])).backward()
     monkeypatch.setenv("FOCALREC_BACKEND", "native")
     with pytest.raises(RuntimeError, match=r"kernel is not available here \(no C compiler found"):
         sigmoid_focal_loss(x, torch.tensor([[0], [1]]))
+
+
+def test_the_slower_path_is_announced_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the process sees it once loading failed: the first call on the torch path warns,
+    # naming the reason and the fix; later calls do not; choosing the torch path is silent.
+    monkeypatch.setattr(native, "_tried", True)
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native, "_reason", "no C compiler found (set CC, or install cc)")
+    monkeypatch.setattr(op, "_warned", set())
+    x = torch.zeros(2, 3, requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            sigmoid_focal_loss(x, torch.tensor([[0], [1]])).backward()
+    slow = [w for w in caught if w.category is SlowPathWarning]
+    assert len(slow) == 1, [str(w.message) for w in caught]
+    message = str(slow[0].message)
+    assert "no C compiler found" in message
+    assert "FOCALREC_BACKEND=torch" in message
+    assert slow[0].filename == __file__  # points at the caller
+    monkeypatch.setattr(op, "_warned", set())
+    monkeypatch.setenv("FOCALREC_BACKEND", "torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowPathWarning)
+        sigmoid_focal_loss(x, torch.tensor([[0], [1]])).backward()
+    monkeypatch.setenv("FOCALREC_BACKEND", "auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowPathWarning)  # a report, not a call of the loss
+        config = show_config(print_out=False)
+    row = config["backends"]["float32 CPU"]
+    assert row["backend"] == "torch"
+    assert "no C compiler found" in row["why_not"]["native"]
+
+
+def test_show_config_prints_and_returns_the_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    config = show_config()
+    printed = capsys.readouterr().out
+    json.dumps(config)  # plain data, for a bug report
+    assert config["focalrec"] in printed
+    assert config["torch"] == torch.__version__
+    expected = "native" if native.load() is not None else "torch"
+    assert config["backends"]["float32 CPU"]["backend"] == expected
+    assert f"float32 CPU: {expected}" in printed
+    half = config["backends"]["float16/bfloat16 CPU"]
+    assert half["backend"] == "torch"
+    assert set(half["why_not"]) == {"native", "triton"}
+    assert half["why_not"]["native"] == "it takes float32 CPU logits only"
+    cuda = config["backends"]["CUDA"]
+    if not torch.cuda.is_available():
+        assert cuda["backend"] is None
+        assert "no CUDA device" in cuda["why_not"]["triton"]
+    kernel = config["cpu_kernel"]
+    assert kernel["origin"] == native.origin()
+    assert kernel["unavailable"] == native.unavailable_reason()
+    assert kernel["cache_folder"] == str(native.cache_folder())
+    assert f"cache folder: {kernel['cache_folder']}" in printed
 
 
 def test_a_failing_compiler_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ PROBE = textwrap.dedent(
     """
     import json, subprocess, warnings
     import torch
-    from focalrec import sigmoid_focal_loss
+    from focalrec import SlowPathWarning, show_config, sigmoid_focal_loss
     from focalrec._focal import native, op
     from focalrec._focal.inputs import FocalInputs
 
@@ -55,6 +55,7 @@ PROBE = textwrap.dedent(
             loss = sigmoid_focal_loss(x, torch.tensor([[0, 2]] * 6))
             loss.backward()
             values.append(loss.item())
+    config = show_config()
     inp = FocalInputs(x, None, None, 0.25, None, 2.0, None, None)
     print(json.dumps({
         "backend": op.backend_name(inp),
@@ -63,6 +64,9 @@ PROBE = textwrap.dedent(
         "calls": calls,
         "values": values,
         "warnings": [str(w.message) for w in caught],
+        "slow_path_warnings": sum(w.category is SlowPathWarning for w in caught),
+        "warned_at": [w.filename for w in caught],
+        "config": config,
     }))
     """
 )
@@ -158,6 +162,9 @@ def test_read_only_cache_folder(tmp_path: Path, template: Path) -> None:
         assert "temporary folder" in origin
         assert f"the cache folder {cache} is not writable" in origin
         assert not list(cache.iterdir())
+        assert report["slow_path_warnings"] == 1, report["warnings"]
+        assert "could not be cached" in str(report["warnings"])
+        assert report["config"]["cpu_kernel"]["uncached"]  # type: ignore[index]
         # A read-only folder that holds a valid build serves it.
         cache.chmod(0o700)
         build = _cached_build(cache, template)
@@ -241,13 +248,33 @@ def test_cached_library_without_the_kernel(tmp_path: Path, template: Path) -> No
     assert _matches_record(build)  # rebuilt, with its record
 
 
-def test_a_failing_compiler_is_asked_once(tmp_path: Path) -> None:
-    # The outcome of loading is kept for the life of the process, failure included.
+def test_a_failing_compiler_is_asked_once_and_said_once(tmp_path: Path) -> None:
+    # The outcome of loading is kept for the life of the process, failure included; the first
+    # call on the slower path warns once, naming the reason and the fix, and show_config()
+    # says which backend serves and why the kernel does not.
     report = _probe(tmp_path / "cache", CC="/bin/false")
     assert report["backend"] == "torch"
     assert report["origin"] is None
-    assert "false failed (exit status 1)" in str(report["reason"])
+    reason = "/bin/false failed (exit status 1)"
+    assert reason in str(report["reason"])
     assert report["calls"] == {"version": 1, "load": 1}
+    assert report["slow_path_warnings"] == 1, report["warnings"]
+    (message,) = report["warnings"]  # type: ignore[misc]
+    assert reason in message
+    assert "install a C compiler" in message
+    assert "set CC" in message
+    assert "FOCALREC_BACKEND=torch" in message
+    assert report["warned_at"] == ["<string>"]  # the user's call, not focalrec's insides
+    config = report["config"]
+    assert isinstance(config, dict)
+    row = config["backends"]["float32 CPU"]
+    assert row["backend"] == "torch"
+    assert reason in row["why_not"]["native"]
+    assert config["cpu_kernel"]["unavailable"] == report["reason"]
+    assert config["cpu_kernel"]["cache_folder"] == str(tmp_path / "cache")
+    # FOCALREC_BACKEND=torch chooses the torch path: nothing to warn about.
+    report = _probe(tmp_path / "cache", CC="/bin/false", FOCALREC_BACKEND="torch")
+    assert report["warnings"] == []
 
 
 @needs_native

@@ -128,3 +128,13 @@ def test_every_workflow_pins_action_versions(name: str) -> None:
         for step in _steps(job):
             if "uses" in step:
                 assert "@" in step["uses"], f"{name}: {step['uses']!r} is not pinned"
+
+
+def test_bug_report_template_asks_for_show_config() -> None:
+    template = ROOT / ".github" / "ISSUE_TEMPLATE" / "bug_report.yml"
+    data = yaml.safe_load(template.read_text(encoding="utf-8"))
+    fields = {item["id"]: item for item in data["body"]}
+    config = fields["config"]
+    assert "focalrec.show_config()" in config["attributes"]["description"]
+    assert config["validations"]["required"] is True
+    assert "show_config" in focalrec.__all__

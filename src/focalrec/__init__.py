@@ -4,6 +4,8 @@ Integer tensors are index lists (item indices padded with ``-1``); floating and 
 dense. See :mod:`focalrec._indices` for the convention shared by every function.
 """
 
+from focalrec._config import show_config
+from focalrec._focal.op import SlowPathWarning
 from focalrec._indices import dense_to_index_list, index_list_to_dense
 from focalrec._topk import topk_items_from_embeddings
 from focalrec.linear import LinearFocalLoss, linear_sigmoid_focal_loss
@@ -28,6 +30,7 @@ __all__ = [
     "LinearFocalLoss",
     "MeanAveragePrecisionAtK",
     "RankingMetricsAtK",
+    "SlowPathWarning",
     "__version__",
     "class_priors",
     "dense_to_index_list",
@@ -43,6 +46,7 @@ __all__ = [
     "prior_bias",
     "ranking_metrics_at_k",
     "recall_at_k",
+    "show_config",
     "sigmoid_focal_loss",
     "topk_items",
     "topk_items_from_embeddings",

@@ -56,6 +56,7 @@ __all__ = [
     "origin",
     "supports",
     "unavailable_reason",
+    "uncached_reason",
 ]
 
 BLOCK_ELEMENTS = 1 << 16
@@ -109,6 +110,7 @@ class _Kernel(ctypes.CDLL):
 
     origin: str = ""
     path: Path | None = None
+    uncached: str | None = None  # why the build is not cached, when it is not
 
 
 def _compiler() -> list[str] | None:
@@ -347,6 +349,8 @@ def _load() -> _Kernel | str:
             else:
                 if isinstance(lib, str):
                     return "; ".join([*notes, lib])
+                if lib.path is None:
+                    lib.uncached = "; ".join([*notes, f"{cache / name} could not be written"])
                 where = lib.path or "a temporary file (not cached)"
                 lib.origin = "; ".join([f"built at run time into {where}", *notes])
                 return lib
@@ -364,6 +368,7 @@ def _load() -> _Kernel | str:
         return "; ".join([*notes, lib])
     lib.origin = "; ".join(["built at run time into a temporary folder (not cached)", *notes])
     lib.path = None
+    lib.uncached = "; ".join(notes)
     return lib
 
 
@@ -401,6 +406,12 @@ def origin() -> str | None:
     """
     load()
     return None if _library is None else _library.origin
+
+
+def uncached_reason() -> str | None:
+    """Why the loaded kernel could not be cached (each process builds it anew), or None."""
+    load()
+    return None if _library is None else _library.uncached
 
 
 def cache_folder() -> Path:

@@ -30,6 +30,9 @@ Triton's interpreter, ``TRITON_INTERPRET=1``, which the tests use).
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import warnings
 from typing import Any
 
 import torch
@@ -43,6 +46,7 @@ __all__ = [
     "BACKENDS",
     "FocalDerivativeFunction",
     "FocalLossFunction",
+    "SlowPathWarning",
     "backend_name",
     "evaluate",
     "focal_loss",
@@ -52,8 +56,12 @@ BACKENDS = ("auto", "native", "torch", "triton")
 """Values of the ``FOCALREC_BACKEND`` environment variable."""
 
 
-def backend_name(inp: FocalInputs) -> str:
-    """The backend that evaluates ``inp``: ``FOCALREC_BACKEND``, else the first that applies."""
+def backend_name(inp: FocalInputs, *, warn: bool = True) -> str:
+    """The backend that evaluates ``inp``: ``FOCALREC_BACKEND``, else the first that applies.
+
+    With ``warn``, the first time in the process that a slower path serves than this machine
+    could run, a :class:`SlowPathWarning` says why and how to fix it.
+    """
     forced = os.environ.get("FOCALREC_BACKEND", "auto").strip().lower() or "auto"
     if forced not in BACKENDS:
         raise ValueError(f"FOCALREC_BACKEND must be one of {BACKENDS}, got {forced!r}")
@@ -80,11 +88,55 @@ def backend_name(inp: FocalInputs) -> str:
             raise ValueError(f"FOCALREC_BACKEND=triton does not apply: {reason}")
         return "triton"
     if inp.logits.device.type == "cpu":
-        if native.supports(inp) and native.load() is not None:
-            return "native"
+        if native.supports(inp):
+            if native.load() is not None:
+                if warn and native.uncached_reason() is not None:
+                    _warn_once("uncached", _UNCACHED.format(reason=native.uncached_reason()))
+                return "native"
+            if warn:
+                _warn_once("native", _NO_KERNEL.format(reason=native.unavailable_reason()))
     elif triton_kernel.supports(inp):
         return "triton"
     return "torch"
+
+
+class SlowPathWarning(UserWarning):
+    """The loss runs on a slower path than this machine could run (said once per process).
+
+    The message names the reason and the fix; ``FOCALREC_BACKEND=torch`` chooses the torch path
+    and silences it, and ``warnings.filterwarnings("ignore", category=SlowPathWarning)`` too.
+    """
+
+
+_NO_KERNEL = (
+    "focalrec: float32 CPU logits run on the torch path, slower than the compiled kernel, which "
+    "is not available here: {reason}. To fix: install a C compiler (cc, gcc or clang) or set CC "
+    "to one; or set FOCALREC_BACKEND=torch to choose the torch path and silence this warning. "
+    "focalrec.show_config() lists the backends."
+)
+_UNCACHED = (
+    "focalrec: the compiled CPU kernel could not be cached, so every process compiles it "
+    "anew: {reason}. To fix: set FOCALREC_CACHE_DIR to a folder that only you can write to; "
+    "or set FOCALREC_BACKEND=torch to skip the kernel. focalrec.show_config() lists the backends."
+)
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(key: str, message: str) -> None:
+    """Warn with ``message`` the first time ``key`` comes up in this process, at the user's call
+    (the first frame outside focalrec and torch)."""
+    if key in _warned:
+        return
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    inside = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(torch.__file__))
+    frame, level = sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, SlowPathWarning, stacklevel=level)
 
 
 def evaluate(
