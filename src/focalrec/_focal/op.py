@@ -18,6 +18,12 @@ and backward is out of place. When backward itself is differentiated (``create_g
 backward is the second derivative; the second derivative has no derivative registered, so a
 third-order derivative raises PyTorch's error for that instead of returning a wrong number.
 
+The operators serve the machinery that needs them: ``torch.compile``, ``torch.export``,
+``torch.func``, tracing, modes and tensor subclasses. A plain eager call (:func:`_direct`) runs
+the operators' Python implementations directly, inside the same autograd functions: the same
+values and gradients, without the import of ``torch._dynamo`` that the first call of a
+``torch.library`` operator costs (a second and over 100 MB in a fresh process).
+
 Backends (:func:`backend_name`): ``native`` (the compiled CPU kernel, float32 CPU logits),
 ``triton`` (the Triton kernel, float32/float16/bfloat16 logits on a GPU Triton supports, when
 ``triton`` imports) and ``torch`` (everything else, and the second derivative).
@@ -171,8 +177,7 @@ def _derivative(inp: FocalInputs, order: int) -> Tensor:
 # custom operators
 
 
-@torch.library.custom_op("focalrec::focal_loss", mutates_args=())
-def _focal_loss_op(
+def _focal_loss_impl(
     logits: Tensor,
     dense: Tensor | None,
     index: Tensor | None,
@@ -185,9 +190,13 @@ def _focal_loss_op(
     elementwise: bool,
     need_grad: bool,
 ) -> tuple[Tensor, Tensor]:
+    """The loss and, if asked, its gradient (empty if not): the operator's implementation."""
     inp = FocalInputs(logits, dense, index, alpha, alpha_vec, gamma, weight, scale, col_offset)
     out, grad = evaluate(inp, elementwise, need_grad)
     return out, logits.new_empty(0) if grad is None else grad
+
+
+_focal_loss_op = torch.library.custom_op("focalrec::focal_loss", mutates_args=())(_focal_loss_impl)
 
 
 @_focal_loss_op.register_fake
@@ -209,8 +218,7 @@ def _(
     return out, torch.empty_like(logits) if need_grad else logits.new_empty(0)
 
 
-@torch.library.custom_op("focalrec::focal_loss_derivative", mutates_args=())
-def _focal_loss_derivative_op(
+def _focal_loss_derivative_impl(
     logits: Tensor,
     dense: Tensor | None,
     index: Tensor | None,
@@ -222,8 +230,14 @@ def _focal_loss_derivative_op(
     col_offset: int,
     order: int,
 ) -> Tensor:
+    """The first or second derivative of each term: the operator's implementation."""
     inp = FocalInputs(logits, dense, index, alpha, alpha_vec, gamma, weight, scale, col_offset)
     return _derivative(inp, order)
+
+
+_focal_loss_derivative_op = torch.library.custom_op(
+    "focalrec::focal_loss_derivative", mutates_args=()
+)(_focal_loss_derivative_impl)
 
 
 @_focal_loss_derivative_op.register_fake
@@ -268,6 +282,53 @@ torch.library.register_vmap(
 
 
 # --------------------------------------------------------------------------------------------------
+# plain eager calls: the operators' implementations, called directly
+
+_PLAIN_TENSORS = (Tensor, torch.nn.Parameter)
+
+
+def _direct(args: tuple[Any, ...]) -> bool:
+    """Whether a call with ``args`` may run the operator's implementation directly.
+
+    Calling a ``torch.library`` operator in eager mode imports ``torch._dynamo`` on its first
+    call (a second and over 100 MB in a fresh process). Only the machinery that needs the
+    operator gets it: ``torch.compile`` and ``torch.export`` (compiling), ``torch.func``
+    transforms (functorch), ``torch.jit.trace``, any torch-function or dispatch mode (fake
+    tensors, ``torch.device`` contexts, FLOP counters), tensor subclasses or meta tensors; so
+    does a call that autograd records (in a backward with ``create_graph=True``: differentiating
+    the second derivative must raise PyTorch's error for an operator without a derivative). A
+    plain eager call runs the same Python function without the dispatcher: the same values and
+    gradients.
+    """
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._is_torch_function_mode_enabled()
+        or torch._C._len_torch_dispatch_stack() > 0
+        or torch._C._get_tracing_state() is not None  # torch.jit.trace
+    ):
+        return False
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False  # recorded by autograd: the operator, whose derivative raises if undefined
+    return all(type(t) in _PLAIN_TENSORS and t.device.type != "meta" for t in tensors)
+
+
+def _loss_call(*args: Any) -> tuple[Tensor, Tensor]:
+    """``focalrec::focal_loss``, or its implementation directly where :func:`_direct`."""
+    out: tuple[Tensor, Tensor] = (_focal_loss_impl if _direct(args) else _focal_loss_op)(*args)
+    return out
+
+
+def _derivative_call(*args: Any) -> Tensor:
+    """``focalrec::focal_loss_derivative``, or its implementation directly where
+    :func:`_direct`."""
+    direct = _direct(args)
+    out: Tensor = (_focal_loss_derivative_impl if direct else _focal_loss_derivative_op)(*args)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # autograd
 
 
@@ -288,7 +349,7 @@ class FocalDerivativeFunction(torch.autograd.Function):
         scale: Tensor | None,
         col_offset: int,
     ) -> Tensor:
-        out: Tensor = _focal_loss_derivative_op(
+        out: Tensor = _derivative_call(
             logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset, 1
         )
         return out
@@ -304,7 +365,7 @@ class FocalDerivativeFunction(torch.autograd.Function):
     def _second(ctx: Any, tensors: tuple[Tensor | None, ...]) -> Tensor:
         logits, dense, index, alpha_vec, weight, scale = tensors
         alpha, gamma, col_offset = ctx.hyper
-        out: Tensor = _focal_loss_derivative_op(
+        out: Tensor = _derivative_call(
             logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset, 2
         )
         return out
@@ -338,7 +399,7 @@ class FocalLossFunction(torch.autograd.Function):
         elementwise: bool,
         need_grad: bool,
     ) -> tuple[Tensor, Tensor]:
-        out: tuple[Tensor, Tensor] = _focal_loss_op(
+        out: tuple[Tensor, Tensor] = _loss_call(
             logits,
             dense,
             index,
@@ -386,12 +447,12 @@ class FocalLossFunction(torch.autograd.Function):
         if not ctx.eager:
             kept = saved[6]
             if kept is None:
-                kept = _focal_loss_derivative_op(logits, *args, 1)
+                kept = _derivative_call(logits, *args, 1)
             return (kept * grad_out).to(logits.dtype), *rest
         grad = ctx.kept
         ctx.kept = None  # handed on: a second backward (retain_graph=True) recomputes it
         if grad is None:
-            grad = _focal_loss_derivative_op(logits, *args, 1)
+            grad = _derivative_call(logits, *args, 1)
         if elementwise or grad_out.device.type != "cpu" or float(grad_out) != 1.0:
             grad.mul_(grad_out.to(grad.dtype))
         return grad, *rest
