@@ -28,9 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from focalrec import sigmoid_focal_loss
-from focalrec._focal.inputs import FocalInputs
-from focalrec._focal.op import backend_name
+from focalrec import show_config, sigmoid_focal_loss
 from harness import (
     environment,
     memory_in_subprocess,
@@ -226,6 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["peak_extra_mb"] = None if extra is None else extra / 2**20
             row["peak_extra_x_logits"] = None if extra is None else extra / logits_bytes
         results[name] = row
+    config = show_config(print_out=False)  # which backend served, where the kernel came from
     return {
         "config": {
             "n": args.n,
@@ -238,9 +237,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "logits_mb": logits_bytes / 2**20,
         },
         "environment": environment(
-            focalrec_backend=backend_name(
-                FocalInputs(base, None, targets.index, args.alpha, None, args.gamma, None, None)
-            )
+            focalrec_backend=config["backends"]["float32 CPU"]["backend"],
+            cpu_kernel=config["cpu_kernel"]["origin"],
         ),
         "results": results,
     }

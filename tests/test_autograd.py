@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -215,3 +216,91 @@ def test_scaled_and_summed_losses_get_scaled_gradients(name: str) -> None:
     assert xa.grad is not None
     assert xb.grad is not None
     torch.testing.assert_close(xa.grad, 4.0 * xb.grad)
+
+
+# --------------------------------------------------------------------------------------------------
+# plain eager calls skip the operator; everything else still gets it
+
+
+def _counting_operator_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the calls that go through the ``torch.library`` operators."""
+    from focalrec._focal import op
+
+    calls = {"op": 0}
+    loss_op, derivative_op = op._focal_loss_op, op._focal_loss_derivative_op
+
+    def counted(fn: object) -> object:
+        def wrapper(*args: object) -> object:
+            calls["op"] += 1
+            return fn(*args)  # type: ignore[operator]
+
+        return wrapper
+
+    monkeypatch.setattr(op, "_focal_loss_op", counted(loss_op))
+    monkeypatch.setattr(op, "_focal_loss_derivative_op", counted(derivative_op))
+    return calls
+
+
+@pytest.mark.parametrize("name", available_backends())
+def test_plain_eager_calls_skip_the_operator(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    calls = _counting_operator_calls(monkeypatch)
+    x, targets = _problem("index", seed=9)
+    with backend(name):
+        xs = x.float().requires_grad_()
+        sigmoid_focal_loss(xs, targets).backward()
+        assert calls["op"] == 0
+        (g,) = torch.autograd.grad(sigmoid_focal_loss(xs, targets), xs, create_graph=True)
+        g.sum().backward(retain_graph=True)  # a second derivative, not recorded
+        assert calls["op"] == 0
+        torch.autograd.grad(g.sum(), xs, create_graph=True)  # recorded: through the operator
+    assert calls["op"] == 1
+
+
+def test_modes_tracing_subclasses_and_meta_tensors_get_the_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.testing._internal.two_tensor import TwoTensor
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = _counting_operator_calls(monkeypatch)
+    x, index = _problem("index", seed=10)
+    expected = sigmoid_focal_loss(x, index)
+    assert calls["op"] == 0
+    with torch.device("cpu"):  # a torch-function mode
+        torch.testing.assert_close(sigmoid_focal_loss(x, index), expected)
+    assert calls["op"] == 1
+    with FakeTensorMode() as mode:  # a dispatch mode, fake tensors: no data to read
+        out = sigmoid_focal_loss(mode.from_tensor(x), mode.from_tensor(index), validate_args=False)
+        assert out.shape == ()
+    assert calls["op"] == 2
+    meta = sigmoid_focal_loss(x.to("meta"), index.to("meta"), validate_args=False)
+    assert meta.device.type == "meta"
+    assert calls["op"] == 3
+    pair = sigmoid_focal_loss(TwoTensor(x.clone(), x.clone()), index, validate_args=False)
+    assert isinstance(pair, TwoTensor)  # a wrapper subclass without storage of its own
+    torch.testing.assert_close(pair.a, expected)
+    assert calls["op"] == 4
+
+    class Recording(TorchDispatchMode):  # a dispatch mode over real tensors sees the operator
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Recording() as recording:
+        torch.testing.assert_close(sigmoid_focal_loss(x, index), expected)
+    assert "focalrec.focal_loss.default" in recording.ops
+    assert calls["op"] == 5
+    with pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(
+            lambda z: sigmoid_focal_loss(z, index, validate_args=False), (x,), check_trace=False
+        )
+    assert calls["op"] == 6
+    other = torch.randn_like(x)
+    torch.testing.assert_close(traced(other), sigmoid_focal_loss(other, index))

@@ -445,3 +445,36 @@ def test_dynamic_shapes_with_a_module_holding_float_hyperparameters() -> None:
     for n in (5, 9):
         x, t = torch.randn(n, 7, generator=g), torch.randint(-1, 7, (n, 2), generator=g)
         torch.testing.assert_close(compiled(x, t), fn(x, t))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=needs_cxx)])
+def test_dynamic_shapes_and_a_symbolic_gamma(backend: str) -> None:
+    # Bug 8: under dynamic=True a float argument is symbolic, and math.isfinite(gamma) broke
+    # the graph ("torch.* op returned non-Tensor"). The reproducer, then gamma passed in.
+    torch._dynamo.reset()
+    module_fn = torch.compile(
+        lambda x, t: FocalLoss()(x, t), fullgraph=True, dynamic=True, backend=backend
+    )
+    gamma_fn = torch.compile(
+        lambda x, t, gamma: sigmoid_focal_loss(x, t, gamma=gamma),
+        fullgraph=True,
+        dynamic=True,
+        backend=backend,
+    )
+    g = torch.Generator().manual_seed(8)
+    for rows, cols, gamma in ((4, 5, 2.0), (6, 7, 1.5), (3, 9, 0.5)):
+        x = torch.randn(rows, cols, generator=g)
+        for targets in (
+            torch.randint(-1, cols, (rows, 2), generator=g),
+            torch.rand(rows, cols, generator=g),
+        ):
+            for compiled, eager, args in (
+                (module_fn, lambda x, t: FocalLoss()(x, t), ()),
+                (gamma_fn, lambda x, t, gamma: sigmoid_focal_loss(x, t, gamma=gamma), (gamma,)),
+            ):
+                xc, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+                got, expected = compiled(xc, targets, *args), eager(xe, targets, *args)
+                got.backward()
+                expected.backward()
+                torch.testing.assert_close(got, expected)
+                torch.testing.assert_close(xc.grad, xe.grad)

@@ -7,9 +7,14 @@ block size or the number of threads.
 
 from __future__ import annotations
 
+import json
 import math
 import stat
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, available_backends, backend
-from focalrec import sigmoid_focal_loss
-from focalrec._focal import native, op, torch_kernel
+from focalrec import SlowPathWarning, show_config, sigmoid_focal_loss
+from focalrec._focal import blocks, native, op, torch_kernel
 from focalrec._focal.inputs import FocalInputs
 from focalrec.losses import REDUCTIONS
 
@@ -211,12 +216,70 @@ def test_without_a_compiler_the_torch_backend_serves(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(native, "_tried", True)
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setattr(native, "_reason", "no C compiler found")
+    monkeypatch.setattr(op, "_warned", set())
     x = torch.zeros(2, 3, requires_grad=True)
-    assert op.backend_name(_inputs(x)) == "torch"
+    with pytest.warns(SlowPathWarning, match="no C compiler found"):
+        assert op.backend_name(_inputs(x)) == "torch"
     sigmoid_focal_loss(x, torch.tensor([[0], [1]])).backward()
     monkeypatch.setenv("FOCALREC_BACKEND", "native")
     with pytest.raises(RuntimeError, match=r"kernel is not available here \(no C compiler found"):
         sigmoid_focal_loss(x, torch.tensor([[0], [1]]))
+
+
+def test_the_slower_path_is_announced_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the process sees it once loading failed: the first call on the torch path warns,
+    # naming the reason and the fix; later calls do not; choosing the torch path is silent.
+    monkeypatch.setattr(native, "_tried", True)
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native, "_reason", "no C compiler found (set CC, or install cc)")
+    monkeypatch.setattr(op, "_warned", set())
+    x = torch.zeros(2, 3, requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            sigmoid_focal_loss(x, torch.tensor([[0], [1]])).backward()
+    slow = [w for w in caught if w.category is SlowPathWarning]
+    assert len(slow) == 1, [str(w.message) for w in caught]
+    message = str(slow[0].message)
+    assert "no C compiler found" in message
+    assert "FOCALREC_BACKEND=torch" in message
+    assert slow[0].filename == __file__  # points at the caller
+    monkeypatch.setattr(op, "_warned", set())
+    monkeypatch.setenv("FOCALREC_BACKEND", "torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowPathWarning)
+        sigmoid_focal_loss(x, torch.tensor([[0], [1]])).backward()
+    monkeypatch.setenv("FOCALREC_BACKEND", "auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowPathWarning)  # a report, not a call of the loss
+        config = show_config(print_out=False)
+    row = config["backends"]["float32 CPU"]
+    assert row["backend"] == "torch"
+    assert "no C compiler found" in row["why_not"]["native"]
+
+
+def test_show_config_prints_and_returns_the_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    config = show_config()
+    printed = capsys.readouterr().out
+    json.dumps(config)  # plain data, for a bug report
+    assert config["focalrec"] in printed
+    assert config["torch"] == torch.__version__
+    expected = "native" if native.load() is not None else "torch"
+    assert config["backends"]["float32 CPU"]["backend"] == expected
+    assert f"float32 CPU: {expected}" in printed
+    half = config["backends"]["float16/bfloat16 CPU"]
+    assert half["backend"] == "torch"
+    assert set(half["why_not"]) == {"native", "triton"}
+    assert half["why_not"]["native"] == "it takes float32 CPU logits only"
+    cuda = config["backends"]["CUDA"]
+    if not torch.cuda.is_available():
+        assert cuda["backend"] is None
+        assert "no CUDA device" in cuda["why_not"]["triton"]
+    kernel = config["cpu_kernel"]
+    assert kernel["origin"] == native.origin()
+    assert kernel["unavailable"] == native.unavailable_reason()
+    assert kernel["cache_folder"] == str(native.cache_folder())
+    assert f"cache folder: {kernel['cache_folder']}" in printed
 
 
 def test_a_failing_compiler_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -235,21 +298,27 @@ def test_kernel_cache_is_private_and_reused(
     cache = tmp_path / "cache"
     monkeypatch.setenv("FOCALREC_CACHE_DIR", str(cache))
 
-    def loaded_from() -> Path:
+    def loaded_from() -> Path | None:
         lib = native._load()
         assert not isinstance(lib, str), lib
-        return Path(lib._name)
+        return lib.path
 
     first = loaded_from()
+    assert first is not None
     assert first.parent == cache
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
     built = first.stat().st_mtime_ns
     assert loaded_from() == first  # a second load takes the cached build
     assert first.stat().st_mtime_ns == built
     assert not list(cache.glob(".*.tmp"))  # nothing half-written is left
+    assert sorted(p.name for p in cache.iterdir()) == [first.name, first.name + ".json"]
     # A cache folder that others may write to is not used: the build goes to a private folder.
     cache.chmod(0o777)
-    assert loaded_from().parent != cache
+    lib = native._load()
+    assert not isinstance(lib, str), lib
+    assert lib.path is None
+    assert "temporary folder" in lib.origin
+    assert "others may write to the cache folder" in lib.origin
 
 
 @needs_native
@@ -284,3 +353,284 @@ def test_large_inputs_span_many_blocks_and_threads(name: str) -> None:
     expected = ((0.25 * dense + 0.75 * (1 - dense)) * q**2 * bce).sum()
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
     assert math.isfinite(value.item())
+
+
+# --------------------------------------------------------------------------------------------------
+# threads: a shared pool that never shuts down under a caller, results that do not depend on them
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextmanager
+def _block_elements(name: str, elements: int) -> Iterator[None]:
+    module = native if name == "native" else torch_kernel
+    old = module.BLOCK_ELEMENTS
+    module.BLOCK_ELEMENTS = elements
+    try:
+        yield
+    finally:
+        module.BLOCK_ELEMENTS = old
+
+
+def test_a_smaller_or_larger_pool_request_leaves_the_pool_usable() -> None:
+    # The race of bug 1, made deterministic: a call that asks for another number of workers
+    # must not shut down the pool that another thread is about to submit to.
+    pool = blocks._executor(3)
+    assert blocks._executor(1) is pool  # fewer workers: the same pool
+    assert pool.submit(lambda: 1).result() == 1
+    larger = blocks._executor(5)
+    assert larger._max_workers >= 5
+    assert pool.submit(lambda: 2).result() == 2  # the replaced pool still takes work
+    assert blocks._executor(3) is larger
+
+
+def test_threads_with_different_block_counts_share_the_pool() -> None:
+    # Bug 1's reproducer: with 4 intra-op threads, Python threads whose inputs have different
+    # block counts made the shared pool shut down while another thread submitted to it.
+    errors: list[BaseException] = []
+    inputs = []
+    for rows in (1024, 4096):
+        g = torch.Generator().manual_seed(rows)
+        inputs.append((torch.randn(rows, 256, generator=g), torch.randint(-1, 256, (rows, 4))))
+    expected = [sigmoid_focal_loss(x, t) for x, t in inputs]
+
+    def loop(which: int) -> None:
+        x, t = inputs[which]
+        for _ in range(25):
+            try:
+                got = sigmoid_focal_loss(x, t)
+                assert torch.equal(got, expected[which])
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+
+    with _threads(4):
+        workers = [threading.Thread(target=loop, args=(i % 2,)) for i in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    assert not errors, errors[:3]
+
+
+@st.composite
+def thread_cases(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, str]:
+    """Logits, index or soft targets, a weight (none, row, expanded row, full) and a reduction;
+    large enough (up to 3 x ATen's grain size) for the divisor's sum to use threads."""
+    n, c = draw(st.integers(1, 400)), draw(st.integers(1, 257))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x = torch.randn(n, c, generator=g) * 4
+    if draw(st.booleans()):
+        targets = torch.randint(-1, c, (n, 3), generator=g)
+    else:
+        targets = torch.rand(n, c, generator=g)
+    kind = draw(st.sampled_from(["none", "row", "expanded", "full"]))
+    weight = {
+        "none": None,
+        "row": torch.rand(n, 1, generator=g),
+        "expanded": torch.rand(1, c, generator=g).expand(n, c),
+        "full": torch.rand(n, c, generator=g),
+    }[kind]
+    return x, targets, weight, draw(st.sampled_from(REDUCTIONS))
+
+
+@pytest.mark.parametrize("name", available_backends())
+@settings(max_examples=25)
+@given(
+    case=thread_cases(),
+    threads=st.lists(st.integers(1, 4), min_size=2, max_size=4),
+    block_elements=st.sampled_from([16, 500, 4096, 1 << 15]),
+)
+def test_results_are_bit_identical_for_every_thread_count(
+    name: str,
+    case: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, str],
+    threads: list[int],
+    block_elements: int,
+) -> None:
+    x, targets, weight, reduction = case
+    results = []
+    with backend(name), _block_elements(name, block_elements):
+        for n in threads:
+            with _threads(n):
+                results.append(_loss_and_grad(x, targets, reduction, weight=weight))
+    for value, grad in results[1:]:
+        assert torch.equal(value, results[0][0]), (value, results[0][0])
+        assert torch.equal(grad, results[0][1])
+
+
+@pytest.mark.parametrize("name", available_backends())
+@settings(max_examples=10)
+@given(
+    cases=st.lists(thread_cases(), min_size=2, max_size=4),
+    block_elements=st.sampled_from([64, 4096]),
+)
+def test_concurrent_calls_give_the_sequential_results(
+    name: str,
+    cases: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, str]],
+    block_elements: int,
+) -> None:
+    # Python threads calling the loss at once (each with its own block count) get exactly
+    # what each call gives alone.
+    with backend(name), _block_elements(name, block_elements), _threads(4):
+        expected = [_loss_and_grad(x, t, r, weight=w) for x, t, w, r in cases]
+        got: list[tuple[torch.Tensor, torch.Tensor] | BaseException | None] = [None] * len(cases)
+
+        def run(i: int) -> None:
+            x, t, w, r = cases[i]
+            try:
+                for _ in range(3):
+                    got[i] = _loss_and_grad(x, t, r, weight=w)
+            except BaseException as e:  # reported by the main thread
+                got[i] = e
+
+        workers = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    for result, (value, grad) in zip(got, expected, strict=True):
+        assert isinstance(result, tuple), result
+        assert torch.equal(result[0], value)
+        assert torch.equal(result[1], grad)
+
+
+@pytest.mark.parametrize("name", available_backends())
+def test_mean_divisor_does_not_depend_on_the_thread_count(name: str) -> None:
+    # Bug 6's reproducer: an expanded weight and reduction="mean" gave 0.25460628 on 1 thread and
+    # 0.25460356 on 2 (the divisor was a float32 sum split by threads); also a full weight and
+    # soft targets over many of ATen's grains, and the positives' count of sum_over_positives.
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1100, 257, generator=g)
+    index = torch.randint(-1, 257, (1100, 3), generator=g)
+    soft = torch.rand(1100, 257, generator=g)
+    weights = [
+        torch.rand(1, 257, generator=g).expand(1100, 257),
+        torch.rand(1100, 257, generator=g),
+    ]
+    with backend(name):
+        for weight in weights:
+            for targets, reduction in (
+                (index, "mean"),
+                (soft, "mean"),
+                (soft, "sum_over_positives"),
+            ):
+                values = []
+                for n in (1, 2, 3, 4):
+                    with _threads(n):
+                        values.append(
+                            sigmoid_focal_loss(x, targets, weight=weight, reduction=reduction)
+                        )
+                assert all(torch.equal(v, values[0]) for v in values), values
+                w64 = weight.double()
+                dense = targets.double() if targets.is_floating_point() else None
+                if reduction == "mean":
+                    divisor = math.fsum(w64.flatten().tolist())
+                else:
+                    assert dense is not None
+                    divisor = math.fsum((dense * w64).flatten().tolist())
+                total = sigmoid_focal_loss(x, targets, weight=weight, reduction="sum")
+                assert values[0].item() == pytest.approx(total.item() / divisor, rel=2e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# edge cases of the issue's reproducers
+
+
+@pytest.mark.parametrize("name", available_backends())
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_empty_input_without_a_unit_column_stride(name: str, reduction: str) -> None:
+    # Bug 5: the compiled kernel asserted on the gradient's column stride of an empty input.
+    x = torch.zeros(0, 20)[:, ::2].requires_grad_()
+    with backend(name):
+        out = sigmoid_focal_loss(x, torch.zeros(0, 3, dtype=torch.int64), reduction=reduction)  # type: ignore[arg-type]
+        out.sum().backward()
+    assert out.shape == ((0, 10) if reduction == "none" else ())
+    assert out.sum().item() == 0.0
+    assert x.grad is not None
+    assert x.grad.shape == (0, 10)
+
+
+def _reference_grad_t0(x: list[float], gamma: float) -> list[float]:
+    """d/dx of sigmoid(x)^gamma softplus(x) (target 0, no alpha) by float64 autograd, in log
+    space: exp(gamma logsigmoid(x)) softplus(x)."""
+    x64 = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    f = torch.exp(gamma * torch.nn.functional.logsigmoid(x64)) * torch.nn.functional.softplus(x64)
+    f.sum().backward()
+    assert x64.grad is not None
+    return x64.grad.tolist()
+
+
+@pytest.mark.parametrize("name", available_backends())
+def test_huge_gamma_at_saturated_logits(name: str) -> None:
+    # Bug 7's reproducer: the torch backend gave [0.9978, 0.9999] (sigmoid(-y) underflows in
+    # float32); the float64 gradient is [1.1956, 1.0101].
+    x = torch.tensor([89.0, 92.0], requires_grad=True)
+    with backend(name):
+        sigmoid_focal_loss(x, torch.zeros(2), gamma=1e36, alpha=None, reduction="sum").backward()
+    assert x.grad is not None
+    torch.testing.assert_close(
+        x.grad.double(), torch.tensor([1.1956, 1.0101]).double(), rtol=0, atol=6e-5
+    )
+    torch.testing.assert_close(
+        x.grad.double(),
+        torch.tensor(_reference_grad_t0([89.0, 92.0], 1e36), dtype=torch.float64),
+        rtol=1e-5,
+        atol=0,
+    )
+
+
+@pytest.mark.parametrize("name", available_backends())
+@settings(max_examples=40)
+@given(
+    y=st.floats(60.0, 120.0),
+    gamma=st.sampled_from(
+        [2.5, 1e20, 1e29, 1e33, 1e36, 1e38, float(torch.finfo(torch.float32).max)]
+    ),
+    target_one=st.booleans(),
+)
+def test_gradient_at_saturated_logits_matches_float64(
+    name: str, y: float, gamma: float, target_one: bool
+) -> None:
+    # A logit y against target 0 is the logit -y against target 1: both sides, every gamma.
+    y = float(torch.tensor(y))  # a float32 value, so that float64 sees the same input
+    x = torch.tensor([-y if target_one else y], requires_grad=True)
+    with backend(name):
+        sigmoid_focal_loss(
+            x, torch.tensor([float(target_one)]), gamma=gamma, alpha=None, reduction="sum"
+        ).backward()
+    assert x.grad is not None
+    expected = _reference_grad_t0([y], gamma)[0] * (-1.0 if target_one else 1.0)
+    assert x.grad.item() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", available_backends())
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_infinite_terms_of_both_signs_in_different_blocks(name: str, reduction: str) -> None:
+    # Bug 9: with validate_args=False, +inf and -inf terms (a negative weight) in different
+    # blocks made the compiled kernel's fsum raise; the sum is NaN, as float addition gives.
+    x = torch.zeros(4, 3)
+    x[0, 0] = x[3, 0] = float("inf")  # target 0: infinite terms
+    weight = torch.ones(4, 3)
+    weight[3, 0] = -1.0
+    targets = torch.zeros(4, 3)
+    with backend(name), _block_elements(name, 3):
+        out = sigmoid_focal_loss(
+            x, targets, weight=weight, reduction=reduction, validate_args=False
+        )  # type: ignore[arg-type]
+        none = sigmoid_focal_loss(x, targets, weight=weight, reduction="none", validate_args=False)
+    assert math.isnan(out.item())
+    assert none[0, 0].item() == math.inf
+    assert none[3, 0].item() == -math.inf
+    weight[3, 0] = 1.0
+    with backend(name), _block_elements(name, 3):
+        out = sigmoid_focal_loss(
+            x, targets, weight=weight, reduction=reduction, validate_args=False
+        )  # type: ignore[arg-type]
+    assert out.item() == math.inf

@@ -272,3 +272,13 @@ def test_a_wheel_from_the_sdist_without_a_compiler_is_the_pure_one(
     )
     assert failed.returncode != 0
     assert "FOCALREC_BUILD_KERNELS=require" in failed.stdout + failed.stderr
+
+
+def test_bug_report_template_asks_for_show_config() -> None:
+    template = ROOT / ".github" / "ISSUE_TEMPLATE" / "bug_report.yml"
+    data = yaml.safe_load(template.read_text(encoding="utf-8"))
+    fields = {item["id"]: item for item in data["body"]}
+    config = fields["config"]
+    assert "focalrec.show_config()" in config["attributes"]["description"]
+    assert config["validations"]["required"] is True
+    assert "show_config" in focalrec.__all__

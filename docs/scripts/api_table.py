@@ -59,7 +59,10 @@ def _returns(obj: object) -> str:
 def _arguments(obj: object) -> str:
     if not callable(obj):
         return ""
-    signature = inspect.signature(obj)
+    try:
+        signature = inspect.signature(obj)
+    except ValueError:  # a class whose constructor is a builtin's (an exception, a warning)
+        return ""
     parts = []
     keyword_only = False
     for p in signature.parameters.values():

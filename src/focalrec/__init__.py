@@ -4,8 +4,10 @@ Integer tensors are index lists (item indices padded with ``-1``); floating and 
 dense. See :mod:`focalrec._indices` for the convention shared by every function.
 """
 
+from focalrec._config import show_config
 from focalrec._indices import dense_to_index_list, index_list_to_dense
 from focalrec._topk import topk_items_from_embeddings
+from focalrec._warnings import SlowPathWarning
 from focalrec.linear import LinearFocalLoss, linear_sigmoid_focal_loss
 from focalrec.losses import FocalLoss, sigmoid_focal_loss
 from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
@@ -29,6 +31,7 @@ __all__ = [
     "LinearFocalLoss",
     "MeanAveragePrecisionAtK",
     "RankingMetricsAtK",
+    "SlowPathWarning",
     "__version__",
     "class_priors",
     "dense_to_index_list",
@@ -46,6 +49,7 @@ __all__ = [
     "ranking_metrics_at_k",
     "recall_at_k",
     "sample_negatives",
+    "show_config",
     "sigmoid_focal_loss",
     "topk_items",
     "topk_items_from_embeddings",

@@ -241,27 +241,63 @@ def _num_elements(
     if weight is None:
         return torch.tensor(float(math.prod(shape)), dtype=dtype, device=device)
     repeats = math.prod(shape) // max(weight.numel(), 1)
-    return weight.sum(dtype=dtype) * repeats
+    return (_stable_sum(weight) * repeats).to(dtype)
 
 
 def _num_positives(
     target: Tensor, sparse: bool, weight: Tensor | None, shape: tuple[int, ...]
 ) -> Tensor:
-    """Number of positive labels (weighted), as a 0-d float32 device tensor.
+    """Number of positive labels (weighted), as a 0-d float32 device tensor (added in float64 by
+    :func:`_stable_sum`: the same for every number of threads).
 
     Index lists count the ids in ``[0, C)`` only (an item range evaluates the ids of its range).
     """
     dtype = torch.float32 if weight is None else torch.promote_types(weight.dtype, torch.float32)
     if sparse:
         c = shape[-1]
-        keep = (first_occurrence(target) & (target >= 0) & (target < c)).to(dtype)
+        keep = first_occurrence(target) & (target >= 0) & (target < c)
         if weight is None or c == 0:
-            return keep.sum()
+            return _stable_sum(keep).to(dtype)
         w = weight.expand(shape).gather(1, target.clamp(0, c - 1).long()).to(dtype)
-        return (keep * w).sum()
+        return _stable_sum(keep.to(dtype) * w).to(dtype)
     if weight is None:
-        return target.sum(dtype=dtype)
-    return (target.to(dtype) * weight.to(dtype)).sum()
+        return _stable_sum(target).to(dtype)
+    return _stable_sum(target.to(dtype) * weight.to(dtype)).to(dtype)
+
+
+_SUM_CHUNK = 1 << 15
+""":func:`_stable_sum` adds runs of this many elements on their own (below ATen's grain size, so
+each run is one thread's sequential sum)."""
+
+
+def _stable_sum(t: Tensor) -> Tensor:
+    """The sum of ``t`` as a 0-d float64 tensor on its device, in an order fixed by its shape.
+
+    A plain ``t.sum()`` on the CPU splits the work by the number of threads, and float addition
+    is not associative: its last bits depend on ``torch.get_num_threads()``. Here runs of
+    :data:`_SUM_CHUNK` elements are summed in float64 on their own, then the run sums, so the
+    result depends on the values and their order only. Broadcast dimensions (stride 0, as
+    ``expand`` makes) are summed once and multiplied by their size.
+
+    Example:
+        >>> w = torch.full((1, 3), 0.25).expand(1000, 3)
+        >>> _stable_sum(w)
+        tensor(750., dtype=torch.float64)
+    """
+    repeats = 1
+    for dim in reversed(range(t.ndim)):
+        if t.stride(dim) == 0 and t.shape[dim] > 1:
+            repeats *= t.shape[dim]
+            t = t.select(dim, 0)
+    flat = t.reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    while flat.numel() > _SUM_CHUNK:
+        runs = flat.numel() // _SUM_CHUNK
+        head = flat[: runs * _SUM_CHUNK].view(runs, _SUM_CHUNK).sum(dim=1, dtype=torch.float64)
+        tail = flat[runs * _SUM_CHUNK :].sum(dtype=torch.float64).reshape(1)
+        flat = torch.cat([head, tail])
+    return flat.sum(dtype=torch.float64) * repeats
 
 
 GAMMA_MAX = float(torch.finfo(torch.float32).max)

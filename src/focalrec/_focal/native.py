@@ -10,6 +10,15 @@ so that a shared home folder never hands one machine another machine's build. La
 load the cached build. Where no C compiler works, :func:`load` reports why and the loss runs on
 its torch path; ``FOCALREC_BACKEND=torch`` skips the kernel altogether.
 
+The cache cannot break the loss: each build is written under a temporary name and renamed into
+place, with a record of its size and SHA-256 beside it (``<name>.json``, renamed into place too),
+so other processes see whole files only; a cached build is loaded only when it matches its
+record (a truncated file would kill the process with SIGBUS when loaded) and exports the
+kernel's functions, else it is rebuilt and replaced. A cache folder that cannot be written to is
+passed over for a private temporary folder. The compiler's version is asked once per process, and
+the outcome of loading, success or failure, is kept for the life of the process: :func:`origin`
+says where the kernel came from, :func:`unavailable_reason` why there is none.
+
 The kernel works on float32 logits with a unit column stride; rows are split into blocks of
 about :data:`BLOCK_ELEMENTS` elements that Python threads (one per
 ``torch.get_num_threads()``) hand to the kernel, which runs without the GIL (ctypes releases
@@ -19,8 +28,10 @@ for every number of threads.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import json
 import math
 import os
 import platform
@@ -40,7 +51,16 @@ from focalrec._focal import prebuilt
 from focalrec._focal.blocks import run_blocks
 from focalrec._focal.inputs import FocalInputs
 
-__all__ = ["BLOCK_ELEMENTS", "forward", "load", "origin", "supports", "unavailable_reason"]
+__all__ = [
+    "BLOCK_ELEMENTS",
+    "cache_folder",
+    "forward",
+    "load",
+    "origin",
+    "supports",
+    "unavailable_reason",
+    "uncached_reason",
+]
 
 BLOCK_ELEMENTS = 1 << 16
 """Elements per block of rows: the unit of work of a thread and of the partial sums."""
@@ -82,11 +102,19 @@ class _Args(ctypes.Structure):
 
 
 _lock = threading.Lock()
-_library: ctypes.CDLL | None = None
+_library: _Kernel | None = None
 _reason: str | None = None
-_origin: str | None = None
 _prebuilt_note: str | None = None  # why a shipped prebuilt kernel was not used
 _tried = False
+_versions: dict[tuple[str, ...], tuple[bool, str]] = {}  # command -> (ran, --version or why not)
+
+
+class _Kernel(ctypes.CDLL):
+    """The loaded library, with where it came from (:func:`origin`) and the file it is at."""
+
+    origin: str = ""
+    path: Path | None = None
+    uncached: str | None = None  # why the build is not cached, when it is not
 
 
 def _compiler() -> list[str] | None:
@@ -100,6 +128,27 @@ def _compiler() -> list[str] | None:
     return None
 
 
+def _compiler_version(compiler: list[str]) -> str:
+    """The output of ``compiler --version`` (part of the cache key), asked once per process.
+
+    Raises:
+        OSError: If the compiler cannot be run (the message says why; remembered too).
+    """
+    key = tuple(compiler)
+    if key not in _versions:
+        try:
+            done = subprocess.run(
+                [*compiler, "--version"], capture_output=True, text=True, timeout=60
+            )
+            _versions[key] = (True, done.stdout)
+        except (OSError, subprocess.SubprocessError) as e:
+            _versions[key] = (False, f"running {compiler[0]} failed: {e}")
+    ok, text = _versions[key]
+    if not ok:
+        raise OSError(text)
+    return text
+
+
 def _cpu_features() -> str:
     """What the build depends on besides the source: the CPU's feature flags where Linux says."""
     try:
@@ -111,29 +160,82 @@ def _cpu_features() -> str:
     return f"{platform.machine()} {platform.processor()}"
 
 
-def _cache_dir() -> Path | None:
-    """A private cache folder, or None when none can be had safely."""
+def _cache_root() -> Path:
+    """``$FOCALREC_CACHE_DIR``, else ``$XDG_CACHE_HOME/focalrec``, else ``~/.cache/focalrec``."""
     root = os.environ.get("FOCALREC_CACHE_DIR")
     if root:
-        path = Path(root)
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        path = Path(base) / "focalrec"
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "focalrec"
+
+
+def _cache_dir() -> Path | str:
+    """The private cache folder, or why none can be had safely."""
+    path = _cache_root()
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = path.stat()
-    except OSError:
-        return None
-    if hasattr(os, "getuid") and (
-        info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    ):
-        return None
+    except OSError as e:
+        return f"the cache folder {path} cannot be made ({e})"
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"the cache folder {path} belongs to another user"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"others may write to the cache folder {path}"
     return path
 
 
-def _build(compiler: list[str], target: Path) -> str | None:
-    """Compile native.c into ``target`` atomically; the compiler's message on failure."""
+def _record_path(path: Path) -> Path:
+    """The file beside a build that holds its size and SHA-256, written when it was built."""
+    return path.with_name(path.name + ".json")
+
+
+def _fingerprint(path: Path) -> dict[str, object]:
+    data = path.read_bytes()
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _check_record(path: Path) -> str | None:
+    """Why the cached build at ``path`` must not be loaded (None: it matches its record).
+
+    A build is only ever loaded after this check: a truncated file (a full disk, a killed copy)
+    would crash the process when loaded (SIGBUS), a foreign one would lack the kernel.
+    """
+    try:
+        record = json.loads(_record_path(path).read_text())
+    except (OSError, ValueError) as e:
+        return f"it has no readable record of its size and hash ({type(e).__name__})"
+    try:
+        size = path.stat().st_size
+        if not isinstance(record, dict) or size != record.get("size"):
+            got = record.get("size") if isinstance(record, dict) else None
+            return f"it is {size} bytes, its record says {got}"
+        if _fingerprint(path) != record:
+            return "its SHA-256 differs from its record"
+    except OSError as e:
+        return f"it cannot be read ({e})"
+    return None
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _build(compiler: list[str], folder: Path, name: str) -> Path | str:
+    """Compile native.c into a new file in ``folder`` (a temporary name that starts with
+    ``.name.``); its path, or the compiler's message on failure.
+
+    Raises:
+        OSError: If no file can be made in ``folder``.
+    """
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
     os.close(fd)
     message = ""
     try:
@@ -142,40 +244,90 @@ def _build(compiler: list[str], target: Path) -> str | None:
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             except (OSError, subprocess.SubprocessError) as e:
-                return f"running {compiler[0]} failed: {e}"
+                message = f"running {compiler[0]} failed: {e}"
+                break
             if done.returncode == 0:
-                os.replace(tmp, target)
-                return None
-            last = (done.stderr or done.stdout).strip().splitlines()[-1:]
-            message = f"{compiler[0]} failed: {' '.join(last)}"
+                result, tmp = Path(tmp), ""
+                return result
+            last = " ".join((done.stderr or done.stdout).strip().splitlines()[-1:])
+            message = f"{compiler[0]} failed (exit status {done.returncode})"
+            message += f": {last}" if last else ""
         return message
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
 
 
-def _open(path: Path) -> ctypes.CDLL | str:
+def _open(path: Path) -> _Kernel | str:
+    """The library at ``path`` with its functions declared, or why it is not the kernel."""
     try:
-        lib = ctypes.CDLL(str(path))
+        lib = _Kernel(str(path))
     except OSError as e:
         return f"loading {path} failed: {e}"
-    lib.focal_args_size.restype = ctypes.c_int64
-    if lib.focal_args_size() != ctypes.sizeof(_Args):
+    try:
+        args_size, blocks = lib.focal_args_size, lib.focal_blocks
+    except AttributeError as e:
+        return f"{path} is not focalrec's kernel ({e})"
+    args_size.restype = ctypes.c_int64
+    if args_size() != ctypes.sizeof(_Args):
         return f"{path} does not match this version of focalrec"
-    lib.focal_blocks.restype = ctypes.c_int
-    lib.focal_blocks.argtypes = [
-        ctypes.POINTER(_Args),
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-    ]
+    blocks.restype = ctypes.c_int
+    blocks.argtypes = [ctypes.POINTER(_Args), ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.path = path
     return lib
 
 
-def _load() -> ctypes.CDLL | str:
-    global _origin, _prebuilt_note
+def _build_and_open(compiler: list[str], folder: Path, name: str) -> _Kernel | str:
+    """Build into ``folder``, load that file, then publish it as ``folder / name`` with its
+    record (each by an atomic rename, so that other processes see whole files only).
+
+    The new file is loaded under its own temporary name, never a name this process may have
+    loaded before (the dynamic loader would hand back the earlier library).
+
+    Raises:
+        OSError: If no file can be made in ``folder``.
+    """
+    built = _build(compiler, folder, name)
+    if isinstance(built, str):
+        return built
+    try:
+        record = json.dumps(_fingerprint(built)).encode()
+        lib = _open(built)
+        if isinstance(lib, str):
+            return lib
+        target = folder / name
+        lib.path = None
+        with contextlib.suppress(OSError):  # not cached, or without its record: rebuilt later
+            os.replace(built, target)
+            lib.path = target
+            _write_atomically(_record_path(target), record)
+        return lib
+    finally:
+        built.unlink(missing_ok=True)
+
+
+def _build_name(compiler: list[str], version: str) -> str:
+    """The file name of the build: a hash of the source, compiler, flags and CPU."""
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(compiler + list(_FLAGS)).encode()):
+        key.update(part)
+    for text in (version, _cpu_features(), platform.machine()):
+        key.update(text.encode())
+    return f"focal-{key.hexdigest()[:20]}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
+
+
+def _load() -> _Kernel | str:
+    """The kernel, from the cache or built now, with its :attr:`_Kernel.origin`; or why not.
+
+    A cached build is loaded only when it matches the size and SHA-256 recorded beside it;
+    otherwise (or when it is not the kernel) it is rebuilt and replaced. A cache folder that
+    cannot be used or written to is passed over for a private temporary folder.
+    """
+    global _prebuilt_note
     shipped = prebuilt.load(_open)
     if shipped.library is not None:
-        _origin = shipped.about
+        assert isinstance(shipped.library, _Kernel)
+        shipped.library.origin = shipped.about
         return shipped.library
     if shipped.final:
         return shipped.about
@@ -186,63 +338,109 @@ def _load() -> ctypes.CDLL | str:
     if compiler is None:
         return "no C compiler found (set CC, or install cc, gcc or clang)"
     try:
-        version = subprocess.run(
-            [*compiler, "--version"], capture_output=True, text=True, timeout=60
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"running {compiler[0]} failed: {e}"
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(compiler + list(_FLAGS)).encode()):
-        key.update(part)
-    for text in (version, _cpu_features(), platform.machine()):
-        key.update(text.encode())
-    name = f"focal-{key.hexdigest()[:20]}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
+        name = _build_name(compiler, _compiler_version(compiler))
+    except OSError as e:
+        return str(e)
     cache = _cache_dir()
-    if cache is not None:
+    notes = []
+    if isinstance(cache, Path):
         path = cache / name
-        if not path.is_file():
-            error = _build(compiler, path)
-            if error is not None:
-                return error
-        return _open(path)
+        if path.exists():
+            problem = _check_record(path)
+            if problem is None:
+                lib = _open(path)
+                if not isinstance(lib, str):
+                    lib.origin = f"built at run time, cached in {path}"
+                    return lib
+                problem = lib
+            notes.append(f"the cached build {path} was not loaded: {problem}")
+        if os.access(cache, os.W_OK | os.X_OK):
+            try:
+                lib = _build_and_open(compiler, cache, name)
+            except OSError as e:
+                notes.append(f"building into {cache} failed ({e})")
+            else:
+                if isinstance(lib, str):
+                    return "; ".join([*notes, lib])
+                if lib.path is None:
+                    lib.uncached = "; ".join([*notes, f"{cache / name} could not be written"])
+                where = lib.path or "a temporary file (not cached)"
+                lib.origin = "; ".join([f"built at run time into {where}", *notes])
+                return lib
+        else:
+            notes.append(f"the cache folder {cache} is not writable")
+    else:
+        notes.append(cache)
     # No usable cache: build into a private temporary folder, load, and remove it.
-    with tempfile.TemporaryDirectory(prefix="focalrec-") as tmp:
-        error = _build(compiler, Path(tmp) / name)
-        return error if error is not None else _open(Path(tmp) / name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="focalrec-") as tmp:
+            lib = _build_and_open(compiler, Path(tmp), name)
+    except OSError as e:
+        return "; ".join([*notes, f"building into a temporary folder failed ({e})"])
+    if isinstance(lib, str):
+        return "; ".join([*notes, lib])
+    lib.origin = "; ".join(["built at run time into a temporary folder (not cached)", *notes])
+    lib.path = None
+    lib.uncached = "; ".join(notes)
+    return lib
 
 
 def load() -> ctypes.CDLL | None:
-    """The kernel (prebuilt, else compiled), loaded on the first call; None if none can be had."""
-    global _library, _origin, _reason, _tried
+    """The kernel (prebuilt, else compiled), loaded on the first call; None if it cannot be
+    had here. The outcome, success or failure, is kept for the life of the process.
+    """
+    global _library, _reason, _tried
+    prebuilt.requested_variant()  # a misspelt FOCALREC_KERNEL_VARIANT raises, and is not kept
     if not _tried:
         with _lock:
             if not _tried:
-                loaded = _load()
+                try:
+                    loaded = _load()
+                except Exception as e:  # never let the kernel's machinery break the loss
+                    loaded = f"loading the compiled kernel failed: {type(e).__name__}: {e}"
                 note = "" if _prebuilt_note is None else f" (prebuilt kernel: {_prebuilt_note})"
                 if isinstance(loaded, str):
                     _reason = loaded + note
                 else:
+                    loaded.origin += note
                     _library = loaded
-                    if _origin is None:
-                        _origin = f"built at run time {loaded._name}{note}"
                 _tried = True
     return _library
-
-
-def origin() -> str | None:
-    """Where the kernel came from (after :func:`load`), or None when there is none.
-
-    ``"prebuilt <variant> kernel <path>"`` when a platform wheel's library serves, else
-    ``"built at run time <path>"``.
-    """
-    load()
-    return _origin
 
 
 def unavailable_reason() -> str | None:
     """Why the kernel cannot be used here (after :func:`load`), or None when it can."""
     load()
     return _reason
+
+
+def origin() -> str | None:
+    """Where the loaded kernel came from (after :func:`load`), or None when it is not loaded.
+
+    ``"prebuilt <variant> kernel <path>"`` when a platform wheel's library serves, else for
+    example ``"built at run time, cached in /home/me/.cache/focalrec/focal-....so"``.
+    """
+    load()
+    return None if _library is None else _library.origin
+
+
+def uncached_reason() -> str | None:
+    """Why the loaded kernel could not be cached (each process builds it anew), or None."""
+    load()
+    return None if _library is None else _library.uncached
+
+
+def cache_folder() -> Path:
+    """The folder the run-time build is cached in (whether or not it can be used)."""
+    return _cache_root()
+
+
+def _ordered_sum(parts: list[float]) -> float:
+    """The exactly rounded sum of the block sums (:func:`math.fsum`), independent of their
+    grouping; with infinite or NaN parts it is NaN or the infinity, as float addition gives."""
+    if all(math.isfinite(v) for v in parts):
+        return math.fsum(parts)
+    return sum(parts)  # inf + -inf is nan here, where fsum raises
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -274,8 +472,11 @@ def forward(
     rows, cols = x.shape
     grad = None
     if need_grad:
-        grad = torch.empty_like(x) if grad_into is None else grad_into.detach()
-        assert grad.stride(-1) == 1 or cols <= 1, "grad_into needs a unit column stride"
+        grad = torch.empty(rows, cols) if grad_into is None else grad_into.detach()
+        if grad.stride(-1) != 1 and cols > 1 and rows > 0:
+            raise ValueError(
+                f"`grad_into` needs a unit column stride, got strides {tuple(grad.stride())}"
+            )
     value = torch.empty(rows, cols) if elementwise else None
     dense = inp.dense
     if dense is not None and dense.dtype not in (torch.float32, torch.bool):
@@ -324,7 +525,7 @@ def forward(
         sums = torch.empty(num_blocks, dtype=torch.float64)
         ref, out = ctypes.byref(args), sums.data_ptr()
         run_blocks(lambda first, last: lib.focal_blocks(ref, first, last, out), num_blocks)
-        total = math.fsum(sums.tolist())
+        total = _ordered_sum(sums.tolist())
     if value is not None:
         return value, grad
     return torch.tensor(total, dtype=torch.float32), grad

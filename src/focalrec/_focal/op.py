@@ -18,6 +18,12 @@ and backward is out of place. When backward itself is differentiated (``create_g
 backward is the second derivative; the second derivative has no derivative registered, so a
 third-order derivative raises PyTorch's error for that instead of returning a wrong number.
 
+The operators serve the machinery that needs them: ``torch.compile``, ``torch.export``,
+``torch.func``, tracing, modes and tensor subclasses. A plain eager call (:func:`_direct`) runs
+the operators' Python implementations directly, inside the same autograd functions: the same
+values and gradients, without the import of ``torch._dynamo`` that the first call of a
+``torch.library`` operator costs (a second and over 100 MB in a fresh process).
+
 Backends (:func:`backend_name`): ``native`` (the compiled CPU kernel, float32 CPU logits),
 ``triton`` (the Triton kernel, float32/float16/bfloat16 logits on a GPU Triton supports, when
 ``triton`` imports) and ``torch`` (everything else, and the second derivative).
@@ -30,6 +36,9 @@ Triton's interpreter, ``TRITON_INTERPRET=1``, which the tests use).
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import warnings
 from typing import Any
 
 import torch
@@ -38,11 +47,13 @@ from torch import Tensor
 from focalrec._focal import native, torch_kernel, triton_kernel
 from focalrec._focal.inputs import FocalInputs
 from focalrec._indices import values_readable
+from focalrec._warnings import SlowPathWarning
 
 __all__ = [
     "BACKENDS",
     "FocalDerivativeFunction",
     "FocalLossFunction",
+    "SlowPathWarning",
     "backend_name",
     "evaluate",
     "focal_loss",
@@ -52,8 +63,12 @@ BACKENDS = ("auto", "native", "torch", "triton")
 """Values of the ``FOCALREC_BACKEND`` environment variable."""
 
 
-def backend_name(inp: FocalInputs) -> str:
-    """The backend that evaluates ``inp``: ``FOCALREC_BACKEND``, else the first that applies."""
+def backend_name(inp: FocalInputs, *, warn: bool = True) -> str:
+    """The backend that evaluates ``inp``: ``FOCALREC_BACKEND``, else the first that applies.
+
+    With ``warn``, the first time in the process that a slower path serves than this machine
+    could run, a :class:`SlowPathWarning` says why and how to fix it.
+    """
     forced = os.environ.get("FOCALREC_BACKEND", "auto").strip().lower() or "auto"
     if forced not in BACKENDS:
         raise ValueError(f"FOCALREC_BACKEND must be one of {BACKENDS}, got {forced!r}")
@@ -80,11 +95,47 @@ def backend_name(inp: FocalInputs) -> str:
             raise ValueError(f"FOCALREC_BACKEND=triton does not apply: {reason}")
         return "triton"
     if inp.logits.device.type == "cpu":
-        if native.supports(inp) and native.load() is not None:
-            return "native"
+        if native.supports(inp):
+            if native.load() is not None:
+                if warn and native.uncached_reason() is not None:
+                    _warn_once("uncached", _UNCACHED.format(reason=native.uncached_reason()))
+                return "native"
+            if warn:
+                _warn_once("native", _NO_KERNEL.format(reason=native.unavailable_reason()))
     elif triton_kernel.supports(inp):
         return "triton"
     return "torch"
+
+
+_NO_KERNEL = (
+    "focalrec: float32 CPU logits run on the torch path, slower than the compiled kernel, which "
+    "is not available here: {reason}. To fix: install a C compiler (cc, gcc or clang) or set CC "
+    "to one; or set FOCALREC_BACKEND=torch to choose the torch path and silence this warning. "
+    "focalrec.show_config() lists the backends."
+)
+_UNCACHED = (
+    "focalrec: the compiled CPU kernel could not be cached, so every process compiles it "
+    "anew: {reason}. To fix: set FOCALREC_CACHE_DIR to a folder that only you can write to; "
+    "or set FOCALREC_BACKEND=torch to skip the kernel. focalrec.show_config() lists the backends."
+)
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(key: str, message: str) -> None:
+    """Warn with ``message`` the first time ``key`` comes up in this process, at the user's call
+    (the first frame outside focalrec and torch)."""
+    if key in _warned:
+        return
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    inside = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(torch.__file__))
+    frame, level = sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, SlowPathWarning, stacklevel=level)
 
 
 def evaluate(
@@ -119,8 +170,7 @@ def _derivative(inp: FocalInputs, order: int) -> Tensor:
 # custom operators
 
 
-@torch.library.custom_op("focalrec::focal_loss", mutates_args=())
-def _focal_loss_op(
+def _focal_loss_impl(
     logits: Tensor,
     dense: Tensor | None,
     index: Tensor | None,
@@ -133,9 +183,13 @@ def _focal_loss_op(
     elementwise: bool,
     need_grad: bool,
 ) -> tuple[Tensor, Tensor]:
+    """The loss and, if asked, its gradient (empty if not): the operator's implementation."""
     inp = FocalInputs(logits, dense, index, alpha, alpha_vec, gamma, weight, scale, col_offset)
     out, grad = evaluate(inp, elementwise, need_grad)
     return out, logits.new_empty(0) if grad is None else grad
+
+
+_focal_loss_op = torch.library.custom_op("focalrec::focal_loss", mutates_args=())(_focal_loss_impl)
 
 
 @_focal_loss_op.register_fake
@@ -157,8 +211,7 @@ def _(
     return out, torch.empty_like(logits) if need_grad else logits.new_empty(0)
 
 
-@torch.library.custom_op("focalrec::focal_loss_derivative", mutates_args=())
-def _focal_loss_derivative_op(
+def _focal_loss_derivative_impl(
     logits: Tensor,
     dense: Tensor | None,
     index: Tensor | None,
@@ -170,8 +223,14 @@ def _focal_loss_derivative_op(
     col_offset: int,
     order: int,
 ) -> Tensor:
+    """The first or second derivative of each term: the operator's implementation."""
     inp = FocalInputs(logits, dense, index, alpha, alpha_vec, gamma, weight, scale, col_offset)
     return _derivative(inp, order)
+
+
+_focal_loss_derivative_op = torch.library.custom_op(
+    "focalrec::focal_loss_derivative", mutates_args=()
+)(_focal_loss_derivative_impl)
 
 
 @_focal_loss_derivative_op.register_fake
@@ -216,6 +275,53 @@ torch.library.register_vmap(
 
 
 # --------------------------------------------------------------------------------------------------
+# plain eager calls: the operators' implementations, called directly
+
+_PLAIN_TENSORS = (Tensor, torch.nn.Parameter)
+
+
+def _direct(args: tuple[Any, ...]) -> bool:
+    """Whether a call with ``args`` may run the operator's implementation directly.
+
+    Calling a ``torch.library`` operator in eager mode imports ``torch._dynamo`` on its first
+    call (a second and over 100 MB in a fresh process). Only the machinery that needs the
+    operator gets it: ``torch.compile`` and ``torch.export`` (compiling), ``torch.func``
+    transforms (functorch), ``torch.jit.trace``, any torch-function or dispatch mode (fake
+    tensors, ``torch.device`` contexts, FLOP counters), tensor subclasses or meta tensors; so
+    does a call that autograd records (in a backward with ``create_graph=True``: differentiating
+    the second derivative must raise PyTorch's error for an operator without a derivative). A
+    plain eager call runs the same Python function without the dispatcher: the same values and
+    gradients.
+    """
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._is_torch_function_mode_enabled()
+        or torch._C._len_torch_dispatch_stack() > 0
+        or torch._C._get_tracing_state() is not None  # torch.jit.trace
+    ):
+        return False
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False  # recorded by autograd: the operator, whose derivative raises if undefined
+    return all(type(t) in _PLAIN_TENSORS and t.device.type != "meta" for t in tensors)
+
+
+def _loss_call(*args: Any) -> tuple[Tensor, Tensor]:
+    """``focalrec::focal_loss``, or its implementation directly where :func:`_direct`."""
+    out: tuple[Tensor, Tensor] = (_focal_loss_impl if _direct(args) else _focal_loss_op)(*args)
+    return out
+
+
+def _derivative_call(*args: Any) -> Tensor:
+    """``focalrec::focal_loss_derivative``, or its implementation directly where
+    :func:`_direct`."""
+    direct = _direct(args)
+    out: Tensor = (_focal_loss_derivative_impl if direct else _focal_loss_derivative_op)(*args)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # autograd
 
 
@@ -236,7 +342,7 @@ class FocalDerivativeFunction(torch.autograd.Function):
         scale: Tensor | None,
         col_offset: int,
     ) -> Tensor:
-        out: Tensor = _focal_loss_derivative_op(
+        out: Tensor = _derivative_call(
             logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset, 1
         )
         return out
@@ -252,7 +358,7 @@ class FocalDerivativeFunction(torch.autograd.Function):
     def _second(ctx: Any, tensors: tuple[Tensor | None, ...]) -> Tensor:
         logits, dense, index, alpha_vec, weight, scale = tensors
         alpha, gamma, col_offset = ctx.hyper
-        out: Tensor = _focal_loss_derivative_op(
+        out: Tensor = _derivative_call(
             logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset, 2
         )
         return out
@@ -286,7 +392,7 @@ class FocalLossFunction(torch.autograd.Function):
         elementwise: bool,
         need_grad: bool,
     ) -> tuple[Tensor, Tensor]:
-        out: tuple[Tensor, Tensor] = _focal_loss_op(
+        out: tuple[Tensor, Tensor] = _loss_call(
             logits,
             dense,
             index,
@@ -334,12 +440,12 @@ class FocalLossFunction(torch.autograd.Function):
         if not ctx.eager:
             kept = saved[6]
             if kept is None:
-                kept = _focal_loss_derivative_op(logits, *args, 1)
+                kept = _derivative_call(logits, *args, 1)
             return (kept * grad_out).to(logits.dtype), *rest
         grad = ctx.kept
         ctx.kept = None  # handed on: a second backward (retain_graph=True) recomputes it
         if grad is None:
-            grad = _focal_loss_derivative_op(logits, *args, 1)
+            grad = _derivative_call(logits, *args, 1)
         if elementwise or grad_out.device.type != "cpu" or float(grad_out) != 1.0:
             grad.mul_(grad_out.to(grad.dtype))
         return grad, *rest

@@ -39,6 +39,8 @@ compiled and Triton kernels evaluate the same formulas.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -68,6 +70,22 @@ def _finite(x: Tensor) -> Tensor:
     return x.clamp_max(torch.finfo(x.dtype).max)
 
 
+def _gamma_times_omp(gamma: float, omp: Tensor, s: Tensor) -> Tensor | None:
+    """``gamma (1 - p)`` with ``1 - p = exp(-s(y))`` taken in log space where it underflows, or
+    None where that cannot matter.
+
+    ``sigmoid(-y)`` underflows to 0 (float32: ``y`` above about 88) while ``gamma (1 - p) s(y)``
+    may still be of order 1 for a huge ``gamma`` (``gamma = 1e36`` at ``y = 92``: 0.01).
+    Where ``1 - p`` is below the dtype's smallest normal number, the term is
+    ``exp(log(gamma) - s(y))``. For ``gamma`` small enough that ``gamma (1 - p) s(y)`` is then
+    below the rounding of ``p`` (about 1), the plain product is exact to rounding: None.
+    """
+    info = torch.finfo(omp.dtype)
+    if gamma * info.tiny * 1e3 < info.eps:  # s(y) < 1e3 wherever 1 - p is about tiny
+        return None
+    return torch.where(omp >= info.tiny, omp * gamma, torch.exp(math.log(gamma) - s))
+
+
 def hard_terms(
     y: Tensor, gamma: float, *, need_grad: bool = True, need_hess: bool = False
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -80,7 +98,13 @@ def hard_terms(
         return value, None, None
     s_fin = _finite(s)
     omp_s = omp * s_fin
-    grad = (pg * gamma) * omp_s + pg * p if need_grad else None
+    grad = None
+    if need_grad:
+        gamma_omp = _gamma_times_omp(gamma, omp, s)
+        if gamma_omp is None:
+            grad = (pg * gamma) * omp_s + pg * p
+        else:
+            grad = pg * (gamma_omp * s_fin) + pg * p
     hess = None
     if need_hess:
         inner = (gamma * gamma) * omp_s + (2.0 * gamma + 1.0) * p - (gamma * p) * s_fin
