@@ -31,6 +31,7 @@ from focalrec._linear.plan import (
     check_reduction,
     make_plan,
 )
+from focalrec._linear.sampled import AccidentalHits, check_accidental_hits, sampled_loss
 from focalrec.losses import (
     _check_hyper,
 )
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEVICE_CHUNK_SIZE",
+    "AccidentalHits",
     "LinearFocalLoss",
     "LinearReduction",
     "linear_sigmoid_focal_loss",
@@ -61,6 +63,8 @@ def linear_sigmoid_focal_loss(
     item_offset: int | None = None,
     num_items: int | None = None,
     process_group: ProcessGroup | None = None,
+    negatives: Tensor | None = None,
+    accidental_hits: AccidentalHits = "remove",
     validate_args: bool = True,
 ) -> Tensor:
     r"""Sigmoid focal loss of the logits ``F.linear(input, linear_weight, linear_bias)``, computed
@@ -132,6 +136,39 @@ def linear_sigmoid_focal_loss(
     must call forward and backward. :class:`LinearFocalLoss` splits a catalogue into such
     ranges.
 
+    **Sampled negatives.** With ``negatives``, the loss covers each row's positives (the
+    index-list ``target``; dense targets are refused) and the given catalogue ids only, not
+    the whole catalogue: row ``i`` scores the :math:`P_i` distinct ids of ``target[i]`` with
+    target 1 and the :math:`k` ids of ``negatives[i]`` (or of a shared ``(k,)`` tensor) with
+    target 0,
+
+    .. math::
+
+        L = \frac{1}{D} \sum_{i < N} \Big( \sum_{j \in T_i} w_{ij}\,\mathrm{FL}(z_{ij}, 1)
+        + \sum_{l < k} m_{il}\, w_{i n_{il}}\,\mathrm{FL}(z_{i n_{il}}, 0) \Big),
+
+    the focal terms being :func:`focalrec.sigmoid_focal_loss`'s. Only the scored rows of the
+    weight are gathered: the logits are ``(N, P + k)``, formed by a batched matmul (one matmul
+    for shared negatives), at a cost of :math:`N (P + k) d` instead of :math:`N C d`; the
+    gradients of ``linear_weight`` and ``linear_bias`` are scattered into the gathered rows
+    (the other rows get 0). Memory: the gathered rows, :math:`N (P + k) d` elements (shared
+    negatives: :math:`N P d + k d`), and as much for their gradient; ``chunk_size`` does not
+    apply. **Duplicates** in ``negatives`` count as drawn (an id drawn twice is two terms);
+    repeated positives count once, as always. **Accidental hits**, a negative equal to one of
+    its row's positives: ``accidental_hits="remove"`` (the default) masks it out
+    (:math:`m_{il} = 0`: no term, not counted by the divisor), ``"keep"`` scores it as a
+    negative as well (gSASRec's behaviour; :math:`m_{il} = 1`). The divisor :math:`D`:
+    ``"mean"``, the number of scored entries (with ``weight``, their summed weight),
+    :math:`\sum_i (P_i + k)` less the removed hits, so one positive and ``k`` negatives per
+    row give gSASRec's mean over :math:`1 + k` terms; ``"sum"``, 1; ``"sum_over_positives"``,
+    the number of positives as in the full layer. With item shards, negatives are catalogue
+    ids: each rank scores those in its range (the others give nothing there), the divisor
+    counts over all ranks, and the gradient of ``input`` is all-reduced, as in the full
+    layer. Under ``torch.compile`` the sampled loss is traced as ordinary operations
+    (``fullgraph=True`` included; over a process group it runs eagerly, a graph break).
+    :func:`focalrec.sample_negatives` draws the ids; the "Choosing a loss" guide has the gBCE
+    recipe.
+
     Args:
         input: Features ``(N, d)``, floating point.
         linear_weight: Output-layer weight ``(C, d)``, with the input's device and dtype
@@ -159,9 +196,14 @@ def linear_sigmoid_focal_loss(
         process_group: The group over which the catalogue is split, or ``None``. The three
             arguments describe an item shard as everywhere in focalrec (top-k from
             embeddings takes the same).
-        validate_args: Check the values of ``target``, ``alpha`` and ``weight`` and that the
-            loss is not NaN (reads them from the device). Shapes, dtypes and ``gamma`` are
-            always checked.
+        negatives: Optional catalogue ids of sampled negatives, an integer tensor ``(N, k)``
+            (per row) or ``(k,)`` (shared by the batch), in ``[0, num_items)``; see
+            "Sampled negatives" above.
+        accidental_hits: ``"remove"`` or ``"keep"``: what a negative equal to one of its
+            row's positives does (used with ``negatives`` only).
+        validate_args: Check the values of ``target``, ``negatives``, ``alpha`` and
+            ``weight`` and that the loss is not NaN (reads them from the device). Shapes,
+            dtypes and ``gamma`` are always checked.
 
     Returns:
         The loss, a scalar of dtype ``torch.promote_types(input.dtype, torch.float32)``.
@@ -191,7 +233,43 @@ def linear_sigmoid_focal_loss(
         >>> unfused.backward()
         >>> torch.allclose(grad, features.grad, atol=1e-7)
         True
+
+        The loss over one positive and 8 sampled items per row, against the gathered
+        logits (gSASRec's setting):
+
+        >>> one = torch.tensor([[3], [42], [0], [7]])
+        >>> negatives = torch.randint(0, 100, (4, 8))
+        >>> sampled = linear_sigmoid_focal_loss(
+        ...     features, head.weight, one, linear_bias=head.bias, negatives=negatives,
+        ...     accidental_hits="keep",
+        ... )
+        >>> gathered = head(features).gather(1, torch.cat([one, negatives], dim=1))
+        >>> labels = torch.cat([torch.ones(4, 1), torch.zeros(4, 8)], dim=1)
+        >>> torch.allclose(sampled, sigmoid_focal_loss(gathered, labels))
+        True
     """
+    if negatives is not None:
+        loss = sampled_loss(
+            input,
+            linear_weight,
+            target,
+            negatives,
+            linear_bias,
+            alpha,
+            gamma,
+            reduction,
+            weight,
+            chunk_size,
+            item_offset,
+            num_items,
+            process_group,
+            accidental_hits,
+            validate_args,
+        )
+        if validate_args and values_readable() and bool(torch.isnan(loss)):
+            raise_nan(input, linear_weight, linear_bias)
+        return loss
+    check_accidental_hits(accidental_hits)
     plan = make_plan(
         input,
         linear_weight,
@@ -266,6 +344,9 @@ class LinearFocalLoss(nn.Module):
         chunk_size: ``(rows, items)`` of one chunk of logits; see
             :func:`linear_sigmoid_focal_loss`.
         process_group: The group over which the catalogue is split, or ``None``.
+        accidental_hits: ``"remove"`` or ``"keep"``: sampled negatives (``forward``'s
+            ``negatives``) equal to a positive of their row; see
+            :func:`linear_sigmoid_focal_loss`.
         validate_args: Check argument values on every call.
         device: Device of the parameters.
         dtype: Dtype of the parameters.
@@ -298,6 +379,7 @@ class LinearFocalLoss(nn.Module):
         prior: float | Tensor | None = 0.01,
         chunk_size: tuple[int, int] | None = None,
         process_group: ProcessGroup | None = None,
+        accidental_hits: AccidentalHits = "remove",
         validate_args: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -310,6 +392,7 @@ class LinearFocalLoss(nn.Module):
         _check_hyper(alpha, gamma, reduction, num_items, validate_args)
         check_chunk_size(chunk_size)
         check_process_group(process_group)
+        check_accidental_hits(accidental_hits)
         if process_group is not None:
             eager_over_group()  # so that under torch.compile the graph break says why
         self.in_features = in_features
@@ -329,10 +412,20 @@ class LinearFocalLoss(nn.Module):
         self.gamma = float(gamma)
         self.reduction: LinearReduction = reduction
         self.chunk_size = chunk_size
+        self.accidental_hits: AccidentalHits = accidental_hits
         self.validate_args = validate_args
 
-    def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-        """The loss of ``F.linear(input, self.weight, self.bias)`` against ``target``."""
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        *,
+        negatives: Tensor | None = None,
+    ) -> Tensor:
+        """The loss of ``F.linear(input, self.weight, self.bias)`` against ``target``; with
+        ``negatives`` (catalogue ids ``(N, k)`` or ``(k,)``), over each row's positives and
+        those items only (see :func:`linear_sigmoid_focal_loss`)."""
         return linear_sigmoid_focal_loss(
             input,
             self.weight,
@@ -346,6 +439,8 @@ class LinearFocalLoss(nn.Module):
             item_offset=self.item_offset,
             num_items=self.num_items,
             process_group=self.process_group,
+            negatives=negatives,
+            accidental_hits=self.accidental_hits,
             validate_args=self.validate_args,
         )
 

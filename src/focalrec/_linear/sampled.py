@@ -1,0 +1,287 @@
+r"""The fused layer over sampled negatives: each row's positives and ``k`` given item ids only.
+
+The logits of the scored items are formed by gathering their rows of the weight, ``(N, P + k)``
+of them (``P`` the width of the index-list target), at a cost of :math:`N (P + k) d`; the focal
+terms are :func:`focalrec.sigmoid_focal_loss`'s on those logits (targets 1 for the positives, 0
+for the negatives), and autograd scatters the gradients back into the rows of the weight and the
+bias that were gathered (an ``index_add``). Nothing of size ``(N, C)`` is formed and no matmul
+runs over the whole catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from focalrec._checks import (
+    check_chunk_size,
+    check_linear_layer,
+    check_process_group,
+    check_same_device,
+)
+from focalrec._indices import (
+    check_index_list,
+    first_occurrence,
+    is_index_list,
+    isin_rows,
+    values_readable,
+)
+from focalrec._linear.loop import finish_divisor
+from focalrec._linear.plan import autocast_dtype, check_reduction
+from focalrec._shard import gather_sizes, item_layout
+from focalrec.losses import _check_hyper, _check_weight, _stable_sum, sigmoid_focal_loss
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = [
+    "ACCIDENTAL_HITS",
+    "AccidentalHits",
+    "check_accidental_hits",
+    "check_negatives",
+    "sampled_loss",
+]
+
+AccidentalHits = Literal["remove", "keep"]
+ACCIDENTAL_HITS: tuple[str, ...] = ("remove", "keep")
+"""The accepted values of ``accidental_hits``."""
+
+
+def check_accidental_hits(accidental_hits: object) -> None:
+    if accidental_hits not in ACCIDENTAL_HITS:
+        raise ValueError(
+            f"`accidental_hits` must be one of {ACCIDENTAL_HITS}, got {accidental_hits!r}"
+        )
+
+
+def check_negatives(
+    negatives: object, input: Tensor, num_items: int, validate_args: bool
+) -> Tensor:
+    """``negatives`` as an ``(N, k)`` int64 tensor (a ``(k,)`` one expanded, not copied), after
+    checking its type, dtype, device, shape and (with ``validate_args``) its ids."""
+    if not isinstance(negatives, Tensor):
+        got = type(negatives).__name__
+        raise TypeError(f"`negatives` must be a torch.Tensor or None, got {got}")
+    if not is_index_list(negatives):
+        raise TypeError(
+            f"`negatives` must be an integer tensor of catalogue item ids, got dtype "
+            f"{negatives.dtype}"
+        )
+    check_same_device(negatives, "negatives", input, "input")
+    n = input.shape[0]
+    if negatives.ndim not in (1, 2) or (negatives.ndim == 2 and negatives.shape[0] != n):
+        raise ValueError(
+            f"`negatives` must have shape (k,) (shared by the batch) or ({n}, k) (one row of "
+            f"ids per row of `input`), got shape {tuple(negatives.shape)}"
+        )
+    if validate_args and negatives.numel() > 0:
+        lo, hi = (int(v) for v in torch.aminmax(negatives))
+        if lo < 0 or hi >= num_items:
+            raise ValueError(
+                f"`negatives` holds item ids in [{lo}, {hi}]; expected catalogue ids in "
+                f"[0, {num_items})"
+            )
+    return negatives.to(torch.int64)
+
+
+def sampled_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    negatives: Tensor,
+    linear_bias: Tensor | None,
+    alpha: float | Tensor | None,
+    gamma: float,
+    reduction: str,
+    weight: Tensor | None,
+    chunk_size: tuple[int, int] | None,
+    item_offset: int | None,
+    num_items: int | None,
+    process_group: ProcessGroup | None,
+    accidental_hits: str,
+    validate_args: bool,
+) -> Tensor:
+    """The loss of :func:`focalrec.linear_sigmoid_focal_loss` with ``negatives`` (its docstring
+    states what it is)."""
+    autocast = autocast_dtype(input, linear_weight, linear_bias)
+    check_linear_layer(input, linear_weight, linear_bias, same_dtype=autocast is None)
+    n, c = input.shape[0], linear_weight.shape[0]
+    check_reduction(reduction)
+    check_accidental_hits(accidental_hits)
+    read_values = validate_args and values_readable()
+    _check_hyper(alpha, gamma, reduction, c, read_values)
+    check_chunk_size(chunk_size)
+    check_process_group(process_group)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}")
+    check_same_device(target, "target", input, "input")
+    if not is_index_list(target):
+        raise ValueError(
+            "`target` must be an index list (N, m) of catalogue ids when `negatives` is given "
+            f"(the positives are scored with the sampled items), got a dense target of dtype "
+            f"{target.dtype} and shape {tuple(target.shape)}"
+        )
+    counts = None
+    if process_group is not None and (item_offset is None or (num_items is None and read_values)):
+        counts = [row[0] for row in gather_sizes([c], process_group, input.device)]
+    offset, catalogue = item_layout(c, item_offset, num_items, process_group, counts)
+    check_index_list(target, "target", num_rows=n, num_classes=catalogue, validate_args=read_values)
+    neg = check_negatives(negatives, input, catalogue, read_values)
+    if weight is not None:
+        _check_weight(weight, (n, c), read_values)
+    if process_group is not None:
+        return _over_group()(
+            input, linear_weight, linear_bias, target, neg, alpha, gamma, reduction, weight,
+            offset, accidental_hits, process_group,
+        )  # fmt: skip
+    total, divisor_part = _local_terms(
+        input, linear_weight, linear_bias, target, neg, alpha, gamma, reduction, weight,
+        offset, accidental_hits,
+    )  # fmt: skip
+    divisor = finish_divisor(reduction, divisor_part)
+    return total / divisor.to(total.dtype)
+
+
+def _local_terms(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    neg: Tensor,
+    alpha: float | Tensor | None,
+    gamma: float,
+    reduction: str,
+    weight: Tensor | None,
+    offset: int,
+    accidental_hits: str,
+) -> tuple[Tensor, Tensor]:
+    """``(sum, divisor_part)``: the weighted sum of the focal terms of this range's scored
+    entries (differentiable) and their count for the reduction's divisor (float64)."""
+    n, c, d = x.shape[0], w.shape[0], x.shape[1]
+    m = target.shape[1]
+    k = neg.shape[-1]
+    shared = neg.ndim == 1
+    neg_rows = neg.expand(n, k)
+    # Which entries are scored here: distinct positives and negatives in this range, and,
+    # with accidental_hits="remove", no negative equal to one of its row's positives.
+    pos_local = target.to(torch.int64) - offset
+    neg_local = neg - offset
+    keep_pos = first_occurrence(target) & (pos_local >= 0) & (pos_local < c)
+    keep_neg = (neg_local >= 0) & (neg_local < c)
+    if accidental_hits == "remove" and m > 0 and k > 0:
+        if shared:
+            keep_neg = keep_neg & ~isin_rows(neg_rows, target)
+        else:
+            keep_neg = keep_neg & ~isin_rows(neg, target)
+    keep_neg = keep_neg.expand(n, k)
+    if c == 0:  # an empty range: one zero row to gather from, still in the graph of w and b
+        w = torch.cat([w, w.new_zeros(1, d)])
+        b = None if b is None else torch.cat([b, b.new_zeros(1)])
+    top = max(c - 1, 0)
+    pos_cols = pos_local.clamp(0, top)
+    neg_cols = neg_local.clamp(0, top)
+    # The logits: a batched matmul over each row's gathered rows of the weight; shared negatives
+    # are one matmul with their rows.
+    z_pos = torch.bmm(w[pos_cols], x.unsqueeze(-1)).squeeze(-1)
+    w_neg = w[neg_cols]
+    z_neg = x @ w_neg.t() if shared else torch.bmm(w_neg, x.unsqueeze(-1)).squeeze(-1)
+    if b is not None:
+        z_pos = z_pos + b[pos_cols]
+        z_neg = z_neg + b[neg_cols]
+    logits = torch.cat([z_pos, z_neg.expand(n, k)], dim=1)
+    cd = torch.promote_types(logits.dtype, torch.float32)
+    cols = torch.cat([pos_cols, neg_cols.expand(n, k)], dim=1)
+    keep = torch.cat([keep_pos, keep_neg], dim=1).to(cd)
+    entry_weight = keep
+    if weight is not None and c > 0:
+        entry_weight = keep * weight.to(device=x.device, dtype=cd).expand(n, c).gather(1, cols)
+    labels = torch.cat([keep_pos.new_ones(n, m), keep_pos.new_zeros(n, k)], dim=1).to(cd)
+    if reduction == "mean":
+        divisor_part = _stable_sum(entry_weight)
+    elif reduction == "sum_over_positives":
+        divisor_part = _stable_sum(entry_weight[:, :m])
+    else:
+        divisor_part = torch.zeros((), dtype=torch.float64, device=x.device)
+    term_weight = entry_weight
+    scalar_alpha = None
+    if isinstance(alpha, Tensor):
+        if c > 0:  # alpha_t of each entry, as the weight (the terms' formula is the same)
+            a = alpha.to(device=x.device, dtype=cd)[cols]
+            term_weight = entry_weight * (a * labels + (1 - a) * (1 - labels))
+    else:
+        scalar_alpha = alpha
+    total = sigmoid_focal_loss(
+        logits,
+        labels,
+        alpha=scalar_alpha,
+        gamma=gamma,
+        reduction="sum",
+        weight=term_weight,
+        validate_args=False,
+    )
+    return total, divisor_part
+
+
+def _over_group_impl(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    neg: Tensor,
+    alpha: float | Tensor | None,
+    gamma: float,
+    reduction: str,
+    weight: Tensor | None,
+    offset: int,
+    accidental_hits: str,
+    group: ProcessGroup,
+) -> Tensor:
+    """Over a process group: this range's terms, the sum and divisor all-reduced (one
+    all-reduce of two numbers), the gradient of ``x`` all-reduced in backward."""
+    x_all = _AllReduceGrad.apply(x, group) if x.requires_grad else x  # type: ignore[no-untyped-call]
+    total, divisor_part = _local_terms(
+        x_all, w, b, target, neg, alpha, gamma, reduction, weight, offset, accidental_hits
+    )
+    stats = torch.stack([total.detach().to(torch.float64), divisor_part])
+    dist.all_reduce(stats, group=group)
+    divisor = finish_divisor(reduction, stats[1])
+    others = ((stats[0] - total.detach().double()) / divisor).to(total.dtype)
+    return total / divisor.to(total.dtype) + others
+
+
+class _AllReduceGrad(torch.autograd.Function):
+    """Identity whose backward sums the gradient over the group: every rank's terms depend on
+    the same ``input``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, group: ProcessGroup) -> Tensor:
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+_OVER_GROUP: list[Callable[..., Tensor]] = []
+
+_OVER_GROUP_REASON = (
+    "linear_sigmoid_focal_loss with negatives and a process_group runs eagerly under "
+    "torch.compile: its all-reduces stay outside the graph (a graph break; fullgraph=True raises)"
+)
+
+
+def _over_group() -> Callable[..., Tensor]:
+    """:func:`_over_group_impl`, under ``torch.compiler.disable`` where compiling (made once)."""
+    if not torch.compiler.is_compiling():
+        return _over_group_impl
+    if not _OVER_GROUP:
+        disabled = torch.compiler.disable(_over_group_impl, reason=_OVER_GROUP_REASON)  # type: ignore[no-untyped-call]
+        _OVER_GROUP.append(disabled)
+    return _OVER_GROUP[0]
