@@ -81,6 +81,38 @@ def _run(
     return {"loss": loss.detach(), "x": x.grad, "w": w.grad, "b": b.grad}
 
 
+SAMPLED = [(r, s) for r in LINEAR_REDUCTIONS for s in (False, True)]
+
+
+def _sampled(
+    d: dict[str, torch.Tensor], lo: int, hi: int, reduction: str, shared: bool, group: object
+) -> dict[str, torch.Tensor]:
+    """The fused loss with sampled negatives over items ``[lo, hi)``: catalogue ids on both
+    ranges, at the border of the split (6 and 7), repeated and equal to row 0's positives."""
+    g = torch.Generator().manual_seed(1)
+    neg = torch.tensor([6, 7, 7, 20, 1]) if shared else torch.randint(0, C, (N, 5), generator=g)
+    if not shared:
+        neg[0] = torch.tensor([1, 20, 6, 7, 7])
+    x = d["x"].clone().requires_grad_()
+    w = d["w"][lo:hi].clone().requires_grad_()
+    b = d["b"][lo:hi].clone().requires_grad_()
+    loss = linear_sigmoid_focal_loss(
+        x,
+        w,
+        d["index"],
+        linear_bias=b,
+        alpha=d["alpha"][lo:hi],
+        weight=d["weight"][lo:hi],
+        reduction=reduction,  # type: ignore[arg-type]
+        item_offset=lo,
+        num_items=C,
+        process_group=group,  # type: ignore[arg-type]
+        negatives=neg,
+    )
+    gx, gw, gb = torch.autograd.grad(loss, (x, w, b))
+    return {"loss": loss.detach(), "x": gx, "w": gw, "b": gb}
+
+
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
@@ -118,6 +150,10 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             "range": torch.tensor([start, end]),
         }
         results["compiled"] = _compiled_over_group(lo, hi)
+        for reduction, shared in SAMPLED:
+            results[f"sampled-{reduction}-{shared}"] = _sampled(
+                _data(torch.float64), lo, hi, reduction, shared, dist.group.WORLD
+            )
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -203,6 +239,9 @@ def test_two_item_ranges_match_one_process(tmp_path: Path) -> None:
     for r in ranks:
         assert bool(r["compiled"]["same"])
         assert bool(r["compiled"]["refused"])
+    for reduction, shared in SAMPLED:  # sampled negatives: the one-process sampled loss
+        expected = _sampled(_data(torch.float64), 0, C, reduction, shared, None)
+        _assert_matches([r[f"sampled-{reduction}-{shared}"] for r in ranks], expected, "64")
     module = [r["module"] for r in ranks]
     assert [m["range"].tolist() for m in module] == [[0, 12], [12, 23]]
     expected = _single(_data(torch.float64), "mean", "index", weighted=False)
