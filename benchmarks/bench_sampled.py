@@ -1,0 +1,154 @@
+"""The fused layer over sampled negatives vs the full fused layer: time per training step.
+
+One step is forward + backward of ``linear_sigmoid_focal_loss`` at batch ``N``, features ``d``
+and a catalogue of ``C`` items, ``--positives`` positives per row: the **full** layer scores
+every item (cost ``N C d``); the **sampled** one draws ``k`` negatives per row with
+``sample_negatives`` (excluding the row's positives; the draw is part of the step) and scores
+the positives and those only (cost ``N (P + k) d``). Both steps produce the dense gradient of the
+``(C, d)`` weight, as a training step would. For each ``C`` it reports the median wall time per
+step over interleaved repeats and the median speed-up (full / sampled within each repeat), and,
+on a small case in float64, the largest difference between the sampled layer and the gathered
+unfused computation (``F.linear`` logits, the scored columns gathered, ``sigmoid_focal_loss``).
+
+    python benchmarks/bench_sampled.py                   # N = 512, d = 64, k = 256, C = 1e5, 1e6
+    python benchmarks/bench_sampled.py --items 100000 --repeats 5 --json out.json
+    python benchmarks/bench_sampled.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from focalrec import linear_sigmoid_focal_loss, sample_negatives, sigmoid_focal_loss
+from harness import environment, interleaved_times, median_ratio, write_json
+
+
+def make_step(
+    n: int, d: int, c: int, positives: int, k: int, seed: int
+) -> dict[str, Callable[[], None]]:
+    """The full and the sampled step on one layer (features ~ N(0, 1), weights ~ N(0, 4 / d),
+    bias at -4.6), each forward + backward with the gradients dropped afterwards."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g).requires_grad_()
+    w = torch.randn(c, d, generator=g).mul_(2.0 / d**0.5).requires_grad_()
+    b = torch.full((c,), -4.6, requires_grad=True)
+    target = torch.randint(0, c, (n, positives), generator=g)
+
+    def clear() -> None:
+        for t in (x, w, b):
+            t.grad = None
+
+    def full() -> None:
+        linear_sigmoid_focal_loss(x, w, target, linear_bias=b).backward()
+        clear()
+
+    def sampled() -> None:
+        negatives = sample_negatives(n, k, c, exclude=target, generator=g)
+        linear_sigmoid_focal_loss(x, w, target, linear_bias=b, negatives=negatives).backward()
+        clear()
+
+    return {"full": full, "sampled": sampled}
+
+
+def check_vs_gathered(seed: int) -> dict[str, float]:
+    """Largest absolute difference (float64) of the sampled layer's loss and three gradients from
+    the gathered unfused computation, on ``N = 16, d = 8, C = 300, k = 32`` with two positives per
+    row (``accidental_hits="keep"``: every drawn column is scored, so the gathered computation
+    needs no mask)."""
+    n, d, c, k = 16, 8, 300, 32
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64).requires_grad_()
+    w = torch.randn(c, d, generator=g, dtype=torch.float64).requires_grad_()
+    b = torch.randn(c, generator=g, dtype=torch.float64).requires_grad_()
+    target = torch.stack([torch.randperm(c, generator=g)[:2] for _ in range(n)])
+    negatives = sample_negatives(n, k, c, generator=g)
+    sampled = linear_sigmoid_focal_loss(
+        x, w, target, linear_bias=b, negatives=negatives, accidental_hits="keep"
+    )
+    cols = torch.cat([target, negatives], dim=1)
+    labels = torch.cat([torch.ones(n, 2), torch.zeros(n, k)], dim=1).double()
+    unfused = sigmoid_focal_loss(F.linear(x, w, b).gather(1, cols), labels)
+    got = [sampled, *torch.autograd.grad(sampled, (x, w, b))]
+    want = [unfused, *torch.autograd.grad(unfused, (x, w, b))]
+    names = ("loss", "grad_input", "grad_weight", "grad_bias")
+    return {
+        f"{name}_abs_diff": float((a - e).detach().abs().max())
+        for name, a, e in zip(names, got, want, strict=True)
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    sizes: list[dict[str, Any]] = []
+    print(
+        f"N = {args.n}, d = {args.d}, k = {args.k}, positives = {args.positives}, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
+    for c in args.items:
+        steps = make_step(args.n, args.d, c, args.positives, args.k, args.seed)
+        times = interleaved_times(steps, args.repeats)
+        full_ms = statistics.median(times["full"]) * 1e3
+        sampled_ms = statistics.median(times["sampled"]) * 1e3
+        speedup = median_ratio(times["full"], times["sampled"])
+        sizes.append(
+            {
+                "c": c,
+                "full_ms": full_ms,
+                "sampled_ms": sampled_ms,
+                "speedup": speedup,
+                "times_s": times,
+            }
+        )
+        print(
+            f"C = {c:>9,}: full {full_ms:10.1f} ms/step, sampled {sampled_ms:8.1f} ms/step, "
+            f"speed-up {speedup:7.1f}x (median of {args.repeats} interleaved repeats)"
+        )
+    check = check_vs_gathered(args.seed)
+    print("sampled vs gathered unfused (float64, max abs diff): " + ", ".join(
+        f"{name} {value:.1e}" for name, value in check.items()
+    ))  # fmt: skip
+    report = {
+        "environment": environment(n=args.n, d=args.d, k=args.k, positives=args.positives),
+        "repeats": args.repeats,
+        "sizes": sizes,
+        "check_vs_gathered": check,
+    }
+    if args.json is not None:
+        write_json(args.json, report)
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=512, help="batch rows N")
+    parser.add_argument("--d", type=int, default=64, help="features d")
+    parser.add_argument("--k", type=int, default=256, help="sampled negatives per row")
+    parser.add_argument("--positives", type=int, default=1, help="positives per row")
+    parser.add_argument(
+        "--items", type=int, nargs="+", default=[100_000, 1_000_000], help="catalogue sizes C"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes for smoke tests")
+    parser.add_argument("--json", type=Path, default=None, help="write the report here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.d, args.k, args.items = 32, 8, 16, [2000, 20000]
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
