@@ -135,6 +135,12 @@ STEPS: tuple[Step, ...] = (
         "bench_linear_compile.json",
     ),
     Step(
+        # The sampled fused layer (k = 256) against the full one, N = 512, d = 64.
+        "bench_sampled",
+        ("benchmarks/bench_sampled.py", "--threads", "1", "--repeats", "3", "--json", "{out}"),
+        "bench_sampled.json",
+    ),
+    Step(
         "bench_metrics",
         ("benchmarks/bench_metrics.py", "--threads", "1", "--json", "{out}"),
         "bench_metrics.json",

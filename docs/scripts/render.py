@@ -483,6 +483,33 @@ def bench_linear_compile_md(name: str, data: dict[str, Any], provenance: dict[st
     )
 
 
+def bench_sampled_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    env = data["environment"]
+    rows = [
+        [
+            f"{size['c']:,}",
+            f"{size['full_ms']:,.0f}",
+            f"{size['sampled_ms']:,.1f}",
+            f"{size['speedup']:,.0f}x",
+        ]
+        for size in data["sizes"]
+    ]
+    headers = ["C", "full layer, ms / step", "sampled, ms / step", "speed-up (full / sampled)"]
+    check = data["check_vs_gathered"]
+    return (
+        md_table(headers, rows)
+        + f"\nForward + backward of `linear_sigmoid_focal_loss`, N = {env['n']:,} rows, "
+        f"d = {env['d']}, {env['positives']} positive(s) per row: the full layer over all C "
+        f"items against `negatives=` k = {env['k']} ids per row drawn by `sample_negatives` "
+        f"(the draw included); float32, {env['threads']} torch thread(s), median of "
+        f"{data['repeats']} interleaved repeats on a shared machine, the speed-up the median of "
+        "the per-repeat ratios. Sampled against the gathered unfused loss in float64, largest "
+        f"absolute differences: loss {check['loss_abs_diff']:.1e}, gradients of the input "
+        f"{check['grad_input_abs_diff']:.1e}, the weight {check['grad_weight_abs_diff']:.1e}, "
+        f"the bias {check['grad_bias_abs_diff']:.1e}.\n\n" + provenance_line(name, provenance)
+    )
+
+
 def bench_linear_png(name: str, data: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
@@ -770,6 +797,7 @@ RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "bench_focal": (bench_focal_md, bench_focal_png),
     "bench_linear": (bench_linear_md, bench_linear_png),
     "bench_linear_compile": (bench_linear_compile_md, no_figure),
+    "bench_sampled": (bench_sampled_md, no_figure),
     "bench_metrics": (bench_metrics_md, bench_metrics_png),
     "bench_gpu": (bench_gpu_md, no_figure),
     "bench_topk": (bench_topk_md, bench_topk_png),
