@@ -5,10 +5,12 @@ and a catalogue of ``C`` items, ``--positives`` positives per row: the **full** 
 every item (cost ``N C d``); the **sampled** one draws ``k`` negatives per row with
 ``sample_negatives`` (excluding the row's positives; the draw is part of the step) and scores
 the positives and those only (cost ``N (P + k) d``). Both steps produce the dense gradient of the
-``(C, d)`` weight, as a training step would. For each ``C`` it reports the median wall time per
-step over interleaved repeats and the median speed-up (full / sampled within each repeat), and,
-on a small case in float64, the largest difference between the sampled layer and the gathered
-unfused computation (``F.linear`` logits, the scored columns gathered, ``sigmoid_focal_loss``).
+``(C, d)`` weight, as a training step would; the time to allocate that gradient alone (zeros of
+``(C, d)`` and ``(C,)``), the floor of both steps, is reported beside them. For each ``C`` it
+reports the median wall time per step over interleaved repeats and the median speed-up (full /
+sampled within each repeat), and, on a small case in float64, the largest difference between
+the sampled layer and the gathered unfused computation (``F.linear`` logits, the scored columns
+gathered, ``sigmoid_focal_loss``).
 
     python benchmarks/bench_sampled.py                   # N = 512, d = 64, k = 256, C = 1e5, 1e6
     python benchmarks/bench_sampled.py --items 100000 --repeats 5 --json out.json
@@ -34,7 +36,9 @@ def make_step(
     n: int, d: int, c: int, positives: int, k: int, seed: int
 ) -> dict[str, Callable[[], None]]:
     """The full and the sampled step on one layer (features ~ N(0, 1), weights ~ N(0, 4 / d),
-    bias at -4.6), each forward + backward with the gradients dropped afterwards."""
+    bias at -4.6), each forward + backward with the gradients dropped afterwards, and the
+    allocation of the dense ``(C, d)`` and ``(C,)`` gradients alone, which both steps include:
+    the floor of any step that hands the weight a dense gradient."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g).requires_grad_()
     w = torch.randn(c, d, generator=g).mul_(2.0 / d**0.5).requires_grad_()
@@ -54,7 +58,11 @@ def make_step(
         linear_sigmoid_focal_loss(x, w, target, linear_bias=b, negatives=negatives).backward()
         clear()
 
-    return {"full": full, "sampled": sampled}
+    def dense_gradient() -> None:  # what both steps allocate for the weight's and bias's grads
+        torch.zeros(c, d)
+        torch.zeros(c)
+
+    return {"full": full, "sampled": sampled, "dense_gradient": dense_gradient}
 
 
 def check_vs_gathered(seed: int) -> dict[str, float]:
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         times = interleaved_times(steps, args.repeats)
         full_ms = statistics.median(times["full"]) * 1e3
         sampled_ms = statistics.median(times["sampled"]) * 1e3
+        dense_ms = statistics.median(times["dense_gradient"]) * 1e3
         speedup = median_ratio(times["full"], times["sampled"])
         sizes.append(
             {
@@ -104,12 +113,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "full_ms": full_ms,
                 "sampled_ms": sampled_ms,
                 "speedup": speedup,
+                "dense_gradient_ms": dense_ms,
                 "times_s": times,
             }
         )
         print(
             f"C = {c:>9,}: full {full_ms:10.1f} ms/step, sampled {sampled_ms:8.1f} ms/step, "
-            f"speed-up {speedup:7.1f}x (median of {args.repeats} interleaved repeats)"
+            f"speed-up {speedup:7.1f}x; allocating the dense gradients alone {dense_ms:6.1f} ms "
+            f"(median of {args.repeats} interleaved repeats)"
         )
     check = check_vs_gathered(args.seed)
     print("sampled vs gathered unfused (float64, max abs diff): " + ", ".join(

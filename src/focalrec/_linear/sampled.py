@@ -185,13 +185,20 @@ def _local_terms(
     pos_cols = pos_local.clamp(0, top)
     neg_cols = neg_local.clamp(0, top)
     # The logits: a batched matmul over each row's gathered rows of the weight; shared negatives
-    # are one matmul with their rows.
-    z_pos = torch.bmm(w[pos_cols], x.unsqueeze(-1)).squeeze(-1)
-    w_neg = w[neg_cols]
+    # are one matmul with their rows. One gather per parameter, so that backward scatters into
+    # one (C, d) gradient (an index_add), not one per gather.
+    picked = torch.cat([pos_cols.reshape(-1), neg_cols.reshape(-1)])
+    split = n * m
+    w_rows = w.index_select(0, picked)
+    w_pos, w_neg = w_rows.split([split, w_rows.shape[0] - split])  # a slice's backward fills
+    w_pos = w_pos.view(n, m, d)
+    z_pos = torch.bmm(w_pos, x.unsqueeze(-1)).squeeze(-1)
+    w_neg = w_neg if shared else w_neg.view(n, k, d)
     z_neg = x @ w_neg.t() if shared else torch.bmm(w_neg, x.unsqueeze(-1)).squeeze(-1)
     if b is not None:
-        z_pos = z_pos + b[pos_cols]
-        z_neg = z_neg + b[neg_cols]
+        b_pos, b_neg = b.index_select(0, picked).split([split, w_rows.shape[0] - split])
+        z_pos = z_pos + b_pos.view(n, m)
+        z_neg = z_neg + (b_neg if shared else b_neg.view(n, k))
     logits = torch.cat([z_pos, z_neg.expand(n, k)], dim=1)
     cd = torch.promote_types(logits.dtype, torch.float32)
     cols = torch.cat([pos_cols, neg_cols.expand(n, k)], dim=1)
