@@ -490,7 +490,7 @@ def bench_sampled_md(name: str, data: dict[str, Any], provenance: dict[str, Any]
             f"{size['c']:,}",
             f"{size['full_ms']:,.0f}",
             f"{size['sampled_ms']:,.1f}",
-            f"{size['speedup']:,.0f}x",
+            f"{size['speedup']:,.1f}x",
             f"{size['dense_gradient_ms']:,.0f}",
         ]
         for size in data["sizes"]
