@@ -1,0 +1,46 @@
+"""Smoke test of benchmarks/bench_sampled.py at a tiny size (no timing is checked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from conftest import REPO_ROOT
+
+
+def _load_benchmark() -> ModuleType:
+    path = REPO_ROOT / "benchmarks" / "bench_sampled.py"
+    sys.path.insert(0, str(path.parent))  # it imports the shared harness
+    try:
+        spec = importlib.util.spec_from_file_location("bench_sampled", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def test_quick_run_writes_a_consistent_report(tmp_path: Path) -> None:
+    bench = _load_benchmark()
+    out = tmp_path / "report.json"
+    bench.main(["--quick", "--repeats", "1", "--threads", "1", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert [size["c"] for size in report["sizes"]] == [2000, 20000]
+    for size in report["sizes"]:
+        for key in ("full_ms", "sampled_ms", "dense_gradient_ms", "speedup"):
+            assert size[key] > 0
+        assert set(size["times_s"]) == {"full", "sampled", "dense_gradient"}
+    check = report["check_vs_gathered"]
+    assert set(check) == {
+        "loss_abs_diff",
+        "grad_input_abs_diff",
+        "grad_weight_abs_diff",
+        "grad_bias_abs_diff",
+    }
+    assert max(check.values()) < 1e-12
+    assert report["environment"]["k"] == 16
