@@ -180,19 +180,33 @@ def _compiled_over_group(lo: int, hi: int) -> dict[str, torch.Tensor]:
         loss = fn(x, w, b)
         return [loss.detach(), *torch.autograd.grad(loss, (x, w, b))]
 
-    torch._dynamo.reset()
-    compiled = loss_and_grads(torch.compile(step, backend="eager"))
-    eager = loss_and_grads(step)
-    torch._dynamo.reset()
-    try:
-        loss_and_grads(torch.compile(step, backend="eager", fullgraph=True))
-        refused = False
-    except torch._dynamo.exc.Unsupported as error:
-        refused = "process_group runs eagerly under torch.compile" in str(error)
-    return {
-        "same": torch.tensor(all(torch.equal(a, b) for a, b in zip(compiled, eager, strict=True))),
-        "refused": torch.tensor(refused),
-    }
+    def sampled_step(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return linear_sigmoid_focal_loss(
+            torch.tanh(x),
+            w,
+            d["index"],
+            linear_bias=b,
+            item_offset=lo,
+            num_items=C,
+            process_group=dist.group.WORLD,
+            negatives=torch.tensor([0, 6, 7, 22]),
+        )
+
+    out: dict[str, torch.Tensor] = {}
+    for name, fn in (("", step), ("sampled_", sampled_step)):
+        torch._dynamo.reset()
+        compiled = loss_and_grads(torch.compile(fn, backend="eager"))
+        eager = loss_and_grads(fn)
+        torch._dynamo.reset()
+        try:
+            loss_and_grads(torch.compile(fn, backend="eager", fullgraph=True))
+            refused = False
+        except torch._dynamo.exc.Unsupported as error:
+            refused = "process_group runs eagerly under torch.compile" in str(error)
+        same = all(torch.equal(a, b) for a, b in zip(compiled, eager, strict=True))
+        out[f"{name}same"] = torch.tensor(same)
+        out[f"{name}refused"] = torch.tensor(refused)
+    return out
 
 
 def _single(
@@ -237,8 +251,9 @@ def test_two_item_ranges_match_one_process(tmp_path: Path) -> None:
     for r in ranks:
         assert torch.equal(r["init"]["next"], after)
     for r in ranks:
-        assert bool(r["compiled"]["same"])
-        assert bool(r["compiled"]["refused"])
+        for name in ("", "sampled_"):  # the full and the sampled layer
+            assert bool(r["compiled"][f"{name}same"])
+            assert bool(r["compiled"][f"{name}refused"])
     for reduction, shared in SAMPLED:  # sampled negatives: the one-process sampled loss
         expected = _sampled(_data(torch.float64), 0, C, reduction, shared, None)
         _assert_matches([r[f"sampled-{reduction}-{shared}"] for r in ranks], expected, "64")

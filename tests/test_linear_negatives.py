@@ -375,6 +375,27 @@ def test_no_catalogue_sized_logits() -> None:
     assert int((w.grad != 0).any(dim=1).sum()) <= n * (2 + 32)
 
 
+@pytest.mark.parametrize("form", ["autocast", "bfloat16"])
+def test_half_precision(form: str) -> None:
+    """Under autocast (bfloat16 matmuls) and with bfloat16 tensors: the float32 loss to bfloat16
+    rounding, a float32 result, and each gradient in its tensor's dtype."""
+    x, w, b = (t.float() for t in layer(N, D, C, seed=9))
+    kwargs = {"target": targets(), "negatives": per_row_negatives()}
+    want = run(x, w, b, fused, **kwargs)
+    if form == "autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = run(x, w, b, fused, **kwargs)
+        dtype = torch.float32
+    else:
+        got = run(x.bfloat16(), w.bfloat16(), b.bfloat16(), fused, **kwargs)
+        dtype = torch.bfloat16
+    assert got[0].dtype == torch.float32
+    torch.testing.assert_close(got[0], want[0], rtol=2e-2, atol=1e-3)
+    for g, e in zip(got[1], want[1], strict=True):
+        assert g.dtype == dtype
+        torch.testing.assert_close(g.float(), e, rtol=5e-2, atol=5e-3)
+
+
 def test_compile_fullgraph_matches_eager() -> None:
     x, w, b = layer(N, D, C, seed=8)
     kwargs = {"target": targets(), "negatives": per_row_negatives(), "alpha": 0.25}

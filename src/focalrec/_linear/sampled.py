@@ -188,15 +188,15 @@ def _local_terms(
     # are one matmul with their rows. One gather per parameter, so that backward scatters into
     # one (C, d) gradient (an index_add), not one per gather.
     picked = torch.cat([pos_cols.reshape(-1), neg_cols.reshape(-1)])
-    split = n * m
+    sizes = [n * m, picked.shape[0] - n * m]  # split, not sliced: a slice's backward fills zeros
     w_rows = w.index_select(0, picked)
-    w_pos, w_neg = w_rows.split([split, w_rows.shape[0] - split])  # a slice's backward fills
+    w_pos, w_neg = w_rows.split_with_sizes(sizes)
     w_pos = w_pos.view(n, m, d)
     z_pos = torch.bmm(w_pos, x.unsqueeze(-1)).squeeze(-1)
     w_neg = w_neg if shared else w_neg.view(n, k, d)
     z_neg = x @ w_neg.t() if shared else torch.bmm(w_neg, x.unsqueeze(-1)).squeeze(-1)
     if b is not None:
-        b_pos, b_neg = b.index_select(0, picked).split([split, w_rows.shape[0] - split])
+        b_pos, b_neg = b.index_select(0, picked).split_with_sizes(sizes)
         z_pos = z_pos + b_pos.view(n, m)
         z_neg = z_neg + (b_neg if shared else b_neg.view(n, k))
     logits = torch.cat([z_pos, z_neg.expand(n, k)], dim=1)
@@ -285,10 +285,10 @@ _OVER_GROUP_REASON = (
 
 
 def _over_group() -> Callable[..., Tensor]:
-    """:func:`_over_group_impl`, under ``torch.compiler.disable`` where compiling (made once)."""
-    if not torch.compiler.is_compiling():
-        return _over_group_impl
+    """:func:`_over_group_impl`; under ``torch.compile``, the same under
+    ``torch.compiler.disable`` (made by the first call over a group, eager or compiled, so that
+    a compiled call's graph break says why)."""
     if not _OVER_GROUP:
         disabled = torch.compiler.disable(_over_group_impl, reason=_OVER_GROUP_REASON)  # type: ignore[no-untyped-call]
         _OVER_GROUP.append(disabled)
-    return _OVER_GROUP[0]
+    return _OVER_GROUP[0] if torch.compiler.is_compiling() else _over_group_impl
