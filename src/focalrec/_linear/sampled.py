@@ -184,22 +184,25 @@ def _local_terms(
     top = max(c - 1, 0)
     pos_cols = pos_local.clamp(0, top)
     neg_cols = neg_local.clamp(0, top)
-    # The logits: a batched matmul over each row's gathered rows of the weight; shared negatives
-    # are one matmul with their rows. One gather per parameter, so that backward scatters into
-    # one (C, d) gradient (an index_add), not one per gather.
-    picked = torch.cat([pos_cols.reshape(-1), neg_cols.reshape(-1)])
-    sizes = [n * m, picked.shape[0] - n * m]  # split, not sliced: a slice's backward fills zeros
-    w_rows = w.index_select(0, picked)
-    w_pos, w_neg = w_rows.split_with_sizes(sizes)
-    w_pos = w_pos.view(n, m, d)
-    z_pos = torch.bmm(w_pos, x.unsqueeze(-1)).squeeze(-1)
-    w_neg = w_neg if shared else w_neg.view(n, k, d)
-    z_neg = x @ w_neg.t() if shared else torch.bmm(w_neg, x.unsqueeze(-1)).squeeze(-1)
+    # The logits: one gather per parameter (so that backward scatters into one (C, d)
+    # gradient, an index_add) and a batched matmul over each row's rows; shared negatives are
+    # gathered once and scored by one matmul.
+    if shared:
+        picked = torch.cat([pos_cols.reshape(-1), neg_cols])
+        sizes = [n * m, k]  # split, not sliced: a slice's backward fills a zero tensor
+        w_pos, w_neg = w.index_select(0, picked).split_with_sizes(sizes)
+        z_pos = torch.bmm(w_pos.view(n, m, d), x.unsqueeze(-1)).squeeze(-1)
+        logits = torch.cat([z_pos, (x @ w_neg.t())], dim=1)
+    else:
+        picked = torch.cat([pos_cols, neg_cols], dim=1).reshape(-1)
+        w_rows = w.index_select(0, picked).view(n, m + k, d)
+        logits = torch.bmm(w_rows, x.unsqueeze(-1)).squeeze(-1)
     if b is not None:
-        b_pos, b_neg = b.index_select(0, picked).split_with_sizes(sizes)
-        z_pos = z_pos + b_pos.view(n, m)
-        z_neg = z_neg + (b_neg if shared else b_neg.view(n, k))
-    logits = torch.cat([z_pos, z_neg.expand(n, k)], dim=1)
+        bias = b.index_select(0, picked)
+        if shared:
+            b_pos, b_neg = bias.split_with_sizes(sizes)
+            bias = torch.cat([b_pos.view(n, m), b_neg.expand(n, k)], dim=1)
+        logits = logits + bias.view(n, m + k)
     cd = torch.promote_types(logits.dtype, torch.float32)
     cols = torch.cat([pos_cols, neg_cols.expand(n, k)], dim=1)
     keep = torch.cat([keep_pos, keep_neg], dim=1).to(cd)
