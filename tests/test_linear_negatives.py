@@ -272,6 +272,19 @@ def test_gradcheck() -> None:
         assert torch.autograd.gradcheck(fn, inputs)
 
 
+def test_second_derivatives() -> None:
+    """The sampled path is autograd operations around sigmoid_focal_loss: gradgradcheck holds."""
+    x, w, b = layer(3, 4, 9, seed=10)
+    target = torch.tensor([[1, -1], [2, 5], [3, 3]])
+    neg = torch.tensor([[0, 4, 4], [8, 2, 7], [6, 1, 3]])
+
+    def fn(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        return linear_sigmoid_focal_loss(x, w, target, linear_bias=b, negatives=neg, gamma=1.5)
+
+    inputs = tuple(t.clone().requires_grad_() for t in (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, inputs)
+
+
 @st.composite
 def cases(draw: st.DrawFn) -> dict[str, Any]:
     n = draw(st.integers(0, 5))

@@ -209,7 +209,9 @@ def linear_sigmoid_focal_loss(
         The loss, a scalar of dtype ``torch.promote_types(input.dtype, torch.float32)``.
         Gradients flow to ``input``, ``linear_weight`` and ``linear_bias``; they cannot be
         differentiated again (``create_graph=True`` gives first derivatives whose own backward
-        raises). A second backward through a retained graph recomputes them.
+        raises). A second backward through a retained graph recomputes them. With
+        ``negatives`` the call is ordinary autograd operations around
+        :func:`focalrec.sigmoid_focal_loss`, and its second derivatives are defined.
 
     Raises:
         TypeError: If an argument has the wrong type or dtype.
