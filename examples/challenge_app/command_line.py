@@ -18,6 +18,10 @@ Data: users of ``train.csv`` are split into training and validation users. Train
 every (last ``L`` challenges, next 3) window of the training users, plus the windows *inside* the
 first ``L`` challenges of the validation and test users (what is known about them at prediction
 time). Each validation user is scored on their first ``L`` challenges -> next 3, as test users are.
+With ``--training positions`` (the default for the GRU and the transformer) the same windows are
+grouped into rows that the model reads once: a user's first ``L`` challenges, every position
+scored on its next 3 from the state after it (its history starts at the user's first challenge,
+as a validation user's does), and a row of its own for each later window.
 
 Outputs in OUT: ``metrics.json`` (configuration, per-epoch loss and validation mAP@3, baselines,
 timings), ``training_curve.png``, ``best_model.pt`` (the best epoch's weights and the vocabulary),
@@ -63,6 +67,7 @@ __all__ = [
     "MODEL_DEFAULTS",
     "OPTIMIZER_DEFAULTS",
     "RESUMABLE",
+    "TRAINING",
     "check_options",
     "load_data",
     "make_optimizer",
@@ -87,6 +92,7 @@ class Defaults:
     alpha: float = 0.25  # focal loss alpha (weight of the positives); --loss focal only
     gamma: float = 2.0  # focal loss gamma; --loss focal only
     optimizer: str = "adamw"  # adamw | sgd
+    training: str = "positions"  # positions | windows (the mlp reads windows only)
     epochs: int = 30
     patience: int = 2  # epochs without a better validation mAP@3 before stopping
     metadata: bool = False  # use challenge_data.csv's item features (--model mlp only)
@@ -133,6 +139,8 @@ OPTIMIZER_DEFAULTS = {
 # =================================================================================================
 
 LOSSES = ("focal", "bce", "softmax")
+TRAINING = ("positions", "windows")
+PER_POSITION_MODELS = ("gru", "transformer")  # the models with per-position states
 RESUMABLE = ("epochs", "patience")  # options that --resume may change
 MODELS = tuple(MODEL_DEFAULTS)
 # Options that only some losses, optimizers or models use: option -> (the choosing option, the
@@ -286,6 +294,14 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
         "only",
     )
     g.add_argument(
+        "--training",
+        choices=TRAINING,
+        help="what one training example is: 'positions', a user's challenges read once by "
+        "--model gru or transformer, every position scored on its next 3 from its state; or "
+        "'windows', each (last L, next 3) window read on its own. The same examples either way "
+        f"(default: {d.training}; --model mlp: windows, the only one it reads)",
+    )
+    g.add_argument(
         "--optimizer",
         choices=sorted(OPTIMIZER_DEFAULTS),
         default=d.optimizer,
@@ -357,6 +373,13 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
                 f"argument --{flag}: applies to --{chooser} {' and '.join(choices)} only, "
                 f"not --{chooser} {chosen}"
             )
+    if args.training is None:
+        args.training = d.training if args.model in PER_POSITION_MODELS else "windows"
+    elif args.training == "positions" and args.model not in PER_POSITION_MODELS:
+        p.error(
+            f"argument --training: positions applies to --model "
+            f"{' and '.join(PER_POSITION_MODELS)} only, not --model {args.model}"
+        )
     if args.fused_head and args.loss == "softmax":
         p.error("argument --fused-head: applies to --loss bce and focal only, not --loss softmax")
     if args.alpha == "none":
@@ -432,6 +455,7 @@ def used_config(config: dict[str, Any]) -> dict[str, Any]:
     used = {k: v for k, v in config.items() if k != "data"}
     used.setdefault("model", "mlp")  # checkpoints from before --model trained the MLP
     used.setdefault("fused_head", False)  # and those from before --fused-head did not fuse
+    used.setdefault("training", "windows")  # and those from before --training read windows
     for name, (chooser, choices) in USED_ONLY_BY.items():
         if used.get(chooser) not in choices:
             used[name] = None
