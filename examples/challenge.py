@@ -220,6 +220,8 @@ def train(
         loss_fn = DistributedDataParallel(loss_fn)
     while not state.done and state.epoch < config["epochs"]:
         epoch, start_time = state.epoch + 1, time.perf_counter()
+        for group in optimizer.param_groups:  # --lr-decay: from the epoch alone, as resume needs
+            group["lr"] = config["lr"] * config["lr_decay"] ** (epoch - 1)
         loss = train_one_epoch(loss_fn, optimizer, windows, config, epoch, procs, log.quiet)
         val_map = validation_map(model, windows, procs)
         TrainingDiverged.check(epoch, loss, val_map, config["lr"])  # alike on every process

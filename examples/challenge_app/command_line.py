@@ -93,6 +93,7 @@ class Defaults:
     gamma: float = 2.0  # focal loss gamma; --loss focal only
     optimizer: str = "adamw"  # adamw | sgd
     training: str = "positions"  # positions | windows (the mlp reads windows only)
+    lr_decay: float = 1.0  # the learning rate of epoch e is --lr * lr_decay ** (e - 1)
     epochs: int = 30
     patience: int = 2  # epochs without a better validation mAP@3 before stopping
     metadata: bool = False  # use challenge_data.csv's item features (--model mlp only)
@@ -119,7 +120,8 @@ class OptimizerDefaults:
     """Per-optimizer values of --weight-decay, --batch-size, --momentum (and SGD's --lr)."""
 
     weight_decay: float
-    batch_size: int
+    batch_size: int  # windows per step
+    position_batch_size: int  # rows per step with --training positions (~3 windows a row)
     lr: float | None = None  # None: the model's (MODEL_DEFAULTS)
     momentum: float | None = None  # SGD only
 
@@ -132,9 +134,11 @@ MODEL_DEFAULTS = {
     "transformer": ModelDefaults(embedding_dim=64, dropout=0.1, lr=3e-3, layers=2, heads=2),
 }
 OPTIMIZER_DEFAULTS = {
-    "adamw": OptimizerDefaults(weight_decay=1e-4, batch_size=512),
+    "adamw": OptimizerDefaults(weight_decay=1e-4, batch_size=512, position_batch_size=128),
     # The write-up's settings, kept as the faithful baseline: `--optimizer sgd`.
-    "sgd": OptimizerDefaults(weight_decay=1e-4, batch_size=256, lr=0.1, momentum=0.9),
+    "sgd": OptimizerDefaults(
+        weight_decay=1e-4, batch_size=256, position_batch_size=256, lr=0.1, momentum=0.9
+    ),
 }
 # =================================================================================================
 
@@ -313,6 +317,13 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
         help=f"learning rate; --optimizer adamw: {_per_model('lr')}, "
         f"--optimizer sgd: {OPTIMIZER_DEFAULTS['sgd'].lr}",
     )
+    g.add_argument(
+        "--lr-decay",
+        type=number(0, 1, low_open=True),
+        default=d.lr_decay,
+        help="the learning rate of epoch e is --lr times this to the power e - 1 "
+        "(default: %(default)s)",
+    )
     g.add_argument("--weight-decay", type=number(0), help=_per_optimizer("weight_decay"))
     g.add_argument(
         "--momentum",
@@ -322,7 +333,8 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
     g.add_argument(
         "--batch-size",
         type=SIZE,
-        help=f"global batch, split over processes; {_per_optimizer('batch_size')}",
+        help="global batch, split over processes: windows, or rows with --training positions; "
+        f"{_per_optimizer('batch_size')}; rows: {_per_optimizer('position_batch_size')[8:]}",
     )
     g.add_argument(
         "--epochs",
@@ -344,9 +356,18 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
     )
     args = p.parse_args(argv)
     opt, model = OPTIMIZER_DEFAULTS[args.optimizer], MODEL_DEFAULTS[args.model]
-    for name in ("weight_decay", "batch_size"):
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(opt, name))
+    if args.training is None:
+        args.training = d.training if args.model in PER_POSITION_MODELS else "windows"
+    elif args.training == "positions" and args.model not in PER_POSITION_MODELS:
+        p.error(
+            f"argument --training: positions applies to --model "
+            f"{' and '.join(PER_POSITION_MODELS)} only, not --model {args.model}"
+        )
+    if args.weight_decay is None:
+        args.weight_decay = opt.weight_decay
+    if args.batch_size is None:
+        positions = args.training == "positions"
+        args.batch_size = opt.position_batch_size if positions else opt.batch_size
     for name in ("lr", "embedding_dim", "dropout"):
         if getattr(args, name) is None:
             value = getattr(opt, name, None) if name == "lr" else None
@@ -373,13 +394,6 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
                 f"argument --{flag}: applies to --{chooser} {' and '.join(choices)} only, "
                 f"not --{chooser} {chosen}"
             )
-    if args.training is None:
-        args.training = d.training if args.model in PER_POSITION_MODELS else "windows"
-    elif args.training == "positions" and args.model not in PER_POSITION_MODELS:
-        p.error(
-            f"argument --training: positions applies to --model "
-            f"{' and '.join(PER_POSITION_MODELS)} only, not --model {args.model}"
-        )
     if args.fused_head and args.loss == "softmax":
         p.error("argument --fused-head: applies to --loss bce and focal only, not --loss softmax")
     if args.alpha == "none":
@@ -456,6 +470,7 @@ def used_config(config: dict[str, Any]) -> dict[str, Any]:
     used.setdefault("model", "mlp")  # checkpoints from before --model trained the MLP
     used.setdefault("fused_head", False)  # and those from before --fused-head did not fuse
     used.setdefault("training", "windows")  # and those from before --training read windows
+    used.setdefault("lr_decay", 1.0)  # and those from before --lr-decay kept the rate
     for name, (chooser, choices) in USED_ONLY_BY.items():
         if used.get(chooser) not in choices:
             used[name] = None
