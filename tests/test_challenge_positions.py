@@ -203,3 +203,16 @@ def test_two_process_positions_run(tiny_data: Path, tmp_path: Path) -> None:
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert all(0 <= e["val_map3"] <= 1 for e in metrics["epochs"])
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+
+
+def test_learning_rate_decays_per_epoch(tiny_data: Path, tmp_path: Path) -> None:
+    """``--lr-decay``: epoch e trains at lr * decay ** (e - 1), and so does a resumed run."""
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_data), "--output", str(out), "--quiet", "--patience", "10", *GRU]
+    argv += ["--lr", "0.004", "--lr-decay", "0.5"]
+    for count, resume in ((1, []), (3, ["--resume"])):
+        assert challenge.main([*argv, "--epochs", str(count), *resume]) == 0
+        ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert ckpt["config"]["lr_decay"] == 0.5
+        rates = [group["lr"] for group in ckpt["optimizer"]["param_groups"]]
+        assert rates == [pytest.approx(0.004 * 0.5 ** (count - 1), rel=1e-12)] * len(rates)

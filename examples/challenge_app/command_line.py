@@ -93,7 +93,6 @@ class Defaults:
     gamma: float = 2.0  # focal loss gamma; --loss focal only
     optimizer: str = "adamw"  # adamw | sgd
     training: str = "positions"  # positions | windows (the mlp reads windows only)
-    lr_decay: float = 1.0  # the learning rate of epoch e is --lr * lr_decay ** (e - 1)
     epochs: int = 30
     patience: int = 2  # epochs without a better validation mAP@3 before stopping
     metadata: bool = False  # use challenge_data.csv's item features (--model mlp only)
@@ -109,6 +108,7 @@ class ModelDefaults:
     embedding_dim: int
     dropout: float
     lr: float  # with --optimizer adamw; --optimizer sgd keeps the write-up's 0.1
+    lr_decay: float  # the learning rate of epoch e is --lr * lr_decay ** (e - 1)
     hidden_sizes: tuple[int, ...] | None = None  # mlp: widths of the hidden layers
     hidden_size: int | None = None  # gru: size of the state
     layers: int | None = None  # gru: stacked GRUs; transformer: attention blocks
@@ -129,9 +129,13 @@ class OptimizerDefaults:
 DEFAULTS = Defaults()
 MODEL_DEFAULTS = {
     # The write-up's model: the last L item embeddings concatenated, one hidden layer.
-    "mlp": ModelDefaults(embedding_dim=50, dropout=0.0, lr=3e-3, hidden_sizes=(256,)),
-    "gru": ModelDefaults(embedding_dim=128, dropout=0.2, lr=2e-3, hidden_size=256, layers=1),
-    "transformer": ModelDefaults(embedding_dim=64, dropout=0.1, lr=3e-3, layers=2, heads=2),
+    "mlp": ModelDefaults(embedding_dim=50, dropout=0.0, lr=3e-3, lr_decay=1.0, hidden_sizes=(256,)),
+    "gru": ModelDefaults(
+        embedding_dim=128, dropout=0.2, lr=2e-3, lr_decay=0.8, hidden_size=256, layers=1
+    ),
+    "transformer": ModelDefaults(
+        embedding_dim=64, dropout=0.1, lr=3e-3, lr_decay=1.0, layers=2, heads=2
+    ),
 }
 OPTIMIZER_DEFAULTS = {
     "adamw": OptimizerDefaults(weight_decay=1e-4, batch_size=512, position_batch_size=128),
@@ -320,9 +324,8 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
     g.add_argument(
         "--lr-decay",
         type=number(0, 1, low_open=True),
-        default=d.lr_decay,
-        help="the learning rate of epoch e is --lr times this to the power e - 1 "
-        "(default: %(default)s)",
+        help="the learning rate of epoch e is --lr times this to the power e - 1; "
+        f"{_per_model('lr_decay')}",
     )
     g.add_argument("--weight-decay", type=number(0), help=_per_optimizer("weight_decay"))
     g.add_argument(
@@ -368,7 +371,7 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
     if args.batch_size is None:
         positions = args.training == "positions"
         args.batch_size = opt.position_batch_size if positions else opt.batch_size
-    for name in ("lr", "embedding_dim", "dropout"):
+    for name in ("lr", "lr_decay", "embedding_dim", "dropout"):
         if getattr(args, name) is None:
             value = getattr(opt, name, None) if name == "lr" else None
             setattr(args, name, getattr(model, name) if value is None else value)
