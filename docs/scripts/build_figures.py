@@ -146,8 +146,8 @@ STEPS: tuple[Step, ...] = (
         env={"OMP_NUM_THREADS": "1"},
     ),
     Step(
-        # The default run, to its early-stopping best (a few minutes on 2 cores since it trains
-        # every position), on every core: the page states its seconds per epoch and in all.
+        # The default run, to its early-stopping best (about 10 minutes on 2 quiet cores since it
+        # trains every position), on every core: the page states its seconds per epoch and in all.
         "challenge",
         ("examples/challenge.py", "--data", "{data}", "--output", "{tmp}/run", "--quiet"),
         "challenge.json",
