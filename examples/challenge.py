@@ -41,7 +41,7 @@ from challenge_app.command_line import (
 from challenge_app.command_line import parse_args as _parse_args
 from challenge_app.outcome import Outcome
 from challenge_app.outputs import summary, write_results
-from challenge_app.processes import Log, Processes, begin, end, start_processes
+from challenge_app.processes import Log, Processes, begin, end, resumed, start_processes
 from challenge_data import ChallengeData, Windows, make_windows
 from focalrec.models import SequenceGRU, SequenceMLP, SequenceRecommender, SequenceTransformer
 
@@ -107,21 +107,25 @@ def make_loss(config: dict[str, Any]) -> Callable[[Tensor, Tensor], Tensor]:
 
 
 class TrainingLoss(nn.Module):
-    """The loss of ``model`` on ``(history, targets)`` as one module (what
-    ``DistributedDataParallel`` wraps); with ``--fused-head`` the same loss computed from the
-    model's features and output layer by ``focalrec.linear_sigmoid_focal_loss``, never forming
-    the ``(batch, items)`` logits."""
+    """The loss of ``model`` as one module (what ``DistributedDataParallel`` wraps) on windows
+    ``(N, L), (N, 3)`` or, ``--training positions``, rows ``(N, L), (N, L, 3)`` and ``mask``: the
+    state after each position in ``mask`` (one causal pass) scored on its next 3 items. With
+    ``--fused-head``, computed by ``focalrec.linear_sigmoid_focal_loss`` without the logits."""
 
     def __init__(self, model: SequenceRecommender, config: dict[str, Any]) -> None:
         super().__init__()
         self.model, self.loss, self.fused = model, make_loss(config), bool(config.get("fused_head"))
 
-    def forward(self, history: Tensor, targets: Tensor) -> Tensor:
+    def forward(self, history: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is None:  # a window per example
+            features = self.model.features(history)
+        else:  # every position of a row at once: (examples, D) and their (examples, 3) targets
+            features, targets = self.model.sequence_features(history)[mask], targets[mask]
         if not self.fused:
-            return self.loss(self.model(history), targets)
+            return self.loss(self.model.output(features), targets)
         assert isinstance(self.loss, focalrec.FocalLoss)
         return focalrec.linear_sigmoid_focal_loss(
-            self.model.features(history),
+            features,
             self.model.output_weight(),
             targets,
             linear_bias=self.model.output.bias,
@@ -144,10 +148,11 @@ def train_one_epoch(
     procs: Processes,
     quiet: bool,
 ) -> float:
-    """One pass over the training windows; the mean training loss over all processes. Shuffling
-    and dropout derive from (seed, epoch, rank) only, so a resumed run replays exactly the epochs
-    an uninterrupted run would have done; each global batch is split over the processes."""
-    n, batch = len(windows.train_history), config["batch_size"]
+    """One pass over the training examples (``--training``); the mean training loss over all
+    processes. Shuffling and dropout derive from (seed, epoch, rank) only, so a resumed run replays
+    exactly the epochs an uninterrupted run would have done; each global batch is split."""
+    examples = windows.training_examples(config["training"])
+    n, batch = len(examples[0]), config["batch_size"]
     gen = torch.Generator().manual_seed(config["seed"] * 1009 + epoch)
     order = torch.randperm(n, generator=gen)
     torch.manual_seed(config["seed"] * 1_000_003 + epoch * 101 + procs.rank)
@@ -157,12 +162,12 @@ def train_one_epoch(
     total, count = 0.0, 0
     for s in (bar := tqdm(starts, desc=f"epoch {epoch}", leave=False, disable=hide)):
         rows = order[s : s + batch][procs.rank :: procs.world]
-        loss = loss_fn(windows.train_history[rows], windows.train_targets[rows])
+        loss = loss_fn(*(e[rows] for e in examples))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        value = loss.item()
-        total, count = total + value * len(rows), count + len(rows)
+        value, size = loss.item(), len(rows) if len(examples) == 2 else int(examples[2][rows].sum())
+        total, count = total + value * size, count + size
         bar.set_postfix(loss=f"{value:.4f}", refresh=False)
     loss_sum, rows_seen = procs.all_sum(total, count)
     return loss_sum / max(rows_seen, 1)
@@ -215,6 +220,8 @@ def train(
         loss_fn = DistributedDataParallel(loss_fn)
     while not state.done and state.epoch < config["epochs"]:
         epoch, start_time = state.epoch + 1, time.perf_counter()
+        for group in optimizer.param_groups:  # --lr-decay: from the epoch alone, as resume needs
+            group["lr"] = config["lr"] * config["lr_decay"] ** (epoch - 1)
         loss = train_one_epoch(loss_fn, optimizer, windows, config, epoch, procs, log.quiet)
         val_map = validation_map(model, windows, procs)
         TrainingDiverged.check(epoch, loss, val_map, config["lr"])  # alike on every process
@@ -233,12 +240,8 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # a bad option value: one line on stderr, exit status 2
     procs = start_processes()  # one process, or several under torchrun
-    config, outcome, log, t0 = (
-        run_config(args),
-        Outcome(procs),
-        Log(procs, args.quiet),
-        time.perf_counter(),
-    )
+    config, outcome, t0 = run_config(args), Outcome(procs), time.perf_counter()
+    log = Log(procs, args.quiet)
     with outcome.checking():  # every file, option and checkpoint is checked before any write
         data, digest = load_data(args)
         config["history_len"] = data.history_len
@@ -252,18 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         return outcome.status
     log(f"data: {config['data']}: {data.describe()}")
     log(
-        f"windows: {len(windows.train_history)} training, {len(windows.val_history)} validation "
-        f"users, {len(windows.test_history)} test users"
+        f"windows: {len(windows.train_history)} training ({len(windows.row_history)} rows of "
+        f"positions), {len(windows.val_history)} validation, {len(windows.test_history)} test users"
     )
     load_seconds = time.perf_counter() - t0
-    continuing = resumed_from is not None and resumed_from.parent == run.partial
-    if resumed_from is not None:
-        log(f"resumed from {resumed_from} after epoch {state.epoch}")
-        if state.done and not continuing:  # complete, and --epochs / --patience did not grow
-            if procs.main:
-                run.recover()
-            log(f"the run in {args.output} is complete: nothing to do")
-            return 0
+    continuing, complete = resumed(run, procs, log, resumed_from, state.epoch, state.done)
+    if complete:  # and --epochs / --patience did not grow
+        log(f"the run in {args.output} is complete: nothing to do")
+        return 0
     val = windows.train_sequences, windows.val_history, windows.val_targets, data.num_items, K
     baseline_maps = baselines.validation_maps(*val)
     for name, value in baseline_maps.items():

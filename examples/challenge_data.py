@@ -60,6 +60,7 @@ __all__ = [
     "load_challenge_data",
     "make_windows",
     "pad_sequences",
+    "position_windows",
     "read_challenges",
     "read_sequences",
     "sliding_windows",
@@ -729,6 +730,51 @@ def history_windows(
     return history, targets
 
 
+def position_windows(
+    seqs: Sequence[np.ndarray], history_len: int, horizon: int = HORIZON
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows of :func:`sliding_windows`, grouped so that a causal model reads them in few
+    passes: one row per pass, every window of the row scored from one state.
+
+    A sequence ``s`` of length ``n`` gives a row holding its first ``min(n - 1, L)`` items
+    (left-padded with -1 to length ``L``): the state after item ``j`` has the history
+    ``s[: j + 1]``, the window of the cut ``j + 1``, whose targets are ``s[j + 1 : j + 1 +
+    horizon]`` (from the whole sequence, right-padded with -1). The cuts ``t > L``, whose
+    histories ``s[t - L : t]`` start after the sequence does, get a row each, ``s[t - L : t]``
+    with only its last position in ``mask``. So the rows hold exactly the windows of
+    :func:`sliding_windows`, each once, with the same history and targets; a validation or test
+    user (scored on their first ``L`` items) starts at their first item, as these rows do.
+
+    Returns:
+        ``(history, targets, mask)``: int64 ``(R, L)``, int64 ``(R, L, horizon)`` (the next items
+        after each position, -1 where the position is not in ``mask``) and bool ``(R, L)``.
+
+    Example:
+        >>> h, t, m = position_windows([np.array([5, 6, 7, 8])], history_len=2, horizon=2)
+        >>> h.tolist(), m.tolist()
+        ([[5, 6], [6, 7]], [[True, True], [False, True]])
+        >>> t.tolist()
+        [[[6, 7], [7, 8]], [[-1, -1], [8, -1]]]
+    """
+    L = history_len
+    rows = []  # (sequence, where its row starts, how many items the row holds, first position)
+    for i, s in enumerate(seqs):
+        n = len(s)
+        if n >= 2:
+            rows.append((i, 0, min(n - 1, L), 0))
+        rows.extend((i, cut - L, L, L - 1) for cut in range(L + 1, n))
+    history = np.full((len(rows), L), PAD, dtype=np.int64)
+    targets = np.full((len(rows), L, horizon), PAD, dtype=np.int64)
+    mask = np.zeros((len(rows), L), dtype=bool)
+    for r, (i, begin, count, first) in enumerate(rows):
+        ahead = np.concatenate([seqs[i][begin + 1 :], np.full(horizon, PAD)])
+        after = np.lib.stride_tricks.sliding_window_view(ahead, horizon)  # after[j]: next items
+        history[r, L - count :] = seqs[i][begin : begin + count]
+        targets[r, L - count + first :] = after[first:count]
+        mask[r, L - count + first :] = True
+    return history, targets, mask
+
+
 @dataclass(frozen=True)
 class Windows:
     """Index lists (padded with -1) for training, validation and test."""
@@ -739,18 +785,31 @@ class Windows:
     val_targets: Tensor  # (V, 3) their next 3
     test_history: Tensor  # (T, L) test users' histories
     train_sequences: Tensor  # (U, longest) every sequence the windows come from, right-padded
+    # The same training windows as rows that a causal model reads in one pass (position_windows):
+    row_history: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.long))
+    row_targets: Tensor = field(default_factory=lambda: torch.empty(0, 0, 3, dtype=torch.long))
+    row_mask: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.bool))
+
+    def training_examples(self, training: str) -> tuple[Tensor, ...]:
+        """What one training example is: ``(history, targets)`` windows for ``"windows"``,
+        ``(history, targets, mask)`` rows of positions for ``"positions"``."""
+        if training == "positions":
+            return self.row_history, self.row_targets, self.row_mask
+        return self.train_history, self.train_targets
 
 
 def make_windows(data: ChallengeData, val_fraction: float, seed: int) -> Windows:
     """Training windows: every (last L, next 3) of the training users, plus the windows inside the
-    first L challenges of validation and test users (known at prediction time). Validation
-    users are scored on their first L challenges -> next 3, as test users are."""
+    first L challenges of validation and test users (known at prediction time), also grouped as
+    rows of positions (:func:`position_windows`). Validation users are scored on their first L
+    challenges -> next 3, as test users are."""
     L = data.history_len
     train_idx, val_idx = split_users(len(data.train), val_fraction, seed)
     train_users = [data.train[i] for i in train_idx]
     val_users = [data.train[i] for i in val_idx]
     known = [s[:L] for s in val_users] + data.test  # histories known at prediction time
     parts = [sliding_windows(train_users, L), sliding_windows(known, L)]
+    rows = position_windows(train_users + known, L)
     val_history, val_targets = history_windows(val_users, L)
     test_history, _ = history_windows(data.test, L)
     return Windows(
@@ -760,4 +819,7 @@ def make_windows(data: ChallengeData, val_fraction: float, seed: int) -> Windows
         val_targets=torch.from_numpy(val_targets),
         test_history=torch.from_numpy(test_history),
         train_sequences=torch.from_numpy(pad_sequences(train_users + known)),
+        row_history=torch.from_numpy(rows[0]),
+        row_targets=torch.from_numpy(rows[1]),
+        row_mask=torch.from_numpy(rows[2]),
     )

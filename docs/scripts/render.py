@@ -707,11 +707,20 @@ def challenge_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) ->
         ["train.csv users", f"{d['train_csv_users']:,}"],
         ["test.csv users", f"{d['test_csv_users']:,}"],
         ["training windows", f"{d['training_windows']:,}"],
+        *(
+            [["the same, as rows of positions", f"{d['training_rows']:,}"]]
+            if "training_rows" in d
+            else []
+        ),
         ["validation users", f"{d['validation_users']:,}"],
     ]
     shown = {k: v for k, v in cfg.items() if not isinstance(v, (dict, list)) or k == "hidden_sizes"}
     config_rows = [[f"`{k}`", f"`{v}`"] for k, v in sorted(shown.items())]
     time_rows = [[k.replace("_", " "), f"{v:.0f}"] for k, v in t.items()]
+    per_epoch = sorted(e["seconds"] for e in data["epochs"])
+    if per_epoch:
+        median = per_epoch[len(per_epoch) // 2]
+        time_rows.insert(0, [f"an epoch (median of {len(per_epoch)})", f"{median:.0f}"])
     title = "Training loss and validation mAP@3 per epoch"
     return (
         f"![{title}](generated/{name}.png)\n\n"

@@ -18,6 +18,10 @@ Data: users of ``train.csv`` are split into training and validation users. Train
 every (last ``L`` challenges, next 3) window of the training users, plus the windows *inside* the
 first ``L`` challenges of the validation and test users (what is known about them at prediction
 time). Each validation user is scored on their first ``L`` challenges -> next 3, as test users are.
+With ``--training positions`` (the default for the GRU and the transformer) the same windows are
+grouped into rows that the model reads once: a user's first ``L`` challenges, every position
+scored on its next 3 from the state after it (its history starts at the user's first challenge,
+as a validation user's does), and a row of its own for each later window.
 
 Outputs in OUT: ``metrics.json`` (configuration, per-epoch loss and validation mAP@3, baselines,
 timings), ``training_curve.png``, ``best_model.pt`` (the best epoch's weights and the vocabulary),
@@ -63,6 +67,7 @@ __all__ = [
     "MODEL_DEFAULTS",
     "OPTIMIZER_DEFAULTS",
     "RESUMABLE",
+    "TRAINING",
     "check_options",
     "load_data",
     "make_optimizer",
@@ -87,6 +92,7 @@ class Defaults:
     alpha: float = 0.25  # focal loss alpha (weight of the positives); --loss focal only
     gamma: float = 2.0  # focal loss gamma; --loss focal only
     optimizer: str = "adamw"  # adamw | sgd
+    training: str = "positions"  # positions | windows (the mlp reads windows only)
     epochs: int = 30
     patience: int = 2  # epochs without a better validation mAP@3 before stopping
     metadata: bool = False  # use challenge_data.csv's item features (--model mlp only)
@@ -102,6 +108,7 @@ class ModelDefaults:
     embedding_dim: int
     dropout: float
     lr: float  # with --optimizer adamw; --optimizer sgd keeps the write-up's 0.1
+    lr_decay: float  # the learning rate of epoch e is --lr * lr_decay ** (e - 1)
     hidden_sizes: tuple[int, ...] | None = None  # mlp: widths of the hidden layers
     hidden_size: int | None = None  # gru: size of the state
     layers: int | None = None  # gru: stacked GRUs; transformer: attention blocks
@@ -113,7 +120,8 @@ class OptimizerDefaults:
     """Per-optimizer values of --weight-decay, --batch-size, --momentum (and SGD's --lr)."""
 
     weight_decay: float
-    batch_size: int
+    batch_size: int  # windows per step
+    position_batch_size: int  # rows per step with --training positions (~3 windows a row)
     lr: float | None = None  # None: the model's (MODEL_DEFAULTS)
     momentum: float | None = None  # SGD only
 
@@ -121,18 +129,28 @@ class OptimizerDefaults:
 DEFAULTS = Defaults()
 MODEL_DEFAULTS = {
     # The write-up's model: the last L item embeddings concatenated, one hidden layer.
-    "mlp": ModelDefaults(embedding_dim=50, dropout=0.0, lr=3e-3, hidden_sizes=(256,)),
-    "gru": ModelDefaults(embedding_dim=128, dropout=0.2, lr=2e-3, hidden_size=256, layers=1),
-    "transformer": ModelDefaults(embedding_dim=64, dropout=0.1, lr=3e-3, layers=2, heads=2),
+    "mlp": ModelDefaults(embedding_dim=50, dropout=0.0, lr=3e-3, lr_decay=1.0, hidden_sizes=(256,)),
+    # Trained on every position (--training positions): an epoch costs about half of one on
+    # windows, spent on a wider state and more epochs at a decaying rate (docs/example.md).
+    "gru": ModelDefaults(
+        embedding_dim=128, dropout=0.2, lr=3e-3, lr_decay=0.8, hidden_size=384, layers=1
+    ),
+    "transformer": ModelDefaults(
+        embedding_dim=64, dropout=0.1, lr=3e-3, lr_decay=1.0, layers=2, heads=2
+    ),
 }
 OPTIMIZER_DEFAULTS = {
-    "adamw": OptimizerDefaults(weight_decay=1e-4, batch_size=512),
+    "adamw": OptimizerDefaults(weight_decay=1e-4, batch_size=512, position_batch_size=128),
     # The write-up's settings, kept as the faithful baseline: `--optimizer sgd`.
-    "sgd": OptimizerDefaults(weight_decay=1e-4, batch_size=256, lr=0.1, momentum=0.9),
+    "sgd": OptimizerDefaults(
+        weight_decay=1e-4, batch_size=256, position_batch_size=256, lr=0.1, momentum=0.9
+    ),
 }
 # =================================================================================================
 
 LOSSES = ("focal", "bce", "softmax")
+TRAINING = ("positions", "windows")
+PER_POSITION_MODELS = ("gru", "transformer")  # the models with per-position states
 RESUMABLE = ("epochs", "patience")  # options that --resume may change
 MODELS = tuple(MODEL_DEFAULTS)
 # Options that only some losses, optimizers or models use: option -> (the choosing option, the
@@ -286,6 +304,14 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
         "only",
     )
     g.add_argument(
+        "--training",
+        choices=TRAINING,
+        help="what one training example is: 'positions', a user's challenges read once by "
+        "--model gru or transformer, every position scored on its next 3 from its state; or "
+        "'windows', each (last L, next 3) window read on its own. The same examples either way "
+        f"(default: {d.training}; --model mlp: windows, the only one it reads)",
+    )
+    g.add_argument(
         "--optimizer",
         choices=sorted(OPTIMIZER_DEFAULTS),
         default=d.optimizer,
@@ -297,6 +323,12 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
         help=f"learning rate; --optimizer adamw: {_per_model('lr')}, "
         f"--optimizer sgd: {OPTIMIZER_DEFAULTS['sgd'].lr}",
     )
+    g.add_argument(
+        "--lr-decay",
+        type=number(0, 1, low_open=True),
+        help="the learning rate of epoch e is --lr times this to the power e - 1; "
+        f"{_per_model('lr_decay')}",
+    )
     g.add_argument("--weight-decay", type=number(0), help=_per_optimizer("weight_decay"))
     g.add_argument(
         "--momentum",
@@ -306,7 +338,8 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
     g.add_argument(
         "--batch-size",
         type=SIZE,
-        help=f"global batch, split over processes; {_per_optimizer('batch_size')}",
+        help="global batch, split over processes: windows, or rows with --training positions; "
+        f"{_per_optimizer('batch_size')}; rows: {_per_optimizer('position_batch_size')[8:]}",
     )
     g.add_argument(
         "--epochs",
@@ -328,10 +361,19 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> argparse
     )
     args = p.parse_args(argv)
     opt, model = OPTIMIZER_DEFAULTS[args.optimizer], MODEL_DEFAULTS[args.model]
-    for name in ("weight_decay", "batch_size"):
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(opt, name))
-    for name in ("lr", "embedding_dim", "dropout"):
+    if args.training is None:
+        args.training = d.training if args.model in PER_POSITION_MODELS else "windows"
+    elif args.training == "positions" and args.model not in PER_POSITION_MODELS:
+        p.error(
+            f"argument --training: positions applies to --model "
+            f"{' and '.join(PER_POSITION_MODELS)} only, not --model {args.model}"
+        )
+    if args.weight_decay is None:
+        args.weight_decay = opt.weight_decay
+    if args.batch_size is None:
+        positions = args.training == "positions"
+        args.batch_size = opt.position_batch_size if positions else opt.batch_size
+    for name in ("lr", "lr_decay", "embedding_dim", "dropout"):
         if getattr(args, name) is None:
             value = getattr(opt, name, None) if name == "lr" else None
             setattr(args, name, getattr(model, name) if value is None else value)
@@ -432,6 +474,8 @@ def used_config(config: dict[str, Any]) -> dict[str, Any]:
     used = {k: v for k, v in config.items() if k != "data"}
     used.setdefault("model", "mlp")  # checkpoints from before --model trained the MLP
     used.setdefault("fused_head", False)  # and those from before --fused-head did not fuse
+    used.setdefault("training", "windows")  # and those from before --training read windows
+    used.setdefault("lr_decay", 1.0)  # and those from before --lr-decay kept the rate
     for name, (chooser, choices) in USED_ONLY_BY.items():
         if used.get(chooser) not in choices:
             used[name] = None

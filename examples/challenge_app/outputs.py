@@ -104,6 +104,7 @@ def summary(
             "train_csv_users": len(data.train),
             "test_csv_users": len(data.test),
             "training_windows": len(windows.train_history),
+            "training_rows": len(windows.row_history),  # the same windows, as rows of positions
             "validation_users": len(windows.val_history),
         },
         "world_size": world,

@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 import atomic
 
-__all__ = ["Log", "Processes", "begin", "end", "fail", "say", "start_processes"]
+__all__ = ["Log", "Processes", "begin", "end", "fail", "resumed", "say", "start_processes"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,28 @@ class Log:
 
     def __call__(self, message: str) -> None:
         say(self.procs, self.quiet, message)
+
+
+def resumed(
+    run: atomic.RunDirectory,
+    procs: Processes,
+    log: Log,
+    found: Path | None,
+    epochs: int,
+    done: bool,
+) -> tuple[bool, bool]:
+    """After ``--resume`` from the checkpoint ``found`` (None: a new run), ``epochs`` done:
+    whether the run continues its partial folder, and whether it is complete already (then
+    ``--epochs`` and ``--patience`` did not grow, and the complete run is left as it was)."""
+    if found is None:
+        return False, False
+    continuing = found.parent == run.partial
+    log(f"resumed from {found} after epoch {epochs}")
+    if done and not continuing:
+        if procs.main:
+            run.recover()
+        return False, True
+    return continuing, False
 
 
 def begin(run: atomic.RunDirectory, procs: Processes, keep_partial: bool) -> None:
