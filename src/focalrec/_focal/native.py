@@ -448,9 +448,22 @@ def _ptr(t: Tensor | None) -> int | None:
 
 
 def supports(inp: FocalInputs) -> bool:
-    """Whether the kernel takes these inputs: float32 CPU logits."""
+    """Whether the kernel takes these inputs: float32 CPU logits, the focal loss without
+    ``pos_weight`` (the asymmetric loss and positive weights run on the torch backend)."""
+    return refusal(inp) is None
+
+
+def refusal(inp: FocalInputs) -> str | None:
+    """Why the kernel does not take these inputs (a phrase after \"the kernel\"), or None."""
     x = inp.logits
-    return x.device.type == "cpu" and x.dtype == torch.float32
+    if not (x.device.type == "cpu" and x.dtype == torch.float32):
+        return f"takes float32 CPU logits, got {x.dtype} logits on {x.device}"
+    if inp.family:
+        return (
+            "evaluates the focal loss only, not the asymmetric loss nor pos_weight "
+            "(FOCALREC_BACKEND=auto runs them on the torch backend)"
+        )
+    return None
 
 
 def forward(

@@ -321,6 +321,8 @@ def unavailable_reason(inp: FocalInputs) -> str | None:
         return f"it takes float32, float16 or bfloat16 logits, got {x.dtype}"
     if x.dim() != 2 or (x.stride(-1) != 1 and x.shape[-1] > 1):
         return "it takes (R, C) logits with a unit column stride"
+    if inp.family:
+        return "it evaluates the focal loss only (not the asymmetric loss nor pos_weight)"
     error = import_error()
     if error is not None:
         return error
