@@ -524,6 +524,14 @@ def test_where_timm_differs_its_eps_clamp_and_detached_weight() -> None:
     ours = asymmetric_loss(x, y, reduction="sum")
     assert math.isclose(float(timm), -math.log(1e-8), rel_tol=1e-12)
     assert math.isclose(float(ours), float(F.softplus(torch.tensor(30.0, dtype=torch.float64))))
+    # ... and its gradient is 0 there, ours about -1
+    xt = x.clone().requires_grad_()
+    (g_timm,) = torch.autograd.grad(_timm_asymmetric_loss_multilabel(xt, y, 4.0, 0.0), xt)
+    xg = x.clone().requires_grad_()
+    asymmetric_loss(xg, y, reduction="sum").backward()
+    assert float(g_timm) == 0.0
+    assert xg.grad is not None
+    assert math.isclose(float(xg.grad), -1.0, rel_tol=1e-12)
     # timm's disable_torch_grad_focal_loss detaches the focusing weight: another gradient
     xr = torch.tensor([[1.5]], dtype=torch.float64, requires_grad=True)
     y0 = torch.zeros(1, 1, dtype=torch.float64)
