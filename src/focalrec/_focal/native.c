@@ -163,6 +163,7 @@ ALWAYS_INLINE_EARLY float fr_log(float v) {
 }
 
 ALWAYS_INLINE_EARLY float int_power(float b, int32_t k) {
+    b = k < 0 ? 1.0f : b; /* not used: no subnormal products */
     float b2 = b * b;
     return k == 0 ? 1.0f : k == 1 ? b : k == 2 ? b2 : k == 3 ? b2 * b : b2 * b2;
 }
@@ -178,8 +179,9 @@ ALWAYS_INLINE_EARLY void hard_terms(float y, float gamma, int32_t gamma_int, flo
     float omp = pos ? ei : inv;
     float s = (pos ? y : 0.0f) + l;
     /* p = 0 gives 0 even when gamma is so small that it rounds to 0 in float32 (not 0 * inf). */
+    /* The branch not taken gets neutral arguments (no subnormal intermediates: they are slow). */
     float pg = gamma_int >= 0 ? int_power(p, gamma_int)
-                              : (p > 0.0f ? fr_exp_neg(gamma * (l - (pos ? 0.0f : y))) : 0.0f);
+                              : (p > 0.0f ? fr_exp_neg(gamma_int >= 0 ? 0.0f : gamma * (l - (pos ? 0.0f : y))) : 0.0f);
     float s_fin = s < FLT_MAX ? s : FLT_MAX; /* (1 - p) s -> 0 at y = inf, not 0 * inf */
     *v = pg * s;
     *g = (pg * gamma) * (omp * s_fin) + pg * p;
@@ -226,7 +228,9 @@ ALWAYS_INLINE_EARLY void margin_terms(float x, float gamma, int32_t gamma_int, f
     float w = omp + m;
     /* log1p(-u) = 2 atanh(-u / (2 - u)), |.| <= 1/3 for u <= 1/2: fr_log1p01 takes e = -u. */
     float ell = us < 0.5f ? -fr_log1p01(-us) : -fr_log(w);
-    float pg = gamma_int >= 0 ? int_power(us, gamma_int) : fr_exp_neg(-gamma * fr_log(us));
+    /* The branch not taken gets neutral arguments (no subnormal intermediates: they are slow). */
+    float pg = gamma_int >= 0 ? int_power(us, gamma_int)
+                              : fr_exp_neg(-gamma * fr_log(gamma_int >= 0 ? 1.0f : us));
     float pg1 = pg / us;
     float a = p * omp;
     *v = zero ? 0.0f : pg * ell;
@@ -272,15 +276,15 @@ ALWAYS_INLINE float soft_loop(int64_t n, const float *xb, const float *tb, const
 
 /* ASL over a tile: t fp L+ + (1 - t) fn L-, fp and fn the factors of positive and negative terms
  * (alpha * pos_weight * weight * scale and (1 - alpha) * weight * scale). */
-static float asl_loop(int64_t n, const float *xb, const float *tb, const float *fpb,
-                      const float *fnb, float *vb, float *gb, float gamma, int32_t gi,
-                      float gamma_neg, int32_t gni, float m) {
+ALWAYS_INLINE float asl_loop(int64_t n, const float *xb, const float *tb, const float *fpb,
+                              const float *fnb, float *vb, float *gb, float gamma, int32_t gi,
+                              float gamma_neg, int32_t gni, float m, int32_t clip_zero) {
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < n; j++) {
         float vp, gp, vn, gn;
         hard_terms(-xb[j], gamma, gi, &vp, &gp);
-        if (m == 0.0f) /* loop-invariant: the focal t = 0 term with gamma_neg */
+        if (clip_zero) /* a constant of each instance: the focal t = 0 term with gamma_neg */
             hard_terms(xb[j], gamma_neg, gni, &vn, &gn);
         else
             margin_terms(xb[j], gamma_neg, gni, m, &vn, &gn);
@@ -400,8 +404,18 @@ static double tile(const focal_args *a, int64_t row, int64_t c0, int64_t n) {
     double sum;
     if (asl) {
         asl_factors(a, row, c0, n, fb, pb);
-        sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, a->gamma_int, a->gamma_neg,
-                       a->gamma_neg_int, a->clip);
+        /* One vectorized instance per kind of negative term, and instances whose exponents are
+         * constants for the paper's (gamma_pos 0, gamma_neg 4) and timm's (1, 4) defaults. */
+        const float m = a->clip;
+        const int32_t gi = a->gamma_int, gni = a->gamma_neg_int;
+        if (m != 0.0f && gi == 0 && gni == 4)
+            sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, 0, a->gamma_neg, 4, m, 0);
+        else if (m != 0.0f && gi == 1 && gni == 4)
+            sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, 1, a->gamma_neg, 4, m, 0);
+        else if (m != 0.0f)
+            sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, gi, a->gamma_neg, gni, m, 0);
+        else
+            sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, gi, a->gamma_neg, gni, 0.0f, 1);
         if (a->grad != NULL)
             memcpy(a->grad + row * a->grad_row_stride + c0, gb, (size_t)n * sizeof(float));
         if (a->value != NULL)
