@@ -180,9 +180,9 @@ def asymmetric_loss(
     ``gamma_pos = gamma_neg = gamma, clip = 0`` is :func:`sigmoid_focal_loss` with that ``gamma``
     for hard targets, bit for bit. Everything is computed in log space with closed-form first
     and second derivatives (:math:`1 - p_m = \sigma(-x) + m`), finite at every logit including
-    ``+-inf`` for ``clip > 0``. Backends, autograd, ``torch.compile`` and ``torch.func`` support
-    are those of :func:`sigmoid_focal_loss`; the compiled CPU and Triton kernels evaluate the
-    focal loss only, so this loss runs on the torch backend (``focalrec.show_config()``).
+    ``+-inf`` for ``clip > 0``. Backends (the compiled CPU kernel, Triton, torch: one pass for
+    the loss and its gradient), autograd, ``torch.compile`` and ``torch.func`` support are those
+    of :func:`sigmoid_focal_loss`; ``benchmarks/bench_family.py`` times it against timm's ASL.
 
     Args:
         input: Logits of any shape; ``(N, C)`` with an index-list ``target``.

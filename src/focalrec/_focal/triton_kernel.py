@@ -16,7 +16,11 @@ The math is that of the compiled CPU kernel (``native.c``) and of
     \qquad p = \sigma(y),\ s = \log(1 + e^{y}),
 
 at ``y = x`` (target 0) or ``y = -x`` (target 1) for hard targets, in tiles whose targets are all
-0 or 1; a tile holding a soft target takes the general formulas. The same safeguards hold:
+0 or 1; a tile holding a soft target takes the general formulas. ``pos_weight`` multiplies the
+positive terms (inside ``BCE`` for soft targets), and the asymmetric loss (ASL) mixes the ``t = 1``
+term with ``gamma`` and its negative term with ``gamma_neg`` and the margin ``clip``
+(``_margin_terms``), ``t L+ + (1 - t) L-``; hard tiles with ``clip = 0`` and ``gamma_neg = gamma``
+take the focal code itself. The same safeguards hold:
 bounded factors, ``+inf`` clamped where it multiplies a vanishing factor, ``p = 0`` giving
 ``p^gamma = 0`` (also when ``gamma`` rounds to 0 in float32), and a term whose factor
 (``alpha_t * weight * scale``) is 0 being 0, value and gradient, whatever its logit. ``exp`` and
