@@ -599,11 +599,18 @@ def test_pos_weight_on_another_device_is_a_type_error() -> None:
         sigmoid_focal_loss(x, t, pos_weight=torch.ones(5, device="meta"))
 
 
-def test_forced_backends_serve_the_family() -> None:
-    x, t = torch.randn(3, 8), torch.tensor([[0, 1], [4, -1], [-1, -1]])
-    with _on("torch"):
-        want = asymmetric_loss(x, t, pos_weight=2.0)
+@pytest.mark.parametrize("kind", ["float", "0-d", "strided"])
+def test_every_backend_takes_every_form_of_pos_weight(kind: str) -> None:
+    x, t = torch.randn(3, 8) * 3, torch.tensor([[0, 1], [4, -1], [-1, -1]])
+    pw: float | torch.Tensor = 2.0
+    if kind == "0-d":
+        pw = torch.tensor(2.0)
+    elif kind == "strided":
+        pw = torch.arange(16.0)[::2] / 4
+    want = _reference(
+        x.double(), _dense(t, 8), gamma_pos=0.0, gamma_neg=4.0, clip=0.05, pos_weight=pw
+    )
     for name in _backends():
         with _on(name):
-            got = asymmetric_loss(x, t, pos_weight=2.0)
-        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+            got = asymmetric_loss(x, t, pos_weight=pw, reduction="none")
+        torch.testing.assert_close(got.double(), want, rtol=2e-6, atol=1e-7)

@@ -278,7 +278,10 @@ def _sigmoid_loss(
     shape2d = (rows, num_classes)
     pos_weight_vec = None
     if isinstance(pos_weight, Tensor):
-        pos_weight_vec = pos_weight.to(device=input.device, dtype=cd).expand(num_classes)
+        # (C,) with a unit stride, as the kernels read it (a 0-d tensor too: no host read)
+        pos_weight_vec = (
+            pos_weight.to(device=input.device, dtype=cd).expand(num_classes).contiguous()
+        )
     inputs = FocalInputs(
         logits=input.reshape(shape2d),
         dense=None if sparse else target.reshape(shape2d),
