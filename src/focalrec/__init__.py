@@ -9,7 +9,7 @@ from focalrec._indices import dense_to_index_list, index_list_to_dense
 from focalrec._topk import topk_items_from_embeddings
 from focalrec._warnings import SlowPathWarning
 from focalrec.linear import LinearFocalLoss, linear_sigmoid_focal_loss
-from focalrec.losses import FocalLoss, sigmoid_focal_loss
+from focalrec.losses import AsymmetricLoss, FocalLoss, asymmetric_loss, sigmoid_focal_loss
 from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
 from focalrec.negatives import gbce_beta, sample_negatives
 from focalrec.priors import class_priors, focal_prior_bias, init_prior_bias_, prior_bias
@@ -27,12 +27,14 @@ from focalrec.ranking import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsymmetricLoss",
     "FocalLoss",
     "LinearFocalLoss",
     "MeanAveragePrecisionAtK",
     "RankingMetricsAtK",
     "SlowPathWarning",
     "__version__",
+    "asymmetric_loss",
     "class_priors",
     "dense_to_index_list",
     "focal_prior_bias",

@@ -13,7 +13,14 @@ from focalrec._focal.inputs import FocalInputs
 from focalrec._focal.op import focal_loss
 from focalrec._indices import check_index_list, first_occurrence, is_index_list, values_readable
 
-__all__ = ["REDUCTIONS", "FocalLoss", "Reduction", "sigmoid_focal_loss"]
+__all__ = [
+    "REDUCTIONS",
+    "AsymmetricLoss",
+    "FocalLoss",
+    "Reduction",
+    "asymmetric_loss",
+    "sigmoid_focal_loss",
+]
 
 Reduction = Literal["none", "mean", "sum", "sum_over_positives"]
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum", "sum_over_positives")
@@ -28,6 +35,7 @@ def sigmoid_focal_loss(
     gamma: float = 2.0,
     reduction: Reduction = "mean",
     weight: Tensor | None = None,
+    pos_weight: float | Tensor | None = None,
     validate_args: bool = True,
 ) -> Tensor:
     r"""Sigmoid focal loss of ``input`` against dense or index-list ``target``.
@@ -52,8 +60,11 @@ def sigmoid_focal_loss(
     large as ``1e4``. At ``+-inf`` logits the loss and its gradient are their limits (``inf``
     where the target disagrees, gradient ``+-alpha_t * weight``). A term whose weight
     ``alpha_t * weight`` is 0 is 0, value and gradient, whatever its logit.
-    ``gamma = 0, alpha = None`` equals :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
-    Float16 and bfloat16 logits are computed in float32.
+    ``gamma = 0, alpha = None`` equals :func:`torch.nn.functional.binary_cross_entropy_with_logits`,
+    also with ``pos_weight``, which has its meaning: with :math:`w` the positive weight,
+    :math:`\mathrm{BCE}(x, t) = -w t \log p - (1 - t) \log(1 - p)` (the focusing factor is
+    unchanged; for hard targets the positive terms are multiplied by :math:`w`). Float16 and
+    bfloat16 logits are computed in float32.
 
     When ``input`` requires grad, the forward pass computes the gradient too, in one pass, and
     backward hands it on: apart from the output of ``reduction="none"``, the loss allocates one
@@ -81,7 +92,14 @@ def sigmoid_focal_loss(
         weight: Optional non-negative elementwise weight or bool keep-mask, broadcastable to
             ``input``. ``"mean"`` then averages over the kept entries only:
             ``sum(w * FL) / sum(w)``.
-        validate_args: Check the values of ``target``, ``alpha`` and ``weight``, and reject NaN
+        pos_weight: Factor of the positive terms, ``>= 0``: a float, a per-class tensor
+            ``(C,)`` over the last dimension, or ``None`` (as in
+            :class:`torch.nn.BCEWithLogitsLoss`). It composes with ``alpha`` (positive terms get
+            ``alpha * pos_weight``) and enters no divisor: ``"sum_over_positives"`` divides by
+            the number of positives, not their weighted count, as torch's BCE does not
+            renormalize either.
+        validate_args: Check the values of ``target``, ``alpha``, ``pos_weight`` and ``weight``,
+            and reject NaN
             logits where the weight is not 0 (reads values from the device; skipped under
             ``torch.compile`` and ``torch.func`` transforms). Shapes, dtypes and ``gamma`` are
             always checked.
@@ -109,9 +127,139 @@ def sigmoid_focal_loss(
         0.05
     """
     _check_logits(input)
+    num_classes = input.shape[-1] if input.ndim > 0 else 1
+    _check_hyper(alpha, gamma, reduction, num_classes, validate_args and values_readable())
+    return _sigmoid_loss(
+        input,
+        target,
+        alpha=alpha,
+        gamma=float(gamma),
+        gamma_neg=None,
+        clip=0.0,
+        pos_weight=pos_weight,
+        reduction=reduction,
+        weight=weight,
+        validate_args=validate_args,
+    )
+
+
+def asymmetric_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    gamma_pos: float = 0.0,
+    gamma_neg: float = 4.0,
+    clip: float = 0.05,
+    alpha: float | Tensor | None = None,
+    pos_weight: float | Tensor | None = None,
+    reduction: Reduction = "mean",
+    weight: Tensor | None = None,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Asymmetric loss (ASL, Ridnik et al., ICCV 2021) of ``input`` against dense or index-list
+    ``target``.
+
+    With :math:`p = \sigma(x)`, the margin :math:`m` (``clip``) and the shifted probability
+    :math:`p_m = \max(p - m, 0)` of negatives, the positive and negative terms are
+
+    .. math::
+
+        L_+ = -(1 - p)^{\gamma_+} \log p, \qquad
+        L_- = -p_m^{\gamma_-} \log(1 - p_m),
+
+    and the loss of one logit with target :math:`t` is
+    :math:`\alpha w t L_+ + (1 - \alpha)(1 - t) L_-` with :math:`w` the positive weight
+    (``alpha = None`` and ``pos_weight = None`` are factors 1). Soft targets mix the two terms
+    linearly (the focal loss's soft targets do not: it is the same as ASL for hard targets only).
+    The margin discards easy negatives: where :math:`p \le m` a negative's term and its
+    derivatives are exactly 0. At the kink :math:`p = m` the value is 0 and the derivatives
+    returned are those of the zero side, 0 (from above, the first derivative tends to
+    :math:`m(1 - m)` for :math:`\gamma_- = 0` and to 0 otherwise; the second to 0 for
+    :math:`\gamma_- > 1`).
+
+    ``gamma_pos = gamma_neg = gamma, clip = 0`` is :func:`sigmoid_focal_loss` with that ``gamma``
+    for hard targets, bit for bit. Everything is computed in log space with closed-form first
+    and second derivatives (:math:`1 - p_m = \sigma(-x) + m`), finite at every logit including
+    ``+-inf`` for ``clip > 0``. Backends (the compiled CPU kernel, Triton, torch: one pass for
+    the loss and its gradient), autograd, ``torch.compile`` and ``torch.func`` support are those
+    of :func:`sigmoid_focal_loss`; ``benchmarks/bench_family.py`` times it against timm's ASL.
+
+    Args:
+        input: Logits of any shape; ``(N, C)`` with an index-list ``target``.
+        target: Dense targets in ``[0, 1]`` (floating or bool) of the input's shape, or an index
+            list ``(N, m)`` of positive classes padded with ``-1``, as for
+            :func:`sigmoid_focal_loss`.
+        gamma_pos: Focusing parameter of positive terms, in ``[0, 3.4e38]``.
+        gamma_neg: Focusing parameter of negative terms, in ``[0, 3.4e38]``.
+        clip: Probability margin :math:`m` of negative terms, in ``[0, 1)``.
+        alpha: Weight of positive terms in ``[0, 1]`` (negatives get ``1 - alpha``), a per-class
+            tensor ``(C,)``, or ``None``.
+        pos_weight: Factor of positive terms, ``>= 0``: a float, a per-class tensor ``(C,)``, or
+            ``None``; composes with ``alpha`` and enters no divisor.
+        reduction: ``"none"``, ``"mean"``, ``"sum"`` or ``"sum_over_positives"``, as for
+            :func:`sigmoid_focal_loss`.
+        weight: Optional non-negative elementwise weight or bool keep-mask, broadcastable to
+            ``input``.
+        validate_args: Check argument values (reads the device), as for
+            :func:`sigmoid_focal_loss`.
+
+    Returns:
+        The loss: a scalar, or the input's shape for ``reduction="none"``, in
+        ``torch.promote_types(input.dtype, torch.float32)``.
+
+    Raises:
+        TypeError: If an argument has the wrong type or dtype.
+        ValueError: If a shape or value is out of its range.
+
+    Example:
+        >>> x = torch.tensor([[3.0, -4.0, 0.0]])
+        >>> loss = asymmetric_loss(x, torch.tensor([[0, -1]]), reduction="none")
+        >>> loss[0, 1].item()  # p = 0.018 <= clip: an easy negative, discarded
+        0.0
+        >>> t = torch.tensor([[0, -1]])
+        >>> focal = sigmoid_focal_loss(x, t, alpha=None, gamma=2.0)
+        >>> same = asymmetric_loss(x, t, gamma_pos=2.0, gamma_neg=2.0, clip=0.0)
+        >>> bool(focal == same)
+        True
+    """
+    _check_logits(input)
+    num_classes = input.shape[-1] if input.ndim > 0 else 1
+    _check_gamma(gamma_pos, "gamma_pos")
+    _check_gamma(gamma_neg, "gamma_neg")
+    _check_clip(clip)
+    _check_hyper(alpha, 0.0, reduction, num_classes, validate_args and values_readable())
+    return _sigmoid_loss(
+        input,
+        target,
+        alpha=alpha,
+        gamma=float(gamma_pos),
+        gamma_neg=float(gamma_neg),
+        clip=float(clip),
+        pos_weight=pos_weight,
+        reduction=reduction,
+        weight=weight,
+        validate_args=validate_args,
+    )
+
+
+def _sigmoid_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    alpha: float | Tensor | None,
+    gamma: float,
+    gamma_neg: float | None,
+    clip: float,
+    pos_weight: float | Tensor | None,
+    reduction: Reduction,
+    weight: Tensor | None,
+    validate_args: bool,
+) -> Tensor:
+    """The loss of the family (focal, ASL, positive weights) once ``input``, ``alpha``,
+    ``gamma`` and ``reduction`` are checked."""
     read_values = validate_args and values_readable()
     num_classes = input.shape[-1] if input.ndim > 0 else 1
-    _check_hyper(alpha, gamma, reduction, num_classes, read_values)
+    _check_pos_weight(pos_weight, num_classes, input, read_values)
     if isinstance(target, Tensor):
         check_same_device(target, "target", input, "input")
     if isinstance(weight, Tensor):
@@ -128,15 +276,27 @@ def sigmoid_focal_loss(
         divisor = _num_positives(target, sparse, weight, input.shape).clamp_min(1.0)
     rows = input.numel() // num_classes if num_classes > 0 else math.prod(input.shape[:-1])
     shape2d = (rows, num_classes)
+    pos_weight_vec = None
+    if isinstance(pos_weight, Tensor):
+        # (C,) with a unit stride, as the kernels read it (a 0-d tensor too: no host read)
+        pos_weight_vec = (
+            pos_weight.to(device=input.device, dtype=cd).expand(num_classes).contiguous()
+        )
     inputs = FocalInputs(
         logits=input.reshape(shape2d),
         dense=None if sparse else target.reshape(shape2d),
         index=target if sparse else None,
         alpha=None if alpha is None or isinstance(alpha, Tensor) else float(alpha),
         alpha_vec=alpha.to(device=input.device, dtype=cd) if isinstance(alpha, Tensor) else None,
-        gamma=float(gamma),
+        gamma=gamma,
         weight=None if weight is None else _rows_view(weight.expand(input.shape), shape2d),
         scale=None if divisor is None else torch.reciprocal(divisor.to(cd)),
+        gamma_neg=gamma_neg,
+        clip=clip,
+        pos_weight=None
+        if pos_weight is None or isinstance(pos_weight, Tensor)
+        else float(pos_weight),
+        pos_weight_vec=pos_weight_vec,
     )
     out = focal_loss(inputs, elementwise=reduction == "none")
     if reduction == "none":
@@ -156,6 +316,8 @@ class FocalLoss(nn.Module):
         gamma: Focusing parameter, ``>= 0``.
         reduction: ``"none"``, ``"mean"``, ``"sum"`` or ``"sum_over_positives"``.
         validate_args: Check argument values on every call.
+        pos_weight: Factor of the positive terms: a float ``>= 0``, a per-class tensor ``(C,)``
+            (kept as a buffer), or ``None``.
 
     Example:
         >>> criterion = FocalLoss(alpha=0.25, gamma=2.0, reduction="sum_over_positives")
@@ -167,6 +329,7 @@ class FocalLoss(nn.Module):
     """
 
     alpha: Tensor | float | None
+    pos_weight: Tensor | float | None
 
     def __init__(
         self,
@@ -175,14 +338,17 @@ class FocalLoss(nn.Module):
         reduction: Reduction = "mean",
         *,
         validate_args: bool = True,
+        pos_weight: float | Tensor | None = None,
     ) -> None:
         super().__init__()
         num_classes = alpha.shape[0] if isinstance(alpha, Tensor) and alpha.ndim == 1 else None
         _check_hyper(alpha, gamma, reduction, num_classes, validate_args)
+        _check_pos_weight(pos_weight, None, None, validate_args)
         if isinstance(alpha, Tensor):
             self.register_buffer("alpha", alpha.detach().clone())
         else:
             self.alpha = None if alpha is None else float(alpha)
+        _set_pos_weight(self, pos_weight)
         self.gamma = float(gamma)
         self.reduction: Reduction = reduction
         self.validate_args = validate_args
@@ -196,12 +362,103 @@ class FocalLoss(nn.Module):
             gamma=self.gamma,
             reduction=self.reduction,
             weight=weight,
+            pos_weight=self.pos_weight,
             validate_args=self.validate_args,
         )
 
     def extra_repr(self) -> str:
         alpha = "per-class" if isinstance(self.alpha, Tensor) else self.alpha
-        return f"alpha={alpha}, gamma={self.gamma}, reduction={self.reduction!r}"
+        out = f"alpha={alpha}, gamma={self.gamma}, reduction={self.reduction!r}"
+        if self.pos_weight is not None:
+            pw = "per-class" if isinstance(self.pos_weight, Tensor) else self.pos_weight
+            out += f", pos_weight={pw}"
+        return out
+
+
+def _set_pos_weight(module: nn.Module, pos_weight: float | Tensor | None) -> None:
+    """``module.pos_weight``: a buffer for a tensor (moved by ``.to()``), else a float or None."""
+    if isinstance(pos_weight, Tensor):
+        module.register_buffer("pos_weight", pos_weight.detach().clone())
+    else:
+        setattr(module, "pos_weight", None if pos_weight is None else float(pos_weight))  # noqa: B010
+
+
+class AsymmetricLoss(nn.Module):
+    """The asymmetric loss (ASL) as a module; see :func:`asymmetric_loss` for the definition.
+
+    Per-class ``alpha`` and ``pos_weight`` tensors are kept as buffers, so ``.to()`` moves them
+    with the module.
+
+    Args:
+        gamma_pos: Focusing parameter of positive terms, ``>= 0``.
+        gamma_neg: Focusing parameter of negative terms, ``>= 0``.
+        clip: Probability margin of negative terms, in ``[0, 1)``.
+        alpha: Positive-class weight in ``[0, 1]``, a per-class tensor ``(C,)``, or ``None``.
+        pos_weight: Factor of positive terms: a float ``>= 0``, a per-class tensor ``(C,)``, or
+            ``None``.
+        reduction: ``"none"``, ``"mean"``, ``"sum"`` or ``"sum_over_positives"``.
+        validate_args: Check argument values on every call.
+
+    Example:
+        >>> criterion = AsymmetricLoss(gamma_neg=4.0, clip=0.05, reduction="sum")
+        >>> input = torch.zeros(2, 5, requires_grad=True)
+        >>> loss = criterion(input, torch.tensor([[1, 3], [4, -1]]))
+        >>> loss.backward()
+        >>> round(loss.item(), 4), input.grad.shape
+        (2.251, torch.Size([2, 5]))
+    """
+
+    alpha: Tensor | float | None
+    pos_weight: Tensor | float | None
+
+    def __init__(
+        self,
+        gamma_pos: float = 0.0,
+        gamma_neg: float = 4.0,
+        clip: float = 0.05,
+        alpha: float | Tensor | None = None,
+        pos_weight: float | Tensor | None = None,
+        reduction: Reduction = "mean",
+        *,
+        validate_args: bool = True,
+    ) -> None:
+        super().__init__()
+        self.gamma_pos = _check_gamma(gamma_pos, "gamma_pos")
+        self.gamma_neg = _check_gamma(gamma_neg, "gamma_neg")
+        self.clip = _check_clip(clip)
+        num_classes = alpha.shape[0] if isinstance(alpha, Tensor) and alpha.ndim == 1 else None
+        _check_hyper(alpha, 0.0, reduction, num_classes, validate_args)
+        _check_pos_weight(pos_weight, None, None, validate_args)
+        if isinstance(alpha, Tensor):
+            self.register_buffer("alpha", alpha.detach().clone())
+        else:
+            self.alpha = None if alpha is None else float(alpha)
+        _set_pos_weight(self, pos_weight)
+        self.reduction: Reduction = reduction
+        self.validate_args = validate_args
+
+    def forward(self, input: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Loss of ``input`` against dense or index-list ``target``, optionally weighted."""
+        return asymmetric_loss(
+            input,
+            target,
+            gamma_pos=self.gamma_pos,
+            gamma_neg=self.gamma_neg,
+            clip=self.clip,
+            alpha=self.alpha,
+            pos_weight=self.pos_weight,
+            reduction=self.reduction,
+            weight=weight,
+            validate_args=self.validate_args,
+        )
+
+    def extra_repr(self) -> str:
+        alpha = "per-class" if isinstance(self.alpha, Tensor) else self.alpha
+        pw = "per-class" if isinstance(self.pos_weight, Tensor) else self.pos_weight
+        return (
+            f"gamma_pos={self.gamma_pos}, gamma_neg={self.gamma_neg}, clip={self.clip}, "
+            f"alpha={alpha}, pos_weight={pw}, reduction={self.reduction!r}"
+        )
 
 
 def _rows_view(weight: Tensor, shape2d: tuple[int, int]) -> Tensor:
@@ -304,17 +561,63 @@ GAMMA_MAX = float(torch.finfo(torch.float32).max)
 """The largest accepted ``gamma``: the float32 maximum, so that every kernel holds it exactly."""
 
 
-def _check_gamma(gamma: object) -> float:
+def _check_gamma(gamma: object, name: str = "gamma") -> float:
     """``gamma`` as a float; ``TypeError``/``ValueError`` unless it is a real in
     ``[0, GAMMA_MAX]``."""
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
-        raise TypeError(f"`gamma` must be a real number >= 0, got {type(gamma).__name__}")
+        raise TypeError(f"`{name}` must be a real number >= 0, got {type(gamma).__name__}")
     if not 0.0 <= gamma <= GAMMA_MAX:  # NaN and inf fail too (no math.isfinite: symbolic)
         raise ValueError(
-            f"`gamma` must be a finite number in [0, {GAMMA_MAX:.8g}] (the float32 maximum), "
+            f"`{name}` must be a finite number in [0, {GAMMA_MAX:.8g}] (the float32 maximum), "
             f"got {gamma}"
         )
     return float(gamma)
+
+
+def _check_clip(clip: object) -> float:
+    """``clip`` as a float; ``TypeError``/``ValueError`` unless it is a real in ``[0, 1)``."""
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)):
+        raise TypeError(f"`clip` must be a real number in [0, 1), got {type(clip).__name__}")
+    if not 0.0 <= clip < 1.0:
+        raise ValueError(f"`clip` must be in [0, 1) (a probability margin), got {clip}")
+    return float(clip)
+
+
+def _check_pos_weight(
+    pos_weight: object, num_classes: int | None, input: Tensor | None, validate_args: bool
+) -> None:
+    """``pos_weight``: None, a finite float ``>= 0`` or a floating tensor, 0-d or ``(C,)``, of
+    finite values ``>= 0`` (values read only with ``validate_args``) on the input's device."""
+    if pos_weight is None:
+        return
+    if isinstance(pos_weight, Tensor):
+        if not pos_weight.is_floating_point():
+            raise TypeError(
+                f"`pos_weight` must be a floating-point tensor, got dtype {pos_weight.dtype}"
+            )
+        if pos_weight.ndim > 1 or (
+            pos_weight.ndim == 1 and num_classes is not None and pos_weight.shape[0] != num_classes
+        ):
+            expected = "(C,)" if num_classes is None else f"({num_classes},)"
+            raise ValueError(
+                f"`pos_weight` must be a 0-d or per-class tensor of shape {expected}, "
+                f"got shape {tuple(pos_weight.shape)}"
+            )
+        if input is not None:
+            check_same_device(pos_weight, "pos_weight", input, "input")
+        if validate_args and pos_weight.numel() > 0:
+            ok = (pos_weight >= 0) & torch.isfinite(pos_weight)
+            if not bool(ok.all()):
+                bad = float(pos_weight.reshape(-1)[~ok.reshape(-1)][0])
+                raise ValueError(f"`pos_weight` must hold finite values >= 0, got {bad}")
+        return
+    if isinstance(pos_weight, bool) or not isinstance(pos_weight, (int, float)):
+        raise TypeError(
+            f"`pos_weight` must be a float >= 0, a (C,) tensor or None, "
+            f"got {type(pos_weight).__name__}"
+        )
+    if not 0.0 <= pos_weight <= GAMMA_MAX:
+        raise ValueError(f"`pos_weight` must be a finite number >= 0, got {pos_weight}")
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:

@@ -17,7 +17,12 @@ class FocalInputs:
     Column ``j`` of the block is item ``col_offset + j`` of the catalogue: index lists hold
     catalogue ids and ``alpha_vec`` is indexed by them, so a backend can evaluate any range of
     items (the fused output layer and the item-sharded loss do). Every term is multiplied by
-    ``alpha_t``, by ``weight`` and by ``scale``.
+    ``alpha_t``, by ``weight`` and by ``scale``; positive terms by ``pos_weight`` too.
+
+    The focal loss is the case ``gamma_neg = None`` (``gamma`` for both terms), ``clip = 0``.
+    Otherwise (:attr:`asymmetric`) the loss is ASL's: positives take ``gamma``, negatives
+    ``gamma_neg`` and the probability margin ``clip``, and a soft target ``t`` mixes the two terms
+    linearly, ``t L+ + (1 - t) L-`` (see :mod:`focalrec._focal.terms`).
 
     Attributes:
         logits: ``(R, C)`` floating logits.
@@ -29,6 +34,10 @@ class FocalInputs:
         weight: ``(R, C)`` weights in the compute dtype (any strides), or None.
         scale: a 0-d tensor in the compute dtype that multiplies every term, or None.
         col_offset: catalogue id of column 0.
+        gamma_neg: the focusing parameter of negative terms, or None (``gamma``).
+        clip: ASL's probability margin on negatives, in ``[0, 1)``.
+        pos_weight: the factor of positive terms, or None (no factor, unless ``pos_weight_vec``).
+        pos_weight_vec: per-item factors of positive terms in the compute dtype, or None.
     """
 
     logits: Tensor
@@ -40,6 +49,29 @@ class FocalInputs:
     weight: Tensor | None
     scale: Tensor | None
     col_offset: int = 0
+    gamma_neg: float | None = None
+    clip: float = 0.0
+    pos_weight: float | None = None
+    pos_weight_vec: Tensor | None = None
+
+    @property
+    def gamma_pos(self) -> float:
+        """The focusing parameter of positive terms."""
+        return self.gamma
+
+    @property
+    def asymmetric(self) -> bool:
+        """Whether the loss is ASL's (negatives with their own ``gamma_neg`` or a margin)."""
+        return self.gamma_neg is not None or self.clip != 0.0
+
+    @property
+    def has_pos_weight(self) -> bool:
+        return self.pos_weight is not None or self.pos_weight_vec is not None
+
+    @property
+    def family(self) -> bool:
+        """Whether an option beyond the focal loss is set (ASL or a positive weight)."""
+        return self.asymmetric or self.has_pos_weight
 
     @property
     def compute_dtype(self) -> torch.dtype:

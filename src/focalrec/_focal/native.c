@@ -15,6 +15,18 @@
  *
  *     f = q^g BCE,    df/dx = q^g (g (1 - 2t) r BCE + p (1 - t) - (1 - p) t),    r = p (1 - p) / q.
  *
+ * A positive weight w (pos_weight) multiplies the positive terms: for hard targets a factor, for
+ * soft targets inside BCE = w t s(-x) + (1 - t) s(x), so that p - t becomes p (1 - t) - w t (1 - p).
+ *
+ * The asymmetric loss (ASL) mixes t L+ + (1 - t) L-, L+ the t = 1 term with gamma (gamma_pos) and
+ * L- the negative term with gamma_neg and the probability margin m (clip): with u = p - m,
+ * w = (1 - p) + m, l = -log(w) (log1p(-u) for u < 1/2) and a = p (1 - p),
+ *
+ *     L- = u^g l,    dL-/dx = a ((g u^(g - 1)) l + u^g / w)    where u > 0, else 0 (also at u = 0).
+ *
+ * Hard targets with m = 0 and gamma_neg = gamma run the focal loop itself (the focal loss is that
+ * special case, bit for bit).
+ *
  * Every factor is bounded, and products are ordered so that no intermediate overflows: values
  * and gradients are finite for every finite logit, and at +-inf they are the limits (the loss
  * is inf where the target disagrees, the gradient +-1 times the weight). A term whose weight is 0
@@ -60,6 +72,13 @@ typedef struct {
     float gamma;
     float scale;               /* multiplies every term: 1 / divisor of the reduction */
     int32_t gamma_int;         /* gamma as 0..4 when it is that integer, else -1 */
+    const float *pos_weight_vec; /* per global column factor of positive terms, or NULL */
+    float pos_weight;          /* factor of positive terms (1 when absent) */
+    int32_t asymmetric;        /* 1: ASL (negatives take gamma_neg and the margin clip) */
+    float gamma_neg;
+    int32_t gamma_neg_int;     /* gamma_neg as 0..4 when it is that integer, else -1 */
+    float clip;                /* ASL's probability margin on negatives, in [0, 1) */
+    int32_t reserved;
 } focal_args;
 
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -144,6 +163,7 @@ ALWAYS_INLINE_EARLY float fr_log(float v) {
 }
 
 ALWAYS_INLINE_EARLY float int_power(float b, int32_t k) {
+    b = k < 0 ? 1.0f : b; /* not used: no subnormal products */
     float b2 = b * b;
     return k == 0 ? 1.0f : k == 1 ? b : k == 2 ? b2 : k == 3 ? b2 * b : b2 * b2;
 }
@@ -159,15 +179,17 @@ ALWAYS_INLINE_EARLY void hard_terms(float y, float gamma, int32_t gamma_int, flo
     float omp = pos ? ei : inv;
     float s = (pos ? y : 0.0f) + l;
     /* p = 0 gives 0 even when gamma is so small that it rounds to 0 in float32 (not 0 * inf). */
+    /* The branch not taken gets neutral arguments (no subnormal intermediates: they are slow). */
     float pg = gamma_int >= 0 ? int_power(p, gamma_int)
-                              : (p > 0.0f ? fr_exp_neg(gamma * (l - (pos ? 0.0f : y))) : 0.0f);
+                              : (p > 0.0f ? fr_exp_neg(gamma_int >= 0 ? 0.0f : gamma * (l - (pos ? 0.0f : y))) : 0.0f);
     float s_fin = s < FLT_MAX ? s : FLT_MAX; /* (1 - p) s -> 0 at y = inf, not 0 * inf */
     *v = pg * s;
     *g = (pg * gamma) * (omp * s_fin) + pg * p;
 }
 
 /* Value and derivative (in x) for a target t anywhere in [0, 1]. */
-ALWAYS_INLINE_EARLY void soft_terms(float x, float t, float gamma, int32_t gamma_int, float *v, float *g) {
+ALWAYS_INLINE_EARLY void soft_terms(float x, float t, float tw, float gamma, int32_t gamma_int,
+                                    float *v, float *g) {
     float e = fr_exp_neg(fabsf(x));
     float l = fr_log1p01(e);
     float inv = 1.0f / (1.0f + e);
@@ -178,7 +200,8 @@ ALWAYS_INLINE_EARLY void soft_terms(float x, float t, float gamma, int32_t gamma
     float sp = (pos ? x : 0.0f) + l;  /* softplus(x) = -log(1 - p) */
     float sn = (pos ? 0.0f : -x) + l; /* softplus(-x) = -log p */
     float u = 1.0f - t;
-    float bce = (t > 0.0f ? t * sn : 0.0f) + (u > 0.0f ? u * sp : 0.0f);
+    /* tw = pos_weight * t (t itself without a positive weight) */
+    float bce = (tw > 0.0f ? tw * sn : 0.0f) + (u > 0.0f ? u * sp : 0.0f);
     float q = p * u + omp * t;
     float qg = gamma_int >= 0 ? int_power(q, gamma_int)
                               : (q > 0.0f ? fr_exp_neg(-gamma * fr_log(q)) : 0.0f);
@@ -187,7 +210,31 @@ ALWAYS_INLINE_EARLY void soft_terms(float x, float t, float gamma, int32_t gamma
     /* An infinite BCE (an infinite logit against a target that is not 0 or 1 on its side) has
      * q >= min(t, 1 - t) > 0: the term is infinite even where q^gamma underflows to 0. */
     *v = bce < INFINITY ? qg * bce : bce;
-    *g = (qg * gamma) * ((1.0f - 2.0f * t) * r * bce_fin) + qg * (p * u - omp * t);
+    *g = (qg * gamma) * ((1.0f - 2.0f * t) * r * bce_fin) + qg * (p * u - omp * tw);
+}
+
+/* Value and derivative (in x) of ASL's negative term with margin m > 0; see the file comment. */
+ALWAYS_INLINE_EARLY void margin_terms(float x, float gamma, int32_t gamma_int, float m, float *v,
+                                      float *g) {
+    float e = fr_exp_neg(fabsf(x));
+    float inv = 1.0f / (1.0f + e);
+    float ei = e * inv;
+    int32_t pos = x >= 0.0f;
+    float p = pos ? inv : ei;
+    float omp = pos ? ei : inv;
+    float u = p - m;
+    int32_t zero = p <= m; /* NaN logits propagate */
+    float us = zero ? 1.0f : u;
+    float w = omp + m;
+    /* log1p(-u) = 2 atanh(-u / (2 - u)), |.| <= 1/3 for u <= 1/2: fr_log1p01 takes e = -u. */
+    float ell = us < 0.5f ? -fr_log1p01(-us) : -fr_log(w);
+    /* The branch not taken gets neutral arguments (no subnormal intermediates: they are slow). */
+    float pg = gamma_int >= 0 ? int_power(us, gamma_int)
+                              : fr_exp_neg(-gamma * fr_log(gamma_int >= 0 ? 1.0f : us));
+    float pg1 = pg / us;
+    float a = p * omp;
+    *v = zero ? 0.0f : pg * ell;
+    *g = zero ? 0.0f : a * ((pg1 * gamma) * ell + pg / w);
 }
 
 /* The t = 0 / t = 1 loop over a tile: values into vb, derivatives into gb; returns the sum (in
@@ -212,12 +259,12 @@ ALWAYS_INLINE float hard_loop(int64_t n, const float *xb, const float *tb, const
 
 /* The general loop, for a tile holding a soft target; the factor is always fb[j]. */
 ALWAYS_INLINE float soft_loop(int64_t n, const float *xb, const float *tb, const float *fb,
-                               float *vb, float *gb, float gamma, int32_t gi) {
+                               const float *pb, float *vb, float *gb, float gamma, int32_t gi) {
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < n; j++) {
         float v, g;
-        soft_terms(xb[j], tb[j], gamma, gi, &v, &g);
+        soft_terms(xb[j], tb[j], tb[j] * pb[j], gamma, gi, &v, &g);
         float f = fb[j];
         float fv = f == 0.0f ? 0.0f : f * v;
         vb[j] = fv;
@@ -227,9 +274,71 @@ ALWAYS_INLINE float soft_loop(int64_t n, const float *xb, const float *tb, const
     return sum;
 }
 
-/* alpha_t * weight * scale for each column of the tile. */
+/* ASL over a tile: t fp L+ + (1 - t) fn L-, fp and fn the factors of positive and negative terms
+ * (alpha * pos_weight * weight * scale and (1 - alpha) * weight * scale). */
+ALWAYS_INLINE float asl_loop(int64_t n, const float *xb, const float *tb, const float *fpb,
+                              const float *fnb, float *vb, float *gb, float gamma, int32_t gi,
+                              float gamma_neg, int32_t gni, float m, int32_t clip_zero) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) {
+        float vp, gp, vn, gn;
+        hard_terms(-xb[j], gamma, gi, &vp, &gp);
+        if (clip_zero) /* a constant of each instance: the focal t = 0 term with gamma_neg */
+            hard_terms(xb[j], gamma_neg, gni, &vn, &gn);
+        else
+            margin_terms(xb[j], gamma_neg, gni, m, &vn, &gn);
+        float wp = tb[j] * fpb[j];
+        float wn = (1.0f - tb[j]) * fnb[j];
+        float v = (wp == 0.0f ? 0.0f : wp * vp) + (wn == 0.0f ? 0.0f : wn * vn);
+        vb[j] = v;
+        gb[j] = (wp == 0.0f ? 0.0f : -wp * gp) + (wn == 0.0f ? 0.0f : wn * gn);
+        sum += v;
+    }
+    return sum;
+}
+
+/* The positive weight of each column of the tile. */
+static void pos_weights(const focal_args *a, int64_t c0, int64_t n, float *pb) {
+    if (a->pos_weight_vec != NULL) {
+        const float *pw = a->pos_weight_vec + a->col_offset + c0;
+        for (int64_t j = 0; j < n; j++) pb[j] = pw[j];
+    } else {
+        for (int64_t j = 0; j < n; j++) pb[j] = a->pos_weight;
+    }
+}
+
+/* The factors of ASL's positive (fpb) and negative (fnb) terms for each column of the tile. */
+static void asl_factors(const focal_args *a, int64_t row, int64_t c0, int64_t n, float *fpb,
+                        float *fnb) {
+    pos_weights(a, c0, n, fpb);
+    const float scale = a->scale;
+    if (a->alpha_vec != NULL) {
+        const float *al = a->alpha_vec + a->col_offset + c0;
+        for (int64_t j = 0; j < n; j++) {
+            fpb[j] = scale * (al[j] * fpb[j]);
+            fnb[j] = scale * (1.0f - al[j]);
+        }
+    } else {
+        const float ap = a->has_alpha ? a->alpha : 1.0f, an = a->has_alpha ? 1.0f - a->alpha : 1.0f;
+        for (int64_t j = 0; j < n; j++) {
+            fpb[j] = scale * (ap * fpb[j]);
+            fnb[j] = scale * an;
+        }
+    }
+    if (a->weight != NULL) {
+        const float *w = a->weight + row * a->weight_row_stride + c0 * a->weight_col_stride;
+        const int64_t cs = a->weight_col_stride;
+        for (int64_t j = 0; j < n; j++) {
+            fpb[j] *= w[j * cs];
+            fnb[j] *= w[j * cs];
+        }
+    }
+}
+
+/* alpha_t * weight * scale for each column of the tile; times pos_weight for a hard target 1. */
 static void factors(const focal_args *a, int64_t row, int64_t c0, int64_t n, const float *tb,
-                    float *fb) {
+                    int32_t hard, float *fb) {
     const float scale = a->scale;
     if (a->alpha_vec != NULL) {
         const float *al = a->alpha_vec + a->col_offset + c0;
@@ -240,6 +349,12 @@ static void factors(const focal_args *a, int64_t row, int64_t c0, int64_t n, con
         for (int64_t j = 0; j < n; j++) fb[j] = scale * (al * tb[j] + (1.0f - al) * (1.0f - tb[j]));
     } else {
         for (int64_t j = 0; j < n; j++) fb[j] = scale;
+    }
+    if (hard && a->pos_weight_vec != NULL) {
+        const float *pw = a->pos_weight_vec + a->col_offset + c0;
+        for (int64_t j = 0; j < n; j++) fb[j] *= tb[j] != 0.0f ? pw[j] : 1.0f;
+    } else if (hard && a->pos_weight != 1.0f) {
+        for (int64_t j = 0; j < n; j++) fb[j] *= tb[j] != 0.0f ? a->pos_weight : 1.0f;
     }
     if (a->weight != NULL) {
         const float *w = a->weight + row * a->weight_row_stride + c0 * a->weight_col_stride;
@@ -253,11 +368,11 @@ static void factors(const focal_args *a, int64_t row, int64_t c0, int64_t n, con
 }
 
 #define HARD(G, F) hard_loop(n, xb, tb, fb, f0, f1, F, vb, gb, gamma, G)
-#define SOFT(G) soft_loop(n, xb, tb, fb, vb, gb, gamma, G)
+#define SOFT(G) soft_loop(n, xb, tb, fb, pb, vb, gb, gamma, G)
 
 /* One tile of one row: columns [c0, c0 + n). Returns the tile's sum. */
 static double tile(const focal_args *a, int64_t row, int64_t c0, int64_t n) {
-    float xb[TILE], tb[TILE], vb[TILE], gb[TILE], fb[TILE];
+    float xb[TILE], tb[TILE], vb[TILE], gb[TILE], fb[TILE], pb[TILE];
     const float gamma = a->gamma;
     memcpy(xb, a->x + row * a->x_row_stride + c0, (size_t)n * sizeof(float));
     int32_t hard = 1;
@@ -284,11 +399,35 @@ static double tile(const focal_args *a, int64_t row, int64_t c0, int64_t n) {
     } else {
         memset(tb, 0, (size_t)n * sizeof(float));
     }
-    const int32_t use_fb = !hard || a->alpha_vec != NULL || a->weight != NULL;
-    if (use_fb) factors(a, row, c0, n, tb, fb);
-    const float f0 = a->scale * (a->has_alpha ? 1.0f - a->alpha : 1.0f);
-    const float f1 = a->scale * (a->has_alpha ? a->alpha : 1.0f);
+    /* ASL, except hard targets where it is the focal loss (margin 0, gamma_neg = gamma). */
+    const int32_t asl = a->asymmetric && !(hard && a->clip == 0.0f && a->gamma_neg == a->gamma);
     double sum;
+    if (asl) {
+        asl_factors(a, row, c0, n, fb, pb);
+        /* One vectorized instance per kind of negative term, and instances whose exponents are
+         * constants for the paper's (gamma_pos 0, gamma_neg 4) and timm's (1, 4) defaults. */
+        const float m = a->clip;
+        const int32_t gi = a->gamma_int, gni = a->gamma_neg_int;
+        if (m != 0.0f && gi == 0 && gni == 4)
+            sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, 0, a->gamma_neg, 4, m, 0);
+        else if (m != 0.0f && gi == 1 && gni == 4)
+            sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, 1, a->gamma_neg, 4, m, 0);
+        else if (m != 0.0f)
+            sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, gi, a->gamma_neg, gni, m, 0);
+        else
+            sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, gi, a->gamma_neg, gni, 0.0f, 1);
+        if (a->grad != NULL)
+            memcpy(a->grad + row * a->grad_row_stride + c0, gb, (size_t)n * sizeof(float));
+        if (a->value != NULL)
+            memcpy(a->value + row * a->value_row_stride + c0, vb, (size_t)n * sizeof(float));
+        return sum;
+    }
+    const int32_t use_fb =
+        !hard || a->alpha_vec != NULL || a->weight != NULL || a->pos_weight_vec != NULL;
+    if (use_fb) factors(a, row, c0, n, tb, hard, fb);
+    if (!hard) pos_weights(a, c0, n, pb);
+    const float f0 = a->scale * (a->has_alpha ? 1.0f - a->alpha : 1.0f);
+    const float f1 = a->scale * (a->has_alpha ? a->alpha : 1.0f) * a->pos_weight;
     /* One loop per integer gamma and factor kind, each branch-free and vectorized. */
     switch (hard ? (use_fb ? 8 : 0) + a->gamma_int + 1 : 16 + a->gamma_int + 1) {
     case 0: sum = HARD(-1, 0); break;

@@ -98,6 +98,13 @@ class _Args(ctypes.Structure):
         ("gamma", ctypes.c_float),
         ("scale", ctypes.c_float),
         ("gamma_int", ctypes.c_int32),
+        ("pos_weight_vec", ctypes.c_void_p),
+        ("pos_weight", ctypes.c_float),
+        ("asymmetric", ctypes.c_int32),
+        ("gamma_neg", ctypes.c_float),
+        ("gamma_neg_int", ctypes.c_int32),
+        ("clip", ctypes.c_float),
+        ("reserved", ctypes.c_int32),
     ]
 
 
@@ -447,10 +454,22 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _gamma_int(gamma: float) -> int:
+    """``gamma`` as the kernel's integer code: 0..4 when it is that integer, else -1."""
+    return int(gamma) if gamma in (0.0, 1.0, 2.0, 3.0, 4.0) else -1
+
+
 def supports(inp: FocalInputs) -> bool:
     """Whether the kernel takes these inputs: float32 CPU logits."""
+    return refusal(inp) is None
+
+
+def refusal(inp: FocalInputs) -> str | None:
+    """Why the kernel does not take these inputs (a phrase after \"the kernel\"), or None."""
     x = inp.logits
-    return x.device.type == "cpu" and x.dtype == torch.float32
+    if not (x.device.type == "cpu" and x.dtype == torch.float32):
+        return f"takes float32 CPU logits, got {x.dtype} logits on {x.device}"
+    return None
 
 
 def forward(
@@ -487,6 +506,9 @@ def forward(
     alpha_vec = inp.alpha_vec
     if alpha_vec is not None:
         alpha_vec = alpha_vec.detach().to(torch.float32).contiguous()
+    pos_weight_vec = inp.pos_weight_vec
+    if pos_weight_vec is not None:
+        pos_weight_vec = pos_weight_vec.detach().to(torch.float32).contiguous()
     weight = inp.weight
     if weight is not None:
         weight = weight.detach().to(torch.float32)
@@ -496,6 +518,7 @@ def forward(
     total = 0.0
     if num_blocks > 0:
         gamma = inp.gamma
+        gamma_neg = gamma if inp.gamma_neg is None else inp.gamma_neg
         args = _Args(
             x=x.data_ptr(),
             x_row_stride=x.stride(0),
@@ -520,7 +543,14 @@ def forward(
             alpha=0.0 if inp.alpha is None else inp.alpha,
             gamma=gamma,
             scale=scale,
-            gamma_int=int(gamma) if gamma in (0.0, 1.0, 2.0, 3.0, 4.0) else -1,
+            gamma_int=_gamma_int(gamma),
+            pos_weight_vec=_ptr(pos_weight_vec),
+            pos_weight=1.0 if inp.pos_weight is None else inp.pos_weight,
+            asymmetric=int(inp.asymmetric),
+            gamma_neg=gamma_neg,
+            gamma_neg_int=_gamma_int(gamma_neg),
+            clip=inp.clip,
+            reserved=0,
         )
         sums = torch.empty(num_blocks, dtype=torch.float64)
         ref, out = ctypes.byref(args), sums.data_ptr()

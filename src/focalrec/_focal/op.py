@@ -76,10 +76,7 @@ def backend_name(inp: FocalInputs, *, warn: bool = True) -> str:
         return "torch"
     if forced == "native":
         if not native.supports(inp):
-            raise ValueError(
-                "FOCALREC_BACKEND=native takes float32 CPU logits, got "
-                f"{inp.logits.dtype} logits on {inp.logits.device}"
-            )
+            raise ValueError(f"FOCALREC_BACKEND=native {native.refusal(inp)}")
         if native.load() is None:
             raise RuntimeError(
                 f"FOCALREC_BACKEND=native: the compiled kernel is not available here "
@@ -182,9 +179,27 @@ def _focal_loss_impl(
     col_offset: int,
     elementwise: bool,
     need_grad: bool,
+    gamma_neg: float | None,
+    clip: float,
+    pos_weight: float | None,
+    pos_weight_vec: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """The loss and, if asked, its gradient (empty if not): the operator's implementation."""
-    inp = FocalInputs(logits, dense, index, alpha, alpha_vec, gamma, weight, scale, col_offset)
+    inp = FocalInputs(
+        logits,
+        dense,
+        index,
+        alpha,
+        alpha_vec,
+        gamma,
+        weight,
+        scale,
+        col_offset,
+        gamma_neg,
+        clip,
+        pos_weight,
+        pos_weight_vec,
+    )
     out, grad = evaluate(inp, elementwise, need_grad)
     return out, logits.new_empty(0) if grad is None else grad
 
@@ -205,6 +220,10 @@ def _(
     col_offset: int,
     elementwise: bool,
     need_grad: bool,
+    gamma_neg: float | None,
+    clip: float,
+    pos_weight: float | None,
+    pos_weight_vec: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     cd = torch.promote_types(logits.dtype, torch.float32)
     out = logits.new_empty(logits.shape if elementwise else (), dtype=cd)
@@ -222,9 +241,27 @@ def _focal_loss_derivative_impl(
     scale: Tensor | None,
     col_offset: int,
     order: int,
+    gamma_neg: float | None,
+    clip: float,
+    pos_weight: float | None,
+    pos_weight_vec: Tensor | None,
 ) -> Tensor:
     """The first or second derivative of each term: the operator's implementation."""
-    inp = FocalInputs(logits, dense, index, alpha, alpha_vec, gamma, weight, scale, col_offset)
+    inp = FocalInputs(
+        logits,
+        dense,
+        index,
+        alpha,
+        alpha_vec,
+        gamma,
+        weight,
+        scale,
+        col_offset,
+        gamma_neg,
+        clip,
+        pos_weight,
+        pos_weight_vec,
+    )
     return _derivative(inp, order)
 
 
@@ -245,6 +282,10 @@ def _(
     scale: Tensor | None,
     col_offset: int,
     order: int,
+    gamma_neg: float | None,
+    clip: float,
+    pos_weight: float | None,
+    pos_weight_vec: Tensor | None,
 ) -> Tensor:
     return torch.empty_like(logits)
 
@@ -341,32 +382,63 @@ class FocalDerivativeFunction(torch.autograd.Function):
         weight: Tensor | None,
         scale: Tensor | None,
         col_offset: int,
+        gamma_neg: float | None,
+        clip: float,
+        pos_weight: float | None,
+        pos_weight_vec: Tensor | None,
     ) -> Tensor:
         out: Tensor = _derivative_call(
-            logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset, 1
+            logits,
+            dense,
+            index,
+            alpha_vec,
+            alpha,
+            gamma,
+            weight,
+            scale,
+            col_offset,
+            1,
+            gamma_neg,
+            clip,
+            pos_weight,
+            pos_weight_vec,
         )
         return out
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset = inputs
-        ctx.save_for_backward(logits, dense, index, alpha_vec, weight, scale)
-        ctx.save_for_forward(logits, dense, index, alpha_vec, weight, scale)
-        ctx.hyper = (alpha, gamma, col_offset)
+        logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset = inputs[:9]
+        gamma_neg, clip, pos_weight, pos_weight_vec = inputs[9:]
+        ctx.save_for_backward(logits, dense, index, alpha_vec, weight, scale, pos_weight_vec)
+        ctx.save_for_forward(logits, dense, index, alpha_vec, weight, scale, pos_weight_vec)
+        ctx.hyper = (alpha, gamma, col_offset, gamma_neg, clip, pos_weight)
 
     @staticmethod
     def _second(ctx: Any, tensors: tuple[Tensor | None, ...]) -> Tensor:
-        logits, dense, index, alpha_vec, weight, scale = tensors
-        alpha, gamma, col_offset = ctx.hyper
+        logits, dense, index, alpha_vec, weight, scale, pos_weight_vec = tensors
+        alpha, gamma, col_offset, gamma_neg, clip, pos_weight = ctx.hyper
         out: Tensor = _derivative_call(
-            logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset, 2
+            logits,
+            dense,
+            index,
+            alpha_vec,
+            alpha,
+            gamma,
+            weight,
+            scale,
+            col_offset,
+            2,
+            gamma_neg,
+            clip,
+            pos_weight,
+            pos_weight_vec,
         )
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         second = FocalDerivativeFunction._second(ctx, ctx.saved_tensors)
-        return (second * grad).to(second.dtype), None, None, None, None, None, None, None, None
+        return (second * grad).to(second.dtype), *((None,) * 12)
 
 
 class FocalLossFunction(torch.autograd.Function):
@@ -391,6 +463,10 @@ class FocalLossFunction(torch.autograd.Function):
         col_offset: int,
         elementwise: bool,
         need_grad: bool,
+        gamma_neg: float | None,
+        clip: float,
+        pos_weight: float | None,
+        pos_weight_vec: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         out: tuple[Tensor, Tensor] = _loss_call(
             logits,
@@ -404,19 +480,24 @@ class FocalLossFunction(torch.autograd.Function):
             col_offset,
             elementwise,
             need_grad,
+            gamma_neg,
+            clip,
+            pos_weight,
+            pos_weight_vec,
         )
         return out
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         logits, dense, index, alpha_vec, alpha, gamma, weight, scale = inputs[:8]
-        col_offset, elementwise, need_grad = inputs[8:]
+        col_offset, elementwise, need_grad = inputs[8:11]
+        gamma_neg, clip, pos_weight, pos_weight_vec = inputs[11:]
         grad = output[1]
         ctx.mark_non_differentiable(grad)
         ctx.set_materialize_grads(False)  # no zeros for the gradient's (absent) gradient
-        ctx.hyper = (alpha, gamma, col_offset, elementwise)
+        ctx.hyper = (alpha, gamma, col_offset, elementwise, gamma_neg, clip, pos_weight)
         ctx.eager = values_readable()  # neither torch.compile nor torch.func is running
-        tensors = (logits, dense, index, alpha_vec, weight, scale)
+        tensors = (logits, dense, index, alpha_vec, weight, scale, pos_weight_vec)
         ctx.save_for_forward(*tensors)
         if ctx.eager:
             ctx.kept = grad if need_grad else None  # handed to the first backward
@@ -426,29 +507,51 @@ class FocalLossFunction(torch.autograd.Function):
             ctx.save_for_backward(*tensors, grad if need_grad else None)
 
     @staticmethod
+    def _args(ctx: Any, saved: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The derivative function's arguments after the logits."""
+        alpha, gamma, col_offset, _, gamma_neg, clip, pos_weight = ctx.hyper
+        return (
+            *saved[1:4],
+            alpha,
+            gamma,
+            saved[4],
+            saved[5],
+            col_offset,
+            gamma_neg,
+            clip,
+            pos_weight,
+            saved[6],
+        )
+
+    @staticmethod
     def backward(ctx: Any, grad_out: Tensor | None, _: Tensor | None) -> tuple[Tensor | None, ...]:
         saved = ctx.saved_tensors
         logits = saved[0]
-        rest: tuple[None, ...] = (None,) * 10
+        rest: tuple[None, ...] = (None,) * 14
         if grad_out is None:
             return None, *rest
-        alpha, gamma, col_offset, elementwise = ctx.hyper
-        args = (*saved[1:4], alpha, gamma, saved[4], saved[5], col_offset)
+        elementwise = ctx.hyper[3]
+        args = FocalLossFunction._args(ctx, saved)
         if torch.is_grad_enabled():  # backward is differentiated: a differentiable gradient
             grad = _derivative_function().apply(logits, *args)  # type: ignore[no-untyped-call]
             return (grad * grad_out).to(logits.dtype), *rest
         if not ctx.eager:
-            kept = saved[6]
+            kept = saved[7]
             if kept is None:
-                kept = _derivative_call(logits, *args, 1)
+                kept = _derivative_call_from(logits, args, 1)
             return (kept * grad_out).to(logits.dtype), *rest
         grad = ctx.kept
         ctx.kept = None  # handed on: a second backward (retain_graph=True) recomputes it
         if grad is None:
-            grad = _derivative_call(logits, *args, 1)
+            grad = _derivative_call_from(logits, args, 1)
         if elementwise or grad_out.device.type != "cpu" or float(grad_out) != 1.0:
             grad.mul_(grad_out.to(grad.dtype))
         return grad, *rest
+
+
+def _derivative_call_from(logits: Tensor, args: tuple[Any, ...], order: int) -> Tensor:
+    """:func:`_derivative_call` with the derivative function's arguments ``args``."""
+    return _derivative_call(logits, *args[:8], order, *args[8:])
 
 
 class _ForwardModeDerivative(FocalDerivativeFunction):
@@ -469,15 +572,15 @@ class _ForwardModeFocalLoss(FocalLossFunction):
 
     @staticmethod
     def jvp(ctx: Any, tangent: Tensor | None, *_: Any) -> tuple[Tensor, None]:
-        logits, dense, index, alpha_vec, weight, scale = ctx.saved_tensors[:6]
-        alpha, gamma, col_offset, elementwise = ctx.hyper
+        saved = ctx.saved_tensors
+        logits = saved[0]
+        elementwise = ctx.hyper[3]
         cd = torch.promote_types(logits.dtype, torch.float32)
         if tangent is None:
             out = logits.new_zeros(logits.shape if elementwise else (), dtype=cd)
             return out, None
-        grad = _derivative_function().apply(  # type: ignore[no-untyped-call]
-            logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset
-        )
+        args = FocalLossFunction._args(ctx, saved)
+        grad = _derivative_function().apply(logits, *args)  # type: ignore[no-untyped-call]
         product = (grad * tangent).to(cd)
         return (product if elementwise else product.sum()), None
 
@@ -503,5 +606,9 @@ def focal_loss(inp: FocalInputs, elementwise: bool) -> Tensor:
         inp.col_offset,
         elementwise,
         need_grad,
+        inp.gamma_neg,
+        inp.clip,
+        inp.pos_weight,
+        inp.pos_weight_vec,
     )
     return out[0]

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from focalrec._focal.blocks import run_blocks
 from focalrec._focal.inputs import FocalInputs
-from focalrec._focal.terms import hard_terms, soft_terms
+from focalrec._focal.terms import hard_terms, margin_terms, soft_terms
 
 __all__ = ["BLOCK_ELEMENTS", "DEVICE_BLOCK_ELEMENTS", "derivative", "forward"]
 
@@ -62,8 +62,75 @@ def _targets(inp: FocalInputs, rows: slice, dtype: torch.dtype) -> tuple[Tensor,
     return t.to(dtype), hard
 
 
+def _pos_weight(inp: FocalInputs, c: int, dtype: torch.dtype) -> Tensor | float | None:
+    """The positive terms' factor over the block's ``c`` columns: a float, a ``(c,)`` tensor, or
+    None."""
+    if inp.pos_weight_vec is not None:
+        return inp.pos_weight_vec[inp.col_offset : inp.col_offset + c].to(dtype)
+    return inp.pos_weight
+
+
+def _alphas(inp: FocalInputs, c: int, dtype: torch.dtype) -> tuple[Tensor | float, Tensor | float]:
+    """The factors of the positive and negative terms from ``alpha``: ``(alpha, 1 - alpha)``."""
+    if inp.alpha_vec is not None:
+        a = inp.alpha_vec[inp.col_offset : inp.col_offset + c].to(dtype)
+        return a, 1.0 - a
+    if inp.alpha is not None:
+        return inp.alpha, 1.0 - inp.alpha
+    return 1.0, 1.0
+
+
+def _common_factor(inp: FocalInputs, rows: slice, dtype: torch.dtype) -> Tensor | float:
+    """``weight * scale`` for the block (a float when it is the same everywhere)."""
+    factor: Tensor | float = 1.0
+    if inp.weight is not None:
+        factor = inp.weight[rows].to(dtype)
+    if inp.scale is not None:
+        factor = inp.scale.to(dtype) * factor
+    return factor
+
+
+def _soft_asymmetric_terms(
+    inp: FocalInputs, x: Tensor, t: Tensor, order: int
+) -> tuple[Tensor, Tensor | None]:
+    """ASL's weighted value and derivative of ``order`` for soft targets, before
+    ``weight * scale``: ``t a_pos L+ + (1 - t) a_neg L-`` with ``a_pos = alpha * pos_weight``,
+    ``a_neg = 1 - alpha``. A part whose factor is 0 is 0, value and derivative, whatever its logit.
+    """
+    need_grad, need_hess = order == 1, order == 2
+    c = x.shape[1]
+    a_pos, a_neg = _alphas(inp, c, x.dtype)
+    pw = _pos_weight(inp, c, x.dtype)
+    if pw is not None:
+        a_pos = a_pos * pw
+    vp, gp, hp = hard_terms(-x, inp.gamma, need_grad=need_grad, need_hess=need_hess)
+    vn, gn, hn = margin_terms(
+        x, _gamma_neg(inp), inp.clip, need_grad=need_grad, need_hess=need_hess
+    )
+    wp, wn = t * a_pos, (1.0 - t) * a_neg
+
+    def mix(pos: Tensor, neg: Tensor) -> Tensor:
+        return torch.where(wp != 0, wp * pos, 0.0) + torch.where(wn != 0, wn * neg, 0.0)
+
+    if order == 1:
+        assert gp is not None
+        assert gn is not None
+        return mix(vp, vn), mix(-gp, gn)
+    if order == 2:
+        assert hp is not None
+        assert hn is not None
+        return mix(vp, vn), mix(hp, hn)
+    return mix(vp, vn), None
+
+
+def _gamma_neg(inp: FocalInputs) -> float:
+    return inp.gamma if inp.gamma_neg is None else inp.gamma_neg
+
+
 def _factor(inp: FocalInputs, rows: slice, t: Tensor, hard: bool) -> Tensor | float:
-    """``alpha_t * weight * scale`` for the block (a float when it is the same everywhere)."""
+    """``alpha_t * weight * scale`` for the block (a float when it is the same everywhere), with
+    ``pos_weight`` on the positive terms of hard targets (soft targets take it in
+    :func:`soft_terms`)."""
     c = inp.logits.shape[1]
     factor: Tensor | float = 1.0
     if inp.alpha_vec is not None:
@@ -75,6 +142,10 @@ def _factor(inp: FocalInputs, rows: slice, t: Tensor, hard: bool) -> Tensor | fl
             factor = torch.full_like(t, a_neg).masked_fill_(t != 0, a_pos)
         else:
             factor = t * a_pos + (1.0 - t) * a_neg
+    pw = _pos_weight(inp, c, t.dtype) if hard else None
+    if pw is not None:
+        ones = torch.ones_like(t)
+        factor = torch.where(t != 0, ones * pw, ones) * factor
     if inp.weight is not None:
         factor = inp.weight[rows].to(t.dtype) * factor
     if inp.scale is not None:
@@ -92,15 +163,37 @@ def _block_terms(
     x = inp.logits[rows].to(dtype)
     t, hard = _targets(inp, rows, dtype)
     need_grad, need_hess = order == 1, order == 2
+    if inp.asymmetric and not hard:
+        value, derivative = _soft_asymmetric_terms(inp, x, t, order)
+        common = _common_factor(inp, rows, dtype)
+        if isinstance(common, float):
+            return (value if need_value else None), derivative
+        keep = common != 0
+        value = torch.where(keep, value * common, 0.0)
+        if derivative is not None:
+            derivative = torch.where(keep, derivative * common, 0.0)
+        return (value if need_value else None), derivative
     if hard:
+        # The focal terms at y = -x (positives) and y = x (negatives); ASL's negatives instead
+        # take gamma_neg and the margin (the same code where clip = 0 and gamma_neg = gamma).
         one = t != 0
         value, grad, hess = hard_terms(
             torch.where(one, -x, x), inp.gamma, need_grad=need_grad, need_hess=need_hess
         )
         if grad is not None:
             grad = torch.where(one, -grad, grad)
+        if inp.asymmetric:
+            vn, gn, hn = margin_terms(
+                x, _gamma_neg(inp), inp.clip, need_grad=need_grad, need_hess=need_hess
+            )
+            value = torch.where(one, value, vn)
+            grad = None if grad is None or gn is None else torch.where(one, grad, gn)
+            hess = None if hess is None or hn is None else torch.where(one, hess, hn)
     else:
-        value, grad, hess = soft_terms(x, t, inp.gamma, need_grad=need_grad, need_hess=need_hess)
+        pw = _pos_weight(inp, x.shape[1], dtype)
+        value, grad, hess = soft_terms(
+            x, t, inp.gamma, need_grad=need_grad, need_hess=need_hess, pos_weight=pw
+        )
     factor = _factor(inp, rows, t, hard)
     derivative = grad if order == 1 else hess
     if isinstance(factor, float):
@@ -195,4 +288,8 @@ def _detached(inp: FocalInputs) -> FocalInputs:
         weight=d(inp.weight),
         scale=d(inp.scale),
         col_offset=inp.col_offset,
+        gamma_neg=inp.gamma_neg,
+        clip=inp.clip,
+        pos_weight=inp.pos_weight,
+        pos_weight_vec=d(inp.pos_weight_vec),
     )

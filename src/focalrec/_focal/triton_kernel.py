@@ -16,7 +16,11 @@ The math is that of the compiled CPU kernel (``native.c``) and of
     \qquad p = \sigma(y),\ s = \log(1 + e^{y}),
 
 at ``y = x`` (target 0) or ``y = -x`` (target 1) for hard targets, in tiles whose targets are all
-0 or 1; a tile holding a soft target takes the general formulas. The same safeguards hold:
+0 or 1; a tile holding a soft target takes the general formulas. ``pos_weight`` multiplies the
+positive terms (inside ``BCE`` for soft targets), and the asymmetric loss (ASL) mixes the ``t = 1``
+term with ``gamma`` and its negative term with ``gamma_neg`` and the margin ``clip``
+(``_margin_terms``), ``t L+ + (1 - t) L-``; hard tiles with ``clip = 0`` and ``gamma_neg = gamma``
+take the focal code itself. The same safeguards hold:
 bounded factors, ``+inf`` clamped where it multiplies a vanishing factor, ``p = 0`` giving
 ``p^gamma = 0`` (also when ``gamma`` rounds to 0 in float32), and a term whose factor
 (``alpha_t * weight * scale``) is 0 being 0, value and gradient, whatever its logit. ``exp`` and
@@ -133,14 +137,20 @@ def _hard_terms(
 
 
 def _soft_terms(
-    x: tl.tensor, t: tl.tensor, gamma: tl.tensor, GAMMA_INT: tl.constexpr, FLT_MAX: tl.constexpr
+    x: tl.tensor,
+    t: tl.tensor,
+    tw: tl.tensor,
+    gamma: tl.tensor,
+    GAMMA_INT: tl.constexpr,
+    FLT_MAX: tl.constexpr,
 ) -> tuple[tl.tensor, tl.tensor]:
-    """Value and derivative in ``x`` for targets ``t`` anywhere in ``[0, 1]``."""
+    """Value and derivative in ``x`` for targets ``t`` anywhere in ``[0, 1]``; ``tw`` is
+    ``pos_weight * t`` (``t`` without a positive weight)."""
     p, omp, lg, pos = _sigmoids(x)
     sp = tl.where(pos, x, 0.0) + lg  # softplus(x) = -log(1 - p)
     sn = tl.where(pos, 0.0, -x) + lg  # softplus(-x) = -log p
     u = 1.0 - t
-    bce = tl.where(t > 0.0, t * sn, 0.0) + tl.where(u > 0.0, u * sp, 0.0)
+    bce = tl.where(tw > 0.0, tw * sn, 0.0) + tl.where(u > 0.0, u * sp, 0.0)
     q = p * u + omp * t
     q_pos = q > 0.0
     if GAMMA_INT >= 0:
@@ -152,7 +162,29 @@ def _soft_terms(
     # An infinite BCE has q >= min(t, 1 - t) > 0: the term is infinite even where q^gamma
     # underflows to 0 (not 0 * inf).
     value = tl.where(bce < FLT_MAX, qg * bce, bce)
-    grad = (qg * gamma) * ((1.0 - 2.0 * t) * r * bce_fin) + qg * (p * u - omp * t)
+    grad = (qg * gamma) * ((1.0 - 2.0 * t) * r * bce_fin) + qg * (p * u - omp * tw)
+    return value, grad
+
+
+def _margin_terms(
+    x: tl.tensor, gamma: tl.tensor, GAMMA_INT: tl.constexpr, clip: tl.tensor
+) -> tuple[tl.tensor, tl.tensor]:
+    """Value and derivative in ``x`` of ASL's negative term with margin ``clip > 0``: 0 where
+    ``p <= clip`` (see :mod:`focalrec._focal.terms`)."""
+    p, omp, _, _ = _sigmoids(x)
+    zero = p <= clip
+    us = tl.where(zero, 1.0, p - clip)
+    w = omp + clip
+    # log1p(-u) by the series for u <= 1/2 (|u / (2 - u)| <= 1/3), else log((1 - p) + m).
+    ell = tl.where(us < 0.5, -_log1p01(-us), -tl.log(w))
+    if GAMMA_INT >= 0:  # noqa: SIM108 (a compile-time branch)
+        pg = _int_power(us, GAMMA_INT)
+    else:
+        pg = tl.exp(gamma * tl.log(us))
+    pg1 = pg / us
+    a = p * omp
+    value = tl.where(zero, 0.0, pg * ell)
+    grad = tl.where(zero, 0.0, a * ((pg1 * gamma) * ell + pg / w))
     return value, grad
 
 
@@ -179,12 +211,20 @@ def _focal_kernel(
     col_tiles: tl.tensor,
     alpha: tl.tensor,
     gamma: tl.tensor,
+    pos_weight_ptr: tl.tensor,
+    pos_weight: tl.tensor,
+    gamma_neg: tl.tensor,
+    clip: tl.tensor,
     TARGETS: tl.constexpr,
     HAS_ALPHA: tl.constexpr,
     HAS_ALPHA_VEC: tl.constexpr,
     HAS_WEIGHT: tl.constexpr,
     HAS_SCALE: tl.constexpr,
     GAMMA_INT: tl.constexpr,
+    POS_WEIGHT: tl.constexpr,
+    ASL: tl.constexpr,
+    GAMMA_NEG_INT: tl.constexpr,
+    CLIP_ZERO: tl.constexpr,
     STORE_VALUE: tl.constexpr,
     STORE_GRAD: tl.constexpr,
     STORE_SUM: tl.constexpr,
@@ -213,27 +253,79 @@ def _focal_kernel(
     elif TARGETS >= 2:
         t_at = r[:, None] * target_stride_r + c[None, :] * target_stride_c
         t = tl.load(target_ptr + t_at, mask=inside, other=0).to(tl.float32)  # bool: 0 or 1
+    # The positive weight of each column: 0 none, 1 a float, 2 one per item.
+    if POS_WEIGHT == 2:
+        pw = tl.load(pos_weight_ptr + ids, mask=c_in, other=0.0).to(tl.float32)[None, :]
+    else:
+        pw = pos_weight
+    # ASL: 0 the focal loss; 1 ASL; 2 ASL for soft tiles, the focal loss for hard ones (clip 0,
+    # gamma_neg = gamma: the same numbers).
+    soft = 0
     if TARGETS == 3:
         soft = tl.max(tl.max(((t != 0.0) & (t != 1.0)).to(tl.int32), axis=1), axis=0)
+    mixed = 0
+    if ASL == 1:
+        mixed = 1
+    elif ASL == 2:
+        mixed = soft
+    if mixed != 0:
+        # t a_pos L+ + (1 - t) a_neg L-, then the common factor weight * scale.
+        all_true = t == t
+        vp, gp = _hard_terms(x, all_true, gamma, GAMMA_INT, FLT_MAX)
+        if CLIP_ZERO:
+            vn, gn = _hard_terms(x, t != t, gamma_neg, GAMMA_NEG_INT, FLT_MAX)
+        else:
+            vn, gn = _margin_terms(x, gamma_neg, GAMMA_NEG_INT, clip)
+        a_pos = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + 1.0
+        a_neg = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + 1.0
+        if HAS_ALPHA_VEC:
+            a = tl.load(alpha_ptr + ids, mask=c_in, other=0.0).to(tl.float32)[None, :]
+            a_pos = a_pos * a
+            a_neg = a_neg * (1.0 - a)
+        elif HAS_ALPHA:
+            a_pos = a_pos * alpha
+            a_neg = a_neg * (1.0 - alpha)
+        if POS_WEIGHT != 0:
+            a_pos = a_pos * pw
+        wp = t * a_pos
+        wn = (1.0 - t) * a_neg
+        value = tl.where(wp != 0.0, wp * vp, 0.0) + tl.where(wn != 0.0, wn * vn, 0.0)
+        grad = tl.where(wp != 0.0, wp * gp, 0.0) + tl.where(wn != 0.0, wn * gn, 0.0)
+        if HAS_SCALE:
+            factor = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + tl.load(scale_ptr).to(
+                tl.float32
+            )
+        else:
+            factor = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + 1.0
+        if HAS_WEIGHT:
+            w_at = r[:, None] * weight_stride_r + c[None, :] * weight_stride_c
+            factor = factor * tl.load(weight_ptr + w_at, mask=inside, other=0.0).to(tl.float32)
+    else:
         if soft != 0:
-            value, grad = _soft_terms(x, t, gamma, GAMMA_INT, FLT_MAX)
+            tw = t
+            if POS_WEIGHT != 0:
+                tw = t * pw
+            value, grad = _soft_terms(x, t, tw, gamma, GAMMA_INT, FLT_MAX)
         else:
             value, grad = _hard_terms(x, t != 0.0, gamma, GAMMA_INT, FLT_MAX)
-    else:
-        value, grad = _hard_terms(x, t != 0.0, gamma, GAMMA_INT, FLT_MAX)
-    # The factor alpha_t * weight * scale, in native.c's order.
-    if HAS_SCALE:
-        factor = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + tl.load(scale_ptr).to(tl.float32)
-    else:
-        factor = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + 1.0
-    if HAS_ALPHA_VEC:
-        a = tl.load(alpha_ptr + ids, mask=c_in, other=0.0).to(tl.float32)[None, :]
-        factor = factor * (a * t + (1.0 - a) * (1.0 - t))
-    elif HAS_ALPHA:
-        factor = factor * (alpha * t + (1.0 - alpha) * (1.0 - t))
-    if HAS_WEIGHT:
-        w_at = r[:, None] * weight_stride_r + c[None, :] * weight_stride_c
-        factor = factor * tl.load(weight_ptr + w_at, mask=inside, other=0.0).to(tl.float32)
+        # The factor alpha_t * weight * scale, in native.c's order (pos_weight on hard 1s).
+        if HAS_SCALE:
+            factor = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + tl.load(scale_ptr).to(
+                tl.float32
+            )
+        else:
+            factor = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32) + 1.0
+        if HAS_ALPHA_VEC:
+            a = tl.load(alpha_ptr + ids, mask=c_in, other=0.0).to(tl.float32)[None, :]
+            factor = factor * (a * t + (1.0 - a) * (1.0 - t))
+        elif HAS_ALPHA:
+            factor = factor * (alpha * t + (1.0 - alpha) * (1.0 - t))
+        if POS_WEIGHT != 0:  # noqa: SIM102 (compile time, then run time)
+            if soft == 0:
+                factor = factor * tl.where(t != 0.0, pw, 1.0)
+        if HAS_WEIGHT:
+            w_at = r[:, None] * weight_stride_r + c[None, :] * weight_stride_c
+            factor = factor * tl.load(weight_ptr + w_at, mask=inside, other=0.0).to(tl.float32)
     keep = (factor != 0.0) & inside
     value = tl.where(keep, factor * value, 0.0)
     if STORE_GRAD:
@@ -246,7 +338,15 @@ def _focal_kernel(
         tl.store(partial_ptr + pid, tl.sum(tl.sum(value, axis=1), axis=0))
 
 
-_SOURCE = (_log1p01, _sigmoids, _int_power, _hard_terms, _soft_terms, _focal_kernel)
+_SOURCE = (
+    _log1p01,
+    _sigmoids,
+    _int_power,
+    _hard_terms,
+    _soft_terms,
+    _margin_terms,
+    _focal_kernel,
+)
 
 
 @functools.cache
@@ -405,7 +505,12 @@ def launch_arguments(
     weight = None if inp.weight is None else inp.weight.detach()
     alpha_vec = None if inp.alpha_vec is None else inp.alpha_vec.detach()
     scale = None if inp.scale is None else inp.scale.detach()
+    pos_weight_vec = None if inp.pos_weight_vec is None else inp.pos_weight_vec.detach()
     gamma = inp.gamma
+    gamma_neg = gamma if inp.gamma_neg is None else inp.gamma_neg
+    asl = 0
+    if inp.asymmetric:
+        asl = 2 if inp.clip == 0.0 and _float32(gamma_neg) == _float32(gamma) else 1
     args = (
         x,
         x.stride(0),
@@ -428,6 +533,10 @@ def launch_arguments(
         -(-cols // block_c),
         _float32(0.0 if inp.alpha is None else inp.alpha),
         _float32(gamma),
+        x if pos_weight_vec is None else pos_weight_vec,
+        _float32(1.0 if inp.pos_weight is None else inp.pos_weight),
+        _float32(gamma_neg),
+        _float32(inp.clip),
     )
     constants: dict[str, object] = {
         "TARGETS": kind,
@@ -435,7 +544,11 @@ def launch_arguments(
         "HAS_ALPHA_VEC": alpha_vec is not None,
         "HAS_WEIGHT": weight is not None,
         "HAS_SCALE": scale is not None,
-        "GAMMA_INT": int(gamma) if gamma in (0.0, 1.0, 2.0, 3.0, 4.0) else -1,
+        "GAMMA_INT": _gamma_int(gamma),
+        "POS_WEIGHT": 2 if pos_weight_vec is not None else int(inp.pos_weight is not None),
+        "ASL": asl,
+        "GAMMA_NEG_INT": _gamma_int(gamma_neg),
+        "CLIP_ZERO": inp.clip == 0.0,
         "STORE_VALUE": value is not None,
         "STORE_GRAD": grad is not None,
         "STORE_SUM": partial is not None,
@@ -444,6 +557,11 @@ def launch_arguments(
         "FLT_MAX": _FLT_MAX,
     }
     return args, constants
+
+
+def _gamma_int(gamma: float) -> int:
+    """``gamma`` as a compile-time constant: 0..4 when it is that integer, else -1."""
+    return int(gamma) if gamma in (0.0, 1.0, 2.0, 3.0, 4.0) else -1
 
 
 def _targets(inp: FocalInputs) -> tuple[int, Tensor | None, tuple[int, int]]:
