@@ -5,9 +5,11 @@ costs beyond a warm one. Each repeat starts a fresh Python process (the compiled
 built and cached by a warm-up process, so no build is timed) that imports torch and focalrec,
 then times the first ``sigmoid_focal_loss(x, t).backward()`` on small float32 CPU logits with
 index-list targets, and the median of later identical calls. It reports the resident memory
-(``VmRSS`` on Linux, else the peak) added by the first call and by the warm calls, and whether
-the first call imported ``torch._dynamo``. Medians over the repeats; the machine's load shows in
-the spread, so compare runs on the same machine in one sitting.
+(``VmRSS`` on Linux, else the peak) added by the first call and by the warm calls, the peak
+extra memory of the first call and of a warm one as multiples of the logits (Linux: the peak
+is reset just before the call), and whether the first call imported ``torch._dynamo``. Medians
+over the repeats; the machine's load shows in the spread, so compare runs on the same machine
+in one sitting.
 
     python benchmarks/bench_first_call.py                       # 4 x 5 logits, 7 processes
     python benchmarks/bench_first_call.py --rows 4096 --cols 5501 --json out.json
@@ -39,6 +41,24 @@ def rss_mib():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
+def status_mib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+def peak_extra_mib(fn):
+    # The peak resident memory fn() adds (Linux: the peak reset before it), else None.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = status_mib("VmRSS")
+    except OSError:
+        return None, fn()
+    out = fn()
+    return status_mib("VmHWM") - before, out
+
 start = time.perf_counter()
 import torch
 import focalrec
@@ -55,10 +75,12 @@ def call():
     return time.perf_counter() - start
 
 before = rss_mib()
-first = call()
+first_peak, first = peak_extra_mib(call)
 after_first = rss_mib()
 warm = [call() for _ in range(warm_calls)]
 after_warm = rss_mib()
+warm_peak, _ = peak_extra_mib(call)
+logits_mib = rows * cols * 4 / 2**20
 backend = focalrec.show_config(print_out=False)["backends"]["float32 CPU"]["backend"]
 print(json.dumps({
     "import_s": imported,
@@ -66,6 +88,8 @@ print(json.dumps({
     "warm_s": sorted(warm)[len(warm) // 2],
     "first_rss_mib": after_first - before,
     "warm_rss_mib": after_warm - after_first,
+    "first_peak_x_logits": None if first_peak is None else first_peak / logits_mib,
+    "warm_peak_x_logits": None if warm_peak is None else warm_peak / logits_mib,
     "dynamo_imported": "torch._dynamo" in sys.modules,
     "backend": backend,
 }))
@@ -83,6 +107,11 @@ def run_child(rows: int, cols: int, warm_calls: int) -> dict[str, Any]:
         raise RuntimeError(f"the measuring process failed:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def _median_or_none(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -114,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "first_call_rss_mib": median("first_rss_mib"),
         "warm_calls_rss_mib": median("warm_rss_mib"),
         "import_s": median("import_s"),
+        "first_call_peak_x_logits": _median_or_none(runs, "first_peak_x_logits"),
+        "warm_call_peak_x_logits": _median_or_none(runs, "warm_peak_x_logits"),
         "dynamo_imported": sum(bool(r["dynamo_imported"]) for r in runs),
         "runs": runs,
         "machine": {
