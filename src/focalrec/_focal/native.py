@@ -397,8 +397,8 @@ def load() -> ctypes.CDLL | None:
     had here. The outcome, success or failure, is kept for the life of the process.
     """
     global _library, _reason, _tried
-    prebuilt.requested_variant()  # a misspelt FOCALREC_KERNEL_VARIANT raises, and is not kept
     if not _tried:
+        prebuilt.requested_variant()  # a misspelt FOCALREC_KERNEL_VARIANT raises, not kept
         with _lock:
             if not _tried:
                 try:
