@@ -344,11 +344,7 @@ class FocalLoss(nn.Module):
         num_classes = alpha.shape[0] if isinstance(alpha, Tensor) and alpha.ndim == 1 else None
         _check_hyper(alpha, gamma, reduction, num_classes, validate_args)
         _check_pos_weight(pos_weight, None, None, validate_args)
-        if isinstance(alpha, Tensor):
-            self.register_buffer("alpha", alpha.detach().clone())
-        else:
-            self.alpha = None if alpha is None else float(alpha)
-        _set_pos_weight(self, pos_weight)
+        _set_class_weights(self, alpha, pos_weight)
         self.gamma = float(gamma)
         self.reduction: Reduction = reduction
         self.validate_args = validate_args
@@ -375,12 +371,16 @@ class FocalLoss(nn.Module):
         return out
 
 
-def _set_pos_weight(module: nn.Module, pos_weight: float | Tensor | None) -> None:
-    """``module.pos_weight``: a buffer for a tensor (moved by ``.to()``), else a float or None."""
-    if isinstance(pos_weight, Tensor):
-        module.register_buffer("pos_weight", pos_weight.detach().clone())
-    else:
-        setattr(module, "pos_weight", None if pos_weight is None else float(pos_weight))  # noqa: B010
+def _set_class_weights(
+    module: nn.Module, alpha: float | Tensor | None, pos_weight: float | Tensor | None
+) -> None:
+    """``module.alpha`` and ``module.pos_weight``: a buffer for a tensor (moved by ``.to()``),
+    else a float or None."""
+    for name, value in (("alpha", alpha), ("pos_weight", pos_weight)):
+        if isinstance(value, Tensor):
+            module.register_buffer(name, value.detach().clone())
+        else:
+            setattr(module, name, None if value is None else float(value))
 
 
 class AsymmetricLoss(nn.Module):
@@ -429,11 +429,7 @@ class AsymmetricLoss(nn.Module):
         num_classes = alpha.shape[0] if isinstance(alpha, Tensor) and alpha.ndim == 1 else None
         _check_hyper(alpha, 0.0, reduction, num_classes, validate_args)
         _check_pos_weight(pos_weight, None, None, validate_args)
-        if isinstance(alpha, Tensor):
-            self.register_buffer("alpha", alpha.detach().clone())
-        else:
-            self.alpha = None if alpha is None else float(alpha)
-        _set_pos_weight(self, pos_weight)
+        _set_class_weights(self, alpha, pos_weight)
         self.reduction: Reduction = reduction
         self.validate_args = validate_args
 
