@@ -25,7 +25,6 @@ Without a CUDA GPU the script stops with a one-line message (exit status 1), unl
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -330,9 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     report = run(args)
     print_report(report)
     if args.json is not None:
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(args.json)
+        harness.write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench_focal import Targets, make_inputs, time_once, write_json
+from bench_focal import Targets, make_inputs, time_once
 from focalrec import sigmoid_focal_loss
 from focalrec._focal import native, prebuilt
+from harness import write_json
 
 FORMS = ("index", "dense", "bool", "soft")
 RUN_TIME = "run-time (-march=native)"

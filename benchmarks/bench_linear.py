@@ -23,7 +23,6 @@ warm-up on a small catalogue, since one forward + backward takes minutes on a fe
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -37,7 +36,13 @@ from torch import Tensor, nn
 
 from focalrec import linear_sigmoid_focal_loss, sigmoid_focal_loss
 from focalrec.linear import DEFAULT_CHUNK_SIZE
-from harness import environment, memory_in_subprocess, print_memory_child, write_json
+from harness import (
+    environment,
+    load_average,
+    memory_in_subprocess,
+    print_memory_child,
+    write_json,
+)
 
 IMPLEMENTATIONS = (
     "fused",
@@ -144,10 +149,6 @@ def memory_available() -> int | None:
     except OSError:
         pass
     return None
-
-
-def load_average() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _zero_grads(data: Data) -> None:

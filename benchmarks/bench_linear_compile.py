@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench_focal import write_json
 from focalrec import LinearFocalLoss
+from harness import load_average, write_json
 
 
 class Recommender(nn.Module):
@@ -66,10 +66,6 @@ def run_step(
     seconds = (time.perf_counter() - wall, time.process_time() - cpu)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
     return seconds, loss.detach(), grads
-
-
-def load_average() -> float | None:
-    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _rel_diff(a: Tensor, b: Tensor) -> float:

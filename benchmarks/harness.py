@@ -36,6 +36,7 @@ import focalrec
 __all__ = [
     "environment",
     "interleaved_times",
+    "load_average",
     "median_ratio",
     "memory_in_subprocess",
     "peak_extra_bytes",
@@ -122,6 +123,12 @@ def print_memory_child(
     (the arguments are :func:`peak_extra_bytes`')."""
     extra, exact = peak_extra_bytes(step, cleanup, warmup)
     print(json.dumps({"extra_bytes": extra, "exact": exact}))
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS does not say): a shared machine
+    shows in it, so reports record it beside their timings."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def environment(**extra: object) -> dict[str, Any]:
