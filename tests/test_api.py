@@ -13,8 +13,8 @@ import focalrec
 ROOT = Path(__file__).resolve().parents[1]
 API_TABLE = ROOT / "docs" / "scripts" / "api_table.py"
 
-LOSSES = ["sigmoid_focal_loss"]
-FUSED = ["linear_sigmoid_focal_loss"]
+LOSSES = ["sigmoid_focal_loss", "asymmetric_loss"]
+FUSED = ["linear_sigmoid_focal_loss", "linear_asymmetric_loss"]
 METRICS = [
     "hit_rate_at_k",
     "map_at_k",

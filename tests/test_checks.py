@@ -32,8 +32,14 @@ def _update(metric: Any) -> Call:
 CALLS: dict[str, tuple[Call, dict[str, Any]]] = {
     "sigmoid_focal_loss": (fr.sigmoid_focal_loss, {"input": SCORES, "target": TARGET}),
     "FocalLoss": (fr.FocalLoss(), {"input": SCORES, "target": TARGET}),
+    "asymmetric_loss": (fr.asymmetric_loss, {"input": SCORES, "target": TARGET}),
+    "AsymmetricLoss": (fr.AsymmetricLoss(), {"input": SCORES, "target": TARGET}),
     "linear_sigmoid_focal_loss": (
         fr.linear_sigmoid_focal_loss,
+        {"input": FEATURES, "linear_weight": WEIGHT, "target": TARGET},
+    ),
+    "linear_asymmetric_loss": (
+        fr.linear_asymmetric_loss,
         {"input": FEATURES, "linear_weight": WEIGHT, "target": TARGET},
     ),
     "LinearFocalLoss": (fr.LinearFocalLoss(D, C), {"input": FEATURES, "target": TARGET}),
@@ -81,8 +87,8 @@ DEVICE_ARGUMENTS = [
     for name, (_, kwargs) in CALLS.items()
     if ("preds" in kwargs and "k" in kwargs) or name.startswith("topk")
 ]
-CHUNKED = ["linear_sigmoid_focal_loss", "topk_items_from_embeddings"]
-GROUPED = ["linear_sigmoid_focal_loss", "topk_items_from_embeddings"]
+CHUNKED = ["linear_sigmoid_focal_loss", "linear_asymmetric_loss", "topk_items_from_embeddings"]
+GROUPED = ["linear_sigmoid_focal_loss", "linear_asymmetric_loss", "topk_items_from_embeddings"]
 WITH_K = [name for name, (_, kwargs) in CALLS.items() if "k" in kwargs]
 
 
@@ -141,7 +147,31 @@ def test_k_is_a_positive_int_everywhere(name: str) -> None:
         _call(name, k=0)
 
 
-@pytest.mark.parametrize("name", ["sigmoid_focal_loss", "linear_sigmoid_focal_loss"])
+POS_WEIGHTED = [
+    "sigmoid_focal_loss",
+    "asymmetric_loss",
+    "linear_sigmoid_focal_loss",
+    "linear_asymmetric_loss",
+]
+
+
+@pytest.mark.parametrize("name", POS_WEIGHTED)
+def test_pos_weight_means_the_same_everywhere(name: str) -> None:
+    with pytest.raises(ValueError, match=r"`pos_weight`.*shape"):
+        _call(name, pos_weight=torch.ones(C + 1))
+    with pytest.raises(TypeError, match=r"`pos_weight`.*floating"):
+        _call(name, pos_weight=torch.ones(C, dtype=torch.long))
+    with pytest.raises(TypeError, match="`pos_weight`"):
+        _call(name, pos_weight="2")
+    with pytest.raises(ValueError, match="`pos_weight`"):
+        _call(name, pos_weight=-1.0)
+    with pytest.raises(TypeError, match=r"`pos_weight`.*device"):
+        _call(name, pos_weight=torch.ones(C, device=META))
+
+
+@pytest.mark.parametrize(
+    "name", ["sigmoid_focal_loss", "linear_sigmoid_focal_loss", "linear_asymmetric_loss"]
+)
 def test_integer_input_is_a_type_error(name: str) -> None:
     with pytest.raises(TypeError, match=r"`input` must be a floating-point tensor, got dtype"):
         _call(name, input=CALLS[name][1]["input"].long())

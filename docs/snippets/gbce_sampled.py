@@ -13,16 +13,17 @@ next_item = torch.randint(0, num_items, (rows, 1))  # one positive per row
 negatives = sample_negatives(rows, k, num_items, exclude=next_item)  # (rows, k) item ids
 beta = gbce_beta(k, num_items, t)
 
-# BCE with the positive term weighted by beta is (1 + beta) times the focal loss with
-# gamma = 0 and alpha = beta / (1 + beta); "mean" averages over the rows' 1 + k scores.
-loss = (1 + beta) * linear_sigmoid_focal_loss(
+# gBCE is BCE (gamma = 0, alpha = None) with the positive term weighted by beta;
+# "mean" averages over the rows' 1 + k scores.
+loss = linear_sigmoid_focal_loss(
     features,
     item_layer.weight,
     next_item,
     linear_bias=item_layer.bias,
     negatives=negatives,
-    alpha=beta / (1 + beta),
+    alpha=None,
     gamma=0.0,
+    pos_weight=beta,
 )
 loss.backward()  # gradients reach the rows of the positives and the negatives only
 

@@ -8,7 +8,7 @@ from focalrec._config import show_config
 from focalrec._indices import dense_to_index_list, index_list_to_dense
 from focalrec._topk import topk_items_from_embeddings
 from focalrec._warnings import SlowPathWarning
-from focalrec.linear import LinearFocalLoss, linear_sigmoid_focal_loss
+from focalrec.linear import LinearFocalLoss, linear_asymmetric_loss, linear_sigmoid_focal_loss
 from focalrec.losses import AsymmetricLoss, FocalLoss, asymmetric_loss, sigmoid_focal_loss
 from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
 from focalrec.negatives import gbce_beta, sample_negatives
@@ -42,6 +42,7 @@ __all__ = [
     "hit_rate_at_k",
     "index_list_to_dense",
     "init_prior_bias_",
+    "linear_asymmetric_loss",
     "linear_sigmoid_focal_loss",
     "map_at_k",
     "mrr_at_k",

@@ -27,13 +27,17 @@ from focalrec._linear.loop import raise_nan
 from focalrec._linear.plan import (
     DEFAULT_CHUNK_SIZE,
     DEVICE_CHUNK_SIZE,
+    Family,
     LinearReduction,
     check_reduction,
     make_plan,
 )
 from focalrec._linear.sampled import AccidentalHits, check_accidental_hits, sampled_loss
 from focalrec.losses import (
+    _check_clip,
+    _check_gamma,
     _check_hyper,
+    _check_pos_weight,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ __all__ = [
     "AccidentalHits",
     "LinearFocalLoss",
     "LinearReduction",
+    "linear_asymmetric_loss",
     "linear_sigmoid_focal_loss",
 ]
 
@@ -57,6 +62,7 @@ def linear_sigmoid_focal_loss(
     linear_bias: Tensor | None = None,
     alpha: float | Tensor | None = 0.25,
     gamma: float = 2.0,
+    pos_weight: float | Tensor | None = None,
     reduction: LinearReduction = "mean",
     weight: Tensor | None = None,
     chunk_size: tuple[int, int] | None = None,
@@ -180,6 +186,10 @@ def linear_sigmoid_focal_loss(
         alpha: Weight of the positive class in ``[0, 1]``, a per-item tensor ``(C,)``, or
             ``None``.
         gamma: Focusing parameter, ``>= 0``.
+        pos_weight: Factor of the positive terms, ``>= 0``: a float, a per-item tensor
+            ``(C,)``, or ``None``, as ``torch.nn.BCEWithLogitsLoss``'s (see
+            :func:`focalrec.sigmoid_focal_loss`); with ``negatives`` and ``gamma = 0``,
+            ``alpha = None``, gBCE's :math:`\beta` (:func:`focalrec.gbce_beta`).
         reduction: ``"mean"``, ``"sum"`` or ``"sum_over_positives"``, as in
             :func:`focalrec.sigmoid_focal_loss`. ``"none"`` is rejected: its result is the
             ``(N, C)`` tensor this function exists to avoid.
@@ -250,43 +260,113 @@ def linear_sigmoid_focal_loss(
         >>> torch.allclose(sampled, sigmoid_focal_loss(gathered, labels))
         True
     """
+    family = Family(alpha, gamma, pos_weight=pos_weight)
+    return _linear_loss(
+        input, linear_weight, target, linear_bias, family, reduction, weight, chunk_size,
+        item_offset, num_items, process_group, negatives, accidental_hits, validate_args,
+    )  # fmt: skip
+
+
+def linear_asymmetric_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    *,
+    linear_bias: Tensor | None = None,
+    gamma_pos: float = 0.0,
+    gamma_neg: float = 4.0,
+    clip: float = 0.05,
+    alpha: float | Tensor | None = None,
+    pos_weight: float | Tensor | None = None,
+    reduction: LinearReduction = "mean",
+    weight: Tensor | None = None,
+    chunk_size: tuple[int, int] | None = None,
+    item_offset: int | None = None,
+    num_items: int | None = None,
+    process_group: ProcessGroup | None = None,
+    negatives: Tensor | None = None,
+    accidental_hits: AccidentalHits = "remove",
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Asymmetric loss (ASL) of the logits ``F.linear(input, linear_weight, linear_bias)``,
+    computed without forming them.
+
+    Equal in value and in the gradients of ``input``, ``linear_weight`` and ``linear_bias`` (to
+    floating-point rounding) to
+
+    .. code-block:: python
+
+        asymmetric_loss(F.linear(input, linear_weight, linear_bias), target, ...)
+
+    (see :func:`focalrec.asymmetric_loss` for the loss, :math:`L_+ = -(1-p)^{\gamma_+} \log p`
+    and :math:`L_- = -p_m^{\gamma_-} \log(1 - p_m)` with :math:`p_m = \max(p - m, 0)`): the
+    same chunk loop, kernels, memory, precision, autocast, ``torch.compile``, item shards and
+    sampled ``negatives`` as :func:`linear_sigmoid_focal_loss`, whose arguments it shares;
+    ``gamma_pos``, ``gamma_neg``, ``clip``, ``alpha`` and ``pos_weight`` are
+    :func:`focalrec.asymmetric_loss`'s (``alpha`` and ``pos_weight`` per item: ``(C,)``).
+
+    Returns:
+        The loss, a scalar of dtype ``torch.promote_types(input.dtype, torch.float32)``, with
+        first derivatives as :func:`linear_sigmoid_focal_loss`'s.
+
+    Raises:
+        TypeError: If an argument has the wrong type or dtype.
+        ValueError: If a shape or value is out of its range, or the loss is NaN.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> features = torch.randn(4, 8)
+        >>> head = torch.nn.Linear(8, 100)
+        >>> positives = torch.tensor([[3, 17], [42, -1], [0, 99], [7, -1]])
+        >>> fused = linear_asymmetric_loss(features, head.weight, positives, linear_bias=head.bias)
+        >>> from focalrec import asymmetric_loss
+        >>> torch.allclose(fused, asymmetric_loss(head(features), positives))
+        True
+    """
+    family = Family(
+        alpha,
+        _check_gamma(gamma_pos, "gamma_pos"),
+        gamma_neg=_check_gamma(gamma_neg, "gamma_neg"),
+        clip=_check_clip(clip),
+        pos_weight=pos_weight,
+    )
+    return _linear_loss(
+        input, linear_weight, target, linear_bias, family, reduction, weight, chunk_size,
+        item_offset, num_items, process_group, negatives, accidental_hits, validate_args,
+    )  # fmt: skip
+
+
+def _linear_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    family: Family,
+    reduction: str,
+    weight: Tensor | None,
+    chunk_size: tuple[int, int] | None,
+    item_offset: int | None,
+    num_items: int | None,
+    process_group: ProcessGroup | None,
+    negatives: Tensor | None,
+    accidental_hits: str,
+    validate_args: bool,
+) -> Tensor:
+    """The fused layer's loss of any member of the family: over the whole catalogue in chunks,
+    or over the sampled ``negatives``."""
     if negatives is not None:
         loss = sampled_loss(
-            input,
-            linear_weight,
-            target,
-            negatives,
-            linear_bias,
-            alpha,
-            gamma,
-            reduction,
-            weight,
-            chunk_size,
-            item_offset,
-            num_items,
-            process_group,
-            accidental_hits,
-            validate_args,
-        )
+            input, linear_weight, target, negatives, linear_bias, family, reduction, weight,
+            chunk_size, item_offset, num_items, process_group, accidental_hits, validate_args,
+        )  # fmt: skip
         if validate_args and values_readable() and bool(torch.isnan(loss)):
             raise_nan(input, linear_weight, linear_bias)
         return loss
     check_accidental_hits(accidental_hits)
     plan = make_plan(
-        input,
-        linear_weight,
-        target,
-        linear_bias,
-        alpha,
-        gamma,
-        reduction,
-        weight,
-        chunk_size,
-        item_offset,
-        num_items,
-        process_group,
-        validate_args,
-    )
+        input, linear_weight, target, linear_bias, family, reduction, weight, chunk_size,
+        item_offset, num_items, process_group, validate_args,
+    )  # fmt: skip
     need = tuple(
         torch.is_grad_enabled() and t is not None and t.requires_grad
         for t in (input, linear_weight, linear_bias)
@@ -311,8 +391,9 @@ class LinearFocalLoss(nn.Module):
     bias are initialized as ``nn.Linear`` does (on a rank of an item split: that rank's rows of
     the unsplit layer's draw, the same seed giving the same layer), then the bias at the logit
     of ``prior`` (:func:`focalrec.init_prior_bias_`), as ``SequenceMLP``'s output layer; the
-    state dict holds ``weight`` and ``bias`` as ``nn.Linear``'s does (a per-item ``alpha`` is a
-    buffer that ``.to()`` moves but the state dict leaves out), so either loads the other's.
+    state dict holds ``weight`` and ``bias`` as ``nn.Linear``'s does (a per-item ``alpha`` or
+    ``pos_weight`` is a buffer that ``.to()`` moves but the state dict leaves out), so either
+    loads the other's.
 
     **Item shards.** With ``process_group``, each rank of the group holds a contiguous range of
     the catalogue: rank ``r`` of ``R`` holds ``num_items // R`` items, one more for the first
@@ -340,6 +421,8 @@ class LinearFocalLoss(nn.Module):
         alpha: Positive-class weight in ``[0, 1]``, a per-item tensor ``(num_items,)``, or
             ``None``.
         gamma: Focusing parameter, ``>= 0``.
+        pos_weight: Factor of the positive terms, ``>= 0``: a float, a per-item tensor
+            ``(num_items,)``, or ``None``.
         reduction: ``"mean"``, ``"sum"`` or ``"sum_over_positives"``.
         prior: The positive rate the bias starts from: a float in ``(0, 1)``, a per-item
             tensor ``(num_items,)``, or ``None`` to keep ``nn.Linear``'s initialization.
@@ -368,6 +451,7 @@ class LinearFocalLoss(nn.Module):
     weight: Tensor
     bias: Tensor | None
     alpha: Tensor | float | None
+    pos_weight: Tensor | float | None
 
     def __init__(
         self,
@@ -377,6 +461,7 @@ class LinearFocalLoss(nn.Module):
         bias: bool = True,
         alpha: float | Tensor | None = 0.25,
         gamma: float = 2.0,
+        pos_weight: float | Tensor | None = None,
         reduction: LinearReduction = "mean",
         prior: float | Tensor | None = 0.01,
         chunk_size: tuple[int, int] | None = None,
@@ -392,6 +477,7 @@ class LinearFocalLoss(nn.Module):
                 raise ValueError(f"`{name}` must be an int >= 0, got {value!r}")
         check_reduction(reduction)
         _check_hyper(alpha, gamma, reduction, num_items, validate_args)
+        _check_pos_weight(pos_weight, num_items, None, validate_args)
         check_chunk_size(chunk_size)
         check_process_group(process_group)
         check_accidental_hits(accidental_hits)
@@ -407,10 +493,12 @@ class LinearFocalLoss(nn.Module):
         self.bias = nn.Parameter(torch.empty(self.num_items_local, **factory)) if bias else None
         local_prior = prior[local] if isinstance(prior, Tensor) else prior
         init_item_layer_(self.weight, self.bias, self.item_offset, num_items, local_prior)
-        if isinstance(alpha, Tensor):
-            self.register_buffer("alpha", alpha.detach()[local].clone(), persistent=False)
-        else:
-            self.alpha = None if alpha is None else float(alpha)
+        for name, option in (("alpha", alpha), ("pos_weight", pos_weight)):
+            if isinstance(option, Tensor):  # per item: this rank's items
+                local_option = option.detach().expand(num_items)[local].clone()
+                self.register_buffer(name, local_option, persistent=False)
+            else:
+                setattr(self, name, None if option is None else float(option))
         self.gamma = float(gamma)
         self.reduction: LinearReduction = reduction
         self.chunk_size = chunk_size
@@ -435,6 +523,7 @@ class LinearFocalLoss(nn.Module):
             linear_bias=self.bias,
             alpha=self.alpha,
             gamma=self.gamma,
+            pos_weight=self.pos_weight,
             reduction=self.reduction,
             weight=weight,
             chunk_size=self.chunk_size,
@@ -492,6 +581,9 @@ class LinearFocalLoss(nn.Module):
             f"bias={self.bias is not None}, alpha={alpha}, gamma={self.gamma}, "
             f"reduction={self.reduction!r}"
         )
+        if self.pos_weight is not None:
+            pw = "per-item" if isinstance(self.pos_weight, Tensor) else self.pos_weight
+            text += f", pos_weight={pw}"
         if self.process_group is not None:
             text += f", items=[{self.item_offset}, {self.item_offset + self.num_items_local})"
         return text

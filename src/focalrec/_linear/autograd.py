@@ -128,6 +128,10 @@ def apply_plan(
         ch.alpha_vec,
         ch.alpha,
         ch.gamma,
+        ch.gamma_neg,
+        ch.clip,
+        ch.pos_weight,
+        ch.pos_weight_vec,
         ch.rows,
         ch.items,
         ch.dtype,
@@ -170,6 +174,10 @@ def linear_focal_loss_op(
     alpha_vec: Tensor | None,
     alpha: float | None,
     gamma: float,
+    gamma_neg: float | None,
+    clip: float,
+    pos_weight: float | None,
+    pos_weight_vec: Tensor | None,
     rows: int,
     items: int,
     dtype: torch.dtype,
@@ -180,7 +188,10 @@ def linear_focal_loss_op(
     """``(total, grad_x, grad_w, grad_b)``: the sum of the terms (float64) and the unscaled
     gradients (float32 for half precision, else ``dtype``; empty where not asked for), by
     :func:`fused_pass`."""
-    chunks = Chunks(index, dense, weight, alpha, alpha_vec, gamma, rows, items, dtype)
+    chunks = Chunks(
+        index, dense, weight, alpha, alpha_vec, gamma, rows, items, dtype,
+        gamma_neg, clip, pos_weight, pos_weight_vec,
+    )  # fmt: skip
     total, grads = fused_pass(chunks, x, w, b, (need_x, need_w, need_b))
     acc = torch.promote_types(dtype, torch.float32)
     gx, gw, gb = (x.new_empty(0, dtype=acc) if g is None else g for g in grads)
@@ -198,6 +209,10 @@ def _(
     alpha_vec: Tensor | None,
     alpha: float | None,
     gamma: float,
+    gamma_neg: float | None,
+    clip: float,
+    pos_weight: float | None,
+    pos_weight_vec: Tensor | None,
     rows: int,
     items: int,
     dtype: torch.dtype,
@@ -228,7 +243,7 @@ def _op_backward(ctx: Any, grad_total: Tensor, *_: Tensor) -> tuple[Tensor | Non
         (g * grad_total.to(g.dtype)).to(dtype) if wanted else None
         for g, dtype, wanted in zip(ctx.saved_tensors, ctx.dtypes, ctx.need, strict=True)
     ]
-    return (*out, *(None,) * 12)
+    return (*out, *(None,) * 16)
 
 
 linear_focal_loss_op.register_autograd(_op_backward, setup_context=_op_setup_context)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from focalrec._focal.inputs import FocalInputs
 from focalrec._focal.op import evaluate
 
 if TYPE_CHECKING:
@@ -84,17 +83,7 @@ def fused_pass(
                     torch.mm(x_r, w_c.t(), out=z)
                 else:
                     torch.addmm(b[c0:c1], x_r, w_c.t(), out=z)
-                inp = FocalInputs(
-                    logits=z,
-                    dense=None if chunks.dense is None else chunks.dense[r0:r1, c0:c1],
-                    index=None if chunks.index is None else chunks.index[r0:r1],
-                    alpha=chunks.alpha,
-                    alpha_vec=chunks.alpha_vec,
-                    gamma=chunks.gamma,
-                    weight=None if weight is None else weight[r0:r1, c0:c1],
-                    scale=None,
-                    col_offset=c0,
-                )
+                inp = chunks.inputs(z, slice(r0, r1), slice(c0, c1), weight)
                 value, g = evaluate(inp, False, any_grad, grad_into=z if any_grad else None)
                 total += value
                 if g is None:

@@ -15,11 +15,13 @@ from focalrec._checks import (
     check_process_group,
     check_same_device,
 )
+from focalrec._focal.inputs import FocalInputs
 from focalrec._indices import is_index_list, values_readable
 from focalrec._linear.loop import autocast_on
 from focalrec._shard import gather_sizes, item_layout
 from focalrec.losses import (
     _check_hyper,
+    _check_pos_weight,
     _check_targets,
     _check_weight,
     _num_elements,
@@ -34,6 +36,7 @@ __all__ = [
     "DEVICE_CHUNK_SIZE",
     "LINEAR_REDUCTIONS",
     "Chunks",
+    "Family",
     "LinearReduction",
     "Plan",
     "autocast_dtype",
@@ -60,13 +63,27 @@ for launches."""
 
 
 @dataclass(frozen=True)
+class Family:
+    """Which member of the sigmoid loss family, as the public functions take its options (the
+    focal loss: ``gamma_neg = None``, ``clip = 0``; ASL otherwise); ``gamma`` is the positive
+    terms' (and, for the focal loss, every term's). Checked by :func:`make_plan`."""
+
+    alpha: float | Tensor | None
+    gamma: float
+    gamma_neg: float | None = None
+    clip: float = 0.0
+    pos_weight: float | Tensor | None = None
+
+
+@dataclass(frozen=True)
 class Chunks:
     """What the chunk loop needs besides ``input``, ``linear_weight`` and ``linear_bias``.
 
     Index lists are shifted to this range's ids (``target - item_offset``), so that column ``j``
-    of the weight is item ``j`` for the kernel, and ``alpha_vec`` covers the range's items.
-    ``weight`` is as given (broadcastable to ``(N, C)``, in the compute dtype); ``dtype`` is the
-    dtype the matmuls run in: the input's, or autocast's.
+    of the weight is item ``j`` for the kernel, and ``alpha_vec`` and ``pos_weight_vec`` cover
+    the range's items. ``weight`` is as given (broadcastable to ``(N, C)``, in the compute
+    dtype); ``dtype`` is the dtype the matmuls run in: the input's, or autocast's. The loss's
+    options mean what :class:`~focalrec._focal.inputs.FocalInputs`' do.
     """
 
     index: Tensor | None
@@ -78,6 +95,31 @@ class Chunks:
     rows: int
     items: int
     dtype: torch.dtype
+    gamma_neg: float | None = None
+    clip: float = 0.0
+    pos_weight: float | None = None
+    pos_weight_vec: Tensor | None = None
+
+    def inputs(
+        self, logits: Tensor, rows: slice, cols: slice, weight: Tensor | None
+    ) -> FocalInputs:
+        """The kernel's inputs for the chunk ``logits`` of rows ``rows`` and items ``cols``
+        (``weight``: the call's weight expanded to ``(N, C)``, or None)."""
+        return FocalInputs(
+            logits=logits,
+            dense=None if self.dense is None else self.dense[rows, cols],
+            index=None if self.index is None else self.index[rows],
+            alpha=self.alpha,
+            alpha_vec=self.alpha_vec,
+            gamma=self.gamma,
+            weight=None if weight is None else weight[rows, cols],
+            scale=None,
+            col_offset=cols.start,
+            gamma_neg=self.gamma_neg,
+            clip=self.clip,
+            pos_weight=self.pos_weight,
+            pos_weight_vec=self.pos_weight_vec,
+        )
 
 
 @dataclass(frozen=True)
@@ -96,8 +138,7 @@ def make_plan(
     linear_weight: Tensor,
     target: Tensor,
     linear_bias: Tensor | None,
-    alpha: float | Tensor | None,
-    gamma: float,
+    family: Family,
     reduction: str,
     weight: Tensor | None,
     chunk_size: tuple[int, int] | None,
@@ -113,7 +154,9 @@ def make_plan(
     n, c = input.shape[0], linear_weight.shape[0]
     check_reduction(reduction)
     read_values = validate_args and values_readable()
-    _check_hyper(alpha, gamma, reduction, c, read_values)
+    alpha, pos_weight = family.alpha, family.pos_weight
+    _check_hyper(alpha, family.gamma, reduction, c, read_values)
+    _check_pos_weight(pos_weight, c, input, read_values)
     chunk = check_chunk_size(chunk_size)
     if chunk is None:
         chunk = DEFAULT_CHUNK_SIZE if input.device.type == "cpu" else DEVICE_CHUNK_SIZE
@@ -154,10 +197,18 @@ def make_plan(
             alpha_vec=alpha.to(device=input.device, dtype=cd)
             if isinstance(alpha, Tensor)
             else None,
-            gamma=float(gamma),
+            gamma=float(family.gamma),
             rows=chunk[0],
             items=chunk[1],
             dtype=dtype,
+            gamma_neg=family.gamma_neg,
+            clip=family.clip,
+            pos_weight=None
+            if pos_weight is None or isinstance(pos_weight, Tensor)
+            else float(pos_weight),
+            pos_weight_vec=pos_weight.to(device=input.device, dtype=cd).expand(c).contiguous()
+            if isinstance(pos_weight, Tensor)
+            else None,
         ),
         reduction=reduction,
         divisor_part=divisor_part,

@@ -31,9 +31,15 @@ from focalrec._indices import (
     values_readable,
 )
 from focalrec._linear.loop import finish_divisor
-from focalrec._linear.plan import autocast_dtype, check_reduction
+from focalrec._linear.plan import Family, autocast_dtype, check_reduction
 from focalrec._shard import gather_sizes, item_layout
-from focalrec.losses import _check_hyper, _check_weight, _stable_sum, sigmoid_focal_loss
+from focalrec.losses import (
+    _check_hyper,
+    _check_pos_weight,
+    _check_weight,
+    _sigmoid_loss,
+    _stable_sum,
+)
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -94,8 +100,7 @@ def sampled_loss(
     target: Tensor,
     negatives: Tensor,
     linear_bias: Tensor | None,
-    alpha: float | Tensor | None,
-    gamma: float,
+    family: Family,
     reduction: str,
     weight: Tensor | None,
     chunk_size: tuple[int, int] | None,
@@ -113,7 +118,8 @@ def sampled_loss(
     check_reduction(reduction)
     check_accidental_hits(accidental_hits)
     read_values = validate_args and values_readable()
-    _check_hyper(alpha, gamma, reduction, c, read_values)
+    _check_hyper(family.alpha, family.gamma, reduction, c, read_values)
+    _check_pos_weight(family.pos_weight, c, input, read_values)
     check_chunk_size(chunk_size)
     check_process_group(process_group)
     if not isinstance(target, Tensor):
@@ -135,11 +141,11 @@ def sampled_loss(
         _check_weight(weight, (n, c), read_values)
     if process_group is not None:
         return _over_group()(
-            input, linear_weight, linear_bias, target, neg, alpha, gamma, reduction, weight,
+            input, linear_weight, linear_bias, target, neg, family, reduction, weight,
             offset, accidental_hits, process_group,
         )  # fmt: skip
     total, divisor_part = _local_terms(
-        input, linear_weight, linear_bias, target, neg, alpha, gamma, reduction, weight,
+        input, linear_weight, linear_bias, target, neg, family, reduction, weight,
         offset, accidental_hits,
     )  # fmt: skip
     divisor = finish_divisor(reduction, divisor_part)
@@ -152,8 +158,7 @@ def _local_terms(
     b: Tensor | None,
     target: Tensor,
     neg: Tensor,
-    alpha: float | Tensor | None,
-    gamma: float,
+    family: Family,
     reduction: str,
     weight: Tensor | None,
     offset: int,
@@ -216,19 +221,28 @@ def _local_terms(
         divisor_part = _stable_sum(entry_weight[:, :m])
     else:
         divisor_part = torch.zeros((), dtype=torch.float64, device=x.device)
+    # Per-item alpha and pos_weight become per-entry factors of the terms' weights (the
+    # entries are not the items); scalars go to the loss as they are.
     term_weight = entry_weight
-    scalar_alpha = None
+    alpha, pos_weight = family.alpha, family.pos_weight
     if isinstance(alpha, Tensor):
-        if c > 0:  # alpha_t of each entry, as the weight (the terms' formula is the same)
+        if c > 0:
             a = alpha.to(device=x.device, dtype=cd)[cols]
-            term_weight = entry_weight * (a * labels + (1 - a) * (1 - labels))
-    else:
-        scalar_alpha = alpha
-    total = sigmoid_focal_loss(
+            term_weight = term_weight * (a * labels + (1 - a) * (1 - labels))
+        alpha = None
+    if isinstance(pos_weight, Tensor):
+        if c > 0:
+            pw = pos_weight.to(device=x.device, dtype=cd).expand(c)[cols]
+            term_weight = term_weight * (pw * labels + (1 - labels))
+        pos_weight = None
+    total = _sigmoid_loss(
         logits,
         labels,
-        alpha=scalar_alpha,
-        gamma=gamma,
+        alpha=alpha,
+        gamma=family.gamma,
+        gamma_neg=family.gamma_neg,
+        clip=family.clip,
+        pos_weight=pos_weight,
         reduction="sum",
         weight=term_weight,
         validate_args=False,
@@ -242,8 +256,7 @@ def _over_group_impl(
     b: Tensor | None,
     target: Tensor,
     neg: Tensor,
-    alpha: float | Tensor | None,
-    gamma: float,
+    family: Family,
     reduction: str,
     weight: Tensor | None,
     offset: int,
@@ -254,7 +267,7 @@ def _over_group_impl(
     all-reduce of two numbers), the gradient of ``x`` all-reduced in backward."""
     x_all = _AllReduceGrad.apply(x, group) if x.requires_grad else x  # type: ignore[no-untyped-call]
     total, divisor_part = _local_terms(
-        x_all, w, b, target, neg, alpha, gamma, reduction, weight, offset, accidental_hits
+        x_all, w, b, target, neg, family, reduction, weight, offset, accidental_hits
     )
     stats = torch.stack([total.detach().to(torch.float64), divisor_part])
     dist.all_reduce(stats, group=group)
