@@ -15,10 +15,13 @@ CPU. With CUDA, those tests run the compiled kernel on the GPU instead.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -91,3 +94,18 @@ def backend(name: str) -> Iterator[None]:
             del os.environ["FOCALREC_BACKEND"]
         else:
             os.environ["FOCALREC_BACKEND"] = old
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module, imported as when it runs as a script: the
+    ``benchmarks`` folder on ``sys.path``, so that it finds the shared harness beside it."""
+    benchmarks = str(REPO_ROOT / "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

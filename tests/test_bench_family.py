@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from conftest import REPO_ROOT
-
-
-def _load_benchmark() -> ModuleType:
-    benchmarks = str(REPO_ROOT / "benchmarks")
-    if benchmarks not in sys.path:  # the script imports the shared harness beside it
-        sys.path.insert(0, benchmarks)
-    spec = importlib.util.spec_from_file_location(
-        "bench_family", REPO_ROOT / "benchmarks" / "bench_family.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_quick_run_writes_a_consistent_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _load_benchmark()
+    bench = load_benchmark("bench_family")
     out = tmp_path / "report.json"
     bench.main(["--quick", "--no-memory", "--threads", "1", "--json", str(out)])
     report = json.loads(out.read_text())
@@ -47,7 +29,7 @@ def test_quick_run_writes_a_consistent_report(
 def test_the_timm_formulas_agree_with_each_other_in_value_and_gradient() -> None:
     import torch
 
-    bench = _load_benchmark()
+    bench = load_benchmark("bench_family")
     x, _, dense = bench.make_inputs(8, 50, 3, seed=1)
     grads = []
     values = []

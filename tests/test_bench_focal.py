@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from conftest import REPO_ROOT
-
-
-def _load_benchmark() -> ModuleType:
-    benchmarks = str(REPO_ROOT / "benchmarks")
-    if benchmarks not in sys.path:  # the script imports the shared harness beside it
-        sys.path.insert(0, benchmarks)
-    spec = importlib.util.spec_from_file_location(
-        "bench_focal", REPO_ROOT / "benchmarks" / "bench_focal.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_quick_run_writes_a_consistent_report(
@@ -40,7 +22,7 @@ def test_quick_run_writes_a_consistent_report(
         "torchvision_formula",
     ]  # fvcore, kornia: slow imports; the compiled formula: slow to compile
     args = ["--quick", "--no-memory", "--repeats", "1", "--only", *only, "--json", str(out)]
-    _load_benchmark().main(args)
+    load_benchmark("bench_focal").main(args)
     report = json.loads(out.read_text())
     results = report["results"]
     assert set(results) == {"bce_with_logits", "focalrec_index", *only}

@@ -8,32 +8,18 @@ not measured on a GPU.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import runpy
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
 
-from conftest import REPO_ROOT
-
-
-def _load_driver(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))  # it imports bench_focal
-    spec = importlib.util.spec_from_file_location(
-        "bench_gpu", REPO_ROOT / "benchmarks" / "bench_gpu.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import REPO_ROOT, load_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +27,7 @@ def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench_gpu") / "report.json"
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("FOCALREC_BACKEND", "auto")
-        driver = _load_driver(monkeypatch)
+        driver = load_benchmark("bench_gpu")
         driver.main(
             ["--quick", "--device", "cpu", "--no-compile", "--repeats", "1", "--json", str(out)]
         )
@@ -87,7 +73,7 @@ def test_smoke_run_writes_every_row(smoke_report: dict[str, Any]) -> None:
     torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
 )
 def test_refuses_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    driver = _load_driver(monkeypatch)
+    driver = load_benchmark("bench_gpu")
     with pytest.raises(SystemExit) as exit_info:
         driver.main([])
     message = str(exit_info.value.code)

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import load_benchmark
 from focalrec._focal import native, prebuilt
-
-
-def _load_benchmark(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    # The benchmark imports its helpers from its siblings, as when it runs as a script.
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "bench_kernels", REPO_ROOT / "benchmarks" / "bench_kernels.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.skipif(
@@ -34,7 +19,7 @@ def _load_benchmark(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 def test_quick_run_times_every_runnable_variant_and_the_run_time_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _load_benchmark(monkeypatch)
+    bench = load_benchmark("bench_kernels")
     out = tmp_path / "report.json"
     served_before = native.load()
     bench.main(["--quick", "--repeats", "1", "--threads", "1", "--json", str(out)])

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from conftest import REPO_ROOT
-
-
-def _load_benchmark() -> ModuleType:
-    path = REPO_ROOT / "benchmarks" / "bench_linear.py"
-    sys.path.insert(0, str(path.parent))  # it imports its memory helper from bench_focal
-    try:
-        spec = importlib.util.spec_from_file_location("bench_linear", path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # for its dataclass
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
+from conftest import load_benchmark
 
 
 def test_quick_run_writes_a_consistent_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _load_benchmark()
+    bench = load_benchmark("bench_linear")
     out = tmp_path / "report.json"
     bench.main(["--quick", "--no-memory", "--repeats", "1", "--json", str(out)])
     report = json.loads(out.read_text())
@@ -57,7 +39,7 @@ def test_quick_run_writes_a_consistent_report(
 
 
 def test_what_does_not_fit_is_not_run_and_says_so(tmp_path: Path) -> None:
-    bench = _load_benchmark()
+    bench = load_benchmark("bench_linear")
     out = tmp_path / "report.json"
     # 1 MiB: the fused loss fits (a 32 x 256 chunk and the gradients), logits-sized losses do not.
     argv = ["--quick", "--no-memory", "--repeats", "1", "--items", "3001"]

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-from conftest import REPO_ROOT
-
-
-def _load_benchmark() -> ModuleType:
-    path = REPO_ROOT / "benchmarks" / "bench_linear_compile.py"
-    sys.path.insert(0, str(path.parent))  # it imports its JSON helper from bench_focal
-    try:
-        spec = importlib.util.spec_from_file_location("bench_linear_compile", path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
+from conftest import load_benchmark
 
 
 def test_quick_run_writes_a_consistent_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _load_benchmark()
+    bench = load_benchmark("bench_linear_compile")
     out = tmp_path / "report.json"
     torch._dynamo.reset()
     bench.main(["--quick", "--backend", "aot_eager", "--repeats", "3", "--json", str(out)])

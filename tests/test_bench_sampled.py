@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
-from conftest import REPO_ROOT
-
-
-def _load_benchmark() -> ModuleType:
-    path = REPO_ROOT / "benchmarks" / "bench_sampled.py"
-    sys.path.insert(0, str(path.parent))  # it imports the shared harness
-    try:
-        spec = importlib.util.spec_from_file_location("bench_sampled", path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
+from conftest import load_benchmark
 
 
 def test_quick_run_writes_a_consistent_report(tmp_path: Path) -> None:
-    bench = _load_benchmark()
+    bench = load_benchmark("bench_sampled")
     out = tmp_path / "report.json"
     bench.main(["--quick", "--repeats", "1", "--threads", "1", "--json", str(out)])
     report = json.loads(out.read_text())

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from conftest import REPO_ROOT
-
-
-def _load_benchmark(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    # The benchmark imports its helpers from its siblings, as when it runs as a script.
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "bench_topk", REPO_ROOT / "benchmarks" / "bench_topk.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def test_quick_run_writes_a_consistent_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _load_benchmark(monkeypatch)
+    bench = load_benchmark("bench_topk")
     out = tmp_path / "report.json"
     # Blocks of 16 x 4,096 scores over 20,000 items: 5 item chunks (the last one shorter).
     bench.main(
@@ -76,7 +61,7 @@ def test_the_obvious_way_agrees_without_ties(monkeypatch: pytest.MonkeyPatch) ->
 
     from focalrec import topk_items
 
-    bench = _load_benchmark(monkeypatch)
+    bench = load_benchmark("bench_topk")
     gen = torch.Generator().manual_seed(0)
     queries, items = torch.randn(9, 4, generator=gen), torch.randn(50, 4, generator=gen)
     bias = torch.randn(50, generator=gen)
@@ -88,6 +73,6 @@ def test_the_obvious_way_agrees_without_ties(monkeypatch: pytest.MonkeyPatch) ->
 def test_memory_child_reports_bytes(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _load_benchmark(monkeypatch)
+    bench = load_benchmark("bench_topk")
     bench.main(["--quick", "--memory-child", bench.OURS])
     assert json.loads(capsys.readouterr().out)["extra_bytes"] >= 0

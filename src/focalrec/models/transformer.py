@@ -15,6 +15,7 @@ from focalrec.models._base import (
     check_dropout,
     check_positive_int,
 )
+from focalrec.models._dropout import Dropout
 
 __all__ = ["SequenceTransformer"]
 
@@ -33,10 +34,10 @@ class _CausalBlock(nn.Module):
         self.feedforward = nn.Sequential(
             nn.Linear(dim, feedforward_dim),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(feedforward_dim, dim),
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
         """``x`` ``(N, L, D)``; ``allowed`` ``(N, L, L)``: query ``t`` may attend to key ``u``."""
@@ -139,7 +140,7 @@ class SequenceTransformer(SequenceRecommender):
         check_positive_int(feedforward_dim, "feedforward_dim")
         check_dropout(dropout)
         self.position = nn.Embedding(history_length, embedding_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.blocks = nn.ModuleList(
             _CausalBlock(embedding_dim, num_heads, feedforward_dim, dropout)
             for _ in range(num_blocks)
