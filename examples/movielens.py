@@ -273,10 +273,11 @@ def gbce_loss(scores: Tensor, beta: float) -> Tensor:
         -\beta \log \sigma(s^+) - \sum_{j \le k} \log\big(1 - \sigma(s^-_j)\big)
         = \beta\, \mathrm{softplus}(-s^+) + \sum_{j \le k} \mathrm{softplus}(s^-_j)
 
-    divided by ``M (1 + k)``, as gSASRec averages it.
+    divided by ``M (1 + k)``, as gSASRec averages it: BCE with the positive term weighted by
+    ``beta`` (``pos_weight``), column 0 the positive of every row.
     """
-    terms = torch.cat([beta * F.softplus(-scores[:, :1]), F.softplus(scores[:, 1:])], dim=1)
-    return terms.mean()
+    positive = torch.zeros(len(scores), 1, dtype=torch.long, device=scores.device)
+    return focalrec.sigmoid_focal_loss(scores, positive, alpha=None, gamma=0.0, pos_weight=beta)
 
 
 def position_loss(
