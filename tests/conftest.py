@@ -18,8 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 
@@ -82,18 +81,11 @@ def available_backends() -> list[str]:
     return ["torch"] + (["native"] if native.load() is not None else [])
 
 
-@contextmanager
-def backend(name: str) -> Iterator[None]:
-    """Run the loss on backend ``name`` (``FOCALREC_BACKEND``) inside the block."""
-    old = os.environ.get("FOCALREC_BACKEND")
-    os.environ["FOCALREC_BACKEND"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["FOCALREC_BACKEND"]
-        else:
-            os.environ["FOCALREC_BACKEND"] = old
+def backend(name: str) -> AbstractContextManager[None]:
+    """Run the loss on backend ``name`` inside the block (:func:`focalrec.use_backend`)."""
+    import focalrec
+
+    return focalrec.use_backend(name)
 
 
 def load_benchmark(name: str) -> ModuleType:

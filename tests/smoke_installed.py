@@ -35,14 +35,14 @@ index = torch.randint(-1, 300, (64, 4), generator=g)
 soft = torch.rand(64, 300, generator=g)
 out = {}
 for name in ("native", "torch"):
-    os.environ["FOCALREC_BACKEND"] = name
     for kind, target in (("index", index), ("soft", soft)):
         xs = x.clone().requires_grad_()
-        loss = focalrec.sigmoid_focal_loss(xs, target, alpha=0.25, gamma=2.0, reduction="sum")
+        with focalrec.use_backend(name):
+            loss = focalrec.sigmoid_focal_loss(xs, target, alpha=0.25, gamma=2.0, reduction="sum")
         loss.backward()
         out[f"{name} {kind}"] = [loss.item(), xs.grad.flatten().tolist()]
 out["origin"] = native.origin()
-out["reason"] = native.unavailable_reason()
+out["reason"] = native.unavailable()
 json.dump(out, sys.stdout)
 """
 

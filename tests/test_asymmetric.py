@@ -36,7 +36,7 @@ CLIPS = (0.01, 0.05, 0.3)
 def _backends() -> list[str]:
     """Every backend that runs here on float32 CPU logits, Triton under its interpreter."""
     names = available_backends()
-    if triton_kernel.import_error() is None and triton_kernel.interpreting():
+    if triton_kernel.unavailable() is None and triton_kernel.interpreting():
         names.append("triton")
     return names
 

@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 import torch
 
+import focalrec
 from conftest import REPO_ROOT, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench_gpu") / "report.json"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("FOCALREC_BACKEND", "auto")
+    with focalrec.use_backend("auto"):
         driver = load_benchmark("bench_gpu")
         driver.main(
             ["--quick", "--device", "cpu", "--no-compile", "--repeats", "1", "--json", str(out)]

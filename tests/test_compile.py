@@ -399,7 +399,9 @@ def test_fused_operator_passes_opcheck(case: str) -> None:
     # torch.library's own checks of the operator: its schema, that autograd is registered,
     # that the fake implementation gives the real one's shapes, dtypes and strides, and AOT
     # dispatch with dynamic shapes.
+    from focalrec._focal.inputs import values_of
     from focalrec._linear.autograd import linear_focal_loss_op as _linear_focal_loss_op
+    from focalrec._linear.plan import Chunks
 
     dtype, matmul, targets, bias, need = OPCHECK_CASES[case]
     g = torch.Generator().manual_seed(4)
@@ -412,22 +414,18 @@ def test_fused_operator_passes_opcheck(case: str) -> None:
     dense = index_list_to_dense(index, 11) if targets == "dense" else None
     compute = torch.promote_types(matmul, torch.float32)
     weight = torch.rand(7, 1, generator=g).to(compute)
-    args = (
-        x,
-        w,
-        b,
-        index if dense is None else None,
-        dense,
-        weight,
-        torch.rand(11, generator=g).to(compute),
-        None,
-        2.0,
-        3,
-        4,
-        matmul,
-        *need,
+    chunks = Chunks(
+        index=index if dense is None else None,
+        dense=dense,
+        weight=weight,
+        alpha=None,
+        alpha_vec=torch.rand(11, generator=g).to(compute),
+        gamma=2.0,
+        rows=3,
+        items=4,
+        dtype=matmul,
     )
-    torch.library.opcheck(_linear_focal_loss_op, args)
+    torch.library.opcheck(_linear_focal_loss_op, (x, w, b, *values_of(chunks), *need))
 
 
 def test_dynamic_shapes_with_a_module_holding_float_hyperparameters() -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import stat
+import subprocess
 import sys
 import threading
 import warnings
@@ -23,13 +25,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, available_backends, backend
-from focalrec import SlowPathWarning, show_config, sigmoid_focal_loss
+from focalrec import SlowPathWarning, show_config, sigmoid_focal_loss, use_backend
 from focalrec._focal import blocks, native, op, torch_kernel
 from focalrec._focal.inputs import FocalInputs
 from focalrec.losses import REDUCTIONS
 
 needs_native = pytest.mark.skipif(
-    native.load() is None, reason=f"no compiled kernel here: {native.unavailable_reason()}"
+    native.load() is None, reason=f"no compiled kernel here: {native.unavailable()}"
 )
 
 
@@ -198,14 +200,61 @@ def test_backend_choice_and_forcing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert op.backend_name(_inputs(x32)) == expected
     assert op.backend_name(_inputs(x64)) == "torch"
     assert op.backend_name(_inputs(x32.half())) == "torch"
-    monkeypatch.setenv("FOCALREC_BACKEND", "torch")
-    assert op.backend_name(_inputs(x32)) == "torch"
-    monkeypatch.setenv("FOCALREC_BACKEND", "native")
-    with pytest.raises(ValueError, match=r"FOCALREC_BACKEND=native takes float32 CPU logits"):
-        sigmoid_focal_loss(x64, torch.tensor([[0], [1]]))
-    monkeypatch.setenv("FOCALREC_BACKEND", "fast")
-    with pytest.raises(ValueError, match=r"FOCALREC_BACKEND must be one of .*got 'fast'"):
-        sigmoid_focal_loss(x32, torch.tensor([[0], [1]]))
+    with use_backend("torch"):
+        assert op.backend_name(_inputs(x32)) == "torch"
+        with use_backend("auto"):  # blocks nest
+            assert op.backend_name(_inputs(x32)) == expected
+        assert op.backend_name(_inputs(x32)) == "torch"
+    assert op.backend_name(_inputs(x32)) == expected
+    if native.load() is not None:
+        with (
+            use_backend("native"),
+            pytest.raises(
+                ValueError,
+                match=r"focalrec.use_backend\('native'\) does not apply: the native backend takes "
+                r"float32 CPU logits, got torch.float64",
+            ),
+        ):
+            sigmoid_focal_loss(x64, torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match=r"`name` must be one of .*got 'fast'"):
+        use_backend("fast").__enter__()
+    with pytest.raises(TypeError, match=r"`name` must be a str"):
+        use_backend(None).__enter__()  # type: ignore[arg-type]
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "FOCALREC_BACKEND"} | env
+    return subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_environment_is_read_once_and_use_backend_overrides_it() -> None:
+    code = (
+        "import os, torch, focalrec\n"
+        "from focalrec._focal import op\n"
+        "from focalrec._focal.inputs import FocalInputs\n"
+        "inp = FocalInputs(torch.zeros(2, 3), None, None, 0.25, None, 2.0, None, None)\n"
+        "first = op.backend_name(inp)\n"
+        "os.environ['FOCALREC_BACKEND'] = 'native'\n"  # read once: no effect now
+        "with focalrec.use_backend('auto'):\n"
+        "    inner = op.backend_name(inp)\n"
+        "print(first, op.backend_name(inp), inner != 'torch' or inner)\n"
+    )
+    done = _run(code, FOCALREC_BACKEND="torch")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["torch", "torch"]
+
+
+def test_an_invalid_environment_value_is_an_error_naming_it() -> None:
+    code = (
+        "import torch, focalrec\n"
+        "focalrec.sigmoid_focal_loss(torch.zeros(2, 3), torch.tensor([[0], [1]]))\n"
+    )
+    done = _run(code, FOCALREC_BACKEND="fast")
+    assert done.returncode != 0
+    assert "ValueError: FOCALREC_BACKEND must be one of" in done.stderr
+    assert "got 'fast'" in done.stderr
 
 
 def test_without_a_compiler_the_torch_backend_serves(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,8 +270,12 @@ def test_without_a_compiler_the_torch_backend_serves(monkeypatch: pytest.MonkeyP
     with pytest.warns(SlowPathWarning, match="no C compiler found"):
         assert op.backend_name(_inputs(x)) == "torch"
     sigmoid_focal_loss(x, torch.tensor([[0], [1]])).backward()
-    monkeypatch.setenv("FOCALREC_BACKEND", "native")
-    with pytest.raises(RuntimeError, match=r"kernel is not available here \(no C compiler found"):
+    with (
+        use_backend("native"),
+        pytest.raises(
+            RuntimeError, match=r"the native backend is not available here \(no C compiler found"
+        ),
+    ):
         sigmoid_focal_loss(x, torch.tensor([[0], [1]]))
 
 
@@ -245,11 +298,9 @@ def test_the_slower_path_is_announced_once(monkeypatch: pytest.MonkeyPatch) -> N
     assert "FOCALREC_BACKEND=torch" in message
     assert slow[0].filename == __file__  # points at the caller
     monkeypatch.setattr(op, "_warned", set())
-    monkeypatch.setenv("FOCALREC_BACKEND", "torch")
-    with warnings.catch_warnings():
+    with use_backend("torch"), warnings.catch_warnings():
         warnings.simplefilter("error", SlowPathWarning)
         sigmoid_focal_loss(x, torch.tensor([[0], [1]])).backward()
-    monkeypatch.setenv("FOCALREC_BACKEND", "auto")
     with warnings.catch_warnings():
         warnings.simplefilter("error", SlowPathWarning)  # a report, not a call of the loss
         config = show_config(print_out=False)
@@ -270,14 +321,16 @@ def test_show_config_prints_and_returns_the_backends(capsys: pytest.CaptureFixtu
     half = config["backends"]["float16/bfloat16 CPU"]
     assert half["backend"] == "torch"
     assert set(half["why_not"]) == {"native", "triton"}
-    assert half["why_not"]["native"] == "it takes float32 CPU logits only"
+    assert half["why_not"]["native"] == (
+        "it takes float32 CPU logits, got torch.float16 logits on cpu"
+    )
     cuda = config["backends"]["CUDA"]
     if not torch.cuda.is_available():
         assert cuda["backend"] is None
         assert "no CUDA device" in cuda["why_not"]["triton"]
     kernel = config["cpu_kernel"]
     assert kernel["origin"] == native.origin()
-    assert kernel["unavailable"] == native.unavailable_reason()
+    assert kernel["unavailable"] == native.unavailable()
     assert kernel["cache_folder"] == str(native.cache_folder())
     assert f"cache folder: {kernel['cache_folder']}" in printed
 

@@ -235,16 +235,27 @@ def test_compiled_matches_eager_without_graph_breaks() -> None:
 
 
 def test_the_operator_passes_opcheck_with_the_family_options() -> None:
+    from focalrec._focal.inputs import values_of
     from focalrec._linear.autograd import linear_focal_loss_op
+    from focalrec._linear.plan import Chunks
 
-    x, w, b = _layer(6, torch.float32)
-    index = _index_target(6)
-    args = (
-        x.detach().requires_grad_(), w.detach().requires_grad_(), b.detach().requires_grad_(),
-        index, None, None, None, 0.25, 1.0, 3.0, 0.05, None, torch.rand(C), 4, 8,
-        torch.float32, True, True, True,
-    )  # fmt: skip
-    torch.library.opcheck(linear_focal_loss_op, args)
+    x, w, b = (t.detach().requires_grad_() for t in _layer(6, torch.float32))
+    chunks = Chunks(
+        index=_index_target(6),
+        dense=None,
+        weight=None,
+        alpha=0.25,
+        alpha_vec=None,
+        gamma=1.0,
+        rows=4,
+        items=8,
+        dtype=torch.float32,
+        gamma_neg=3.0,
+        clip=0.05,
+        pos_weight=None,
+        pos_weight_vec=torch.rand(C),
+    )
+    torch.library.opcheck(linear_focal_loss_op, (x, w, b, *values_of(chunks), True, True, True))
 
 
 def test_the_module_takes_pos_weight_per_item() -> None:

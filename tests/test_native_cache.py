@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 from focalrec._focal import native
 
 needs_native = pytest.mark.skipif(
-    native.load() is None, reason=f"no compiled kernel here: {native.unavailable_reason()}"
+    native.load() is None, reason=f"no compiled kernel here: {native.unavailable()}"
 )
 
 # Runs the loss (forward and backward, on the default backend) a few times and prints what the
@@ -60,7 +60,7 @@ PROBE = textwrap.dedent(
     print(json.dumps({
         "backend": op.backend_name(inp),
         "origin": native.origin(),
-        "reason": native.unavailable_reason(),
+        "reason": native.unavailable(),
         "calls": calls,
         "values": values,
         "warnings": [str(w.message) for w in caught],

@@ -346,7 +346,7 @@ def test_native_serves_the_prebuilt_kernel_without_a_compiler_or_cache(
     best = _runnable(kernels)[-1]
     assert native.load() is not None
     assert native.origin() == f"prebuilt {best} kernel {kernels / _file(best)}"
-    assert native.unavailable_reason() is None
+    assert native.unavailable() is None
     x = torch.randn(4, 7, requires_grad=True)
     with backend("native"):
         sigmoid_focal_loss(x, torch.tensor([[0], [3], [6], [-1]]), reduction="sum").backward()
@@ -367,7 +367,7 @@ def test_native_reports_a_refused_override_and_does_not_build(
     monkeypatch.setenv(prebuilt.ENV_VARIANT, "baseline")
     assert native.load() is None
     assert native.origin() is None
-    assert native.unavailable_reason() == (
+    assert native.unavailable() == (
         "FOCALREC_KERNEL_VARIANT=baseline: this installation ships no prebuilt kernel "
         "(a source install)"
     )

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import torch
 from hypothesis import given, settings
 
+import focalrec
 from focalrec import index_list_to_dense, sigmoid_focal_loss
 from focalrec._focal import op, torch_kernel, triton_kernel
 from focalrec._focal.inputs import FocalInputs
@@ -65,9 +67,10 @@ TARGET_KINDS = ["index", "float", "bool", "soft"]
 
 
 @pytest.fixture(autouse=True)
-def triton_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+def triton_backend() -> Iterator[None]:
     """The public functions take the Triton backend, for this test only."""
-    monkeypatch.setenv("FOCALREC_BACKEND", "triton")
+    with focalrec.use_backend("triton"):
+        yield
 
 
 @pytest.fixture
@@ -284,13 +287,13 @@ def public(
     **kwargs: object,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``sigmoid_focal_loss`` and the gradient of its sum, by ``backend``, on the CPU."""
-    monkeypatch.setenv("FOCALREC_BACKEND", backend)
     for name, value in kwargs.items():
         if isinstance(value, torch.Tensor):
             kwargs[name] = value.to(DEVICE)
     xs = x.to(DEVICE, copy=True).requires_grad_()
-    out = sigmoid_focal_loss(xs, targets.to(DEVICE), **kwargs)  # type: ignore[arg-type]
-    out.sum().backward()
+    with focalrec.use_backend(backend):
+        out = sigmoid_focal_loss(xs, targets.to(DEVICE), **kwargs)  # type: ignore[arg-type]
+        out.sum().backward()
     assert xs.grad is not None
     return out.detach().cpu(), xs.grad.cpu()
 
@@ -446,12 +449,12 @@ def test_hostile_inputs_match_the_torch_backend(
 def test_auto_takes_triton_for_accelerator_tensors_only(monkeypatch: pytest.MonkeyPatch) -> None:
     inp = inputs(torch.zeros(2, 3), torch.tensor([[0], [1]]))
     assert op.backend_name(inp) == "triton"  # forced by the fixture
-    assert triton_kernel.supports(inp)
-    monkeypatch.setenv("FOCALREC_BACKEND", "auto")
+    assert triton_kernel.refusal(inp) is None
     cpu = FocalInputs(torch.zeros(2, 3), torch.zeros(2, 3), None, None, None, 2.0, None, None)
-    assert op.backend_name(cpu) in ("native", "torch")  # never the interpreter by default
-    if DEVICE.type != "cpu":
-        assert op.backend_name(inp) == "triton"
+    with focalrec.use_backend("auto"):
+        assert op.backend_name(cpu) in ("native", "torch")  # never the interpreter by default
+        if DEVICE.type != "cpu":
+            assert op.backend_name(inp) == "triton"
 
 
 def test_forced_backend_says_why_it_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -464,8 +467,10 @@ def test_forced_backend_says_why_it_does_not_apply(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         op.backend_name(cpu)
-    monkeypatch.setattr(triton_kernel, "import_error", lambda: "`import triton` failed (test)")
-    with pytest.raises(RuntimeError, match="Triton is not available here"):
+    monkeypatch.setattr(triton_kernel, "unavailable", lambda: "`import triton` failed (test)")
+    with pytest.raises(
+        RuntimeError, match=r"the triton backend is not available here \(`import triton` failed"
+    ):
         op.backend_name(cpu)
 
 

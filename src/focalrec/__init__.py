@@ -5,6 +5,7 @@ dense. See :mod:`focalrec._indices` for the convention shared by every function.
 """
 
 from focalrec._config import show_config
+from focalrec._focal.backends import use_backend
 from focalrec._indices import dense_to_index_list, index_list_to_dense
 from focalrec._topk import topk_items_from_embeddings
 from focalrec._warnings import SlowPathWarning
@@ -56,4 +57,5 @@ __all__ = [
     "sigmoid_focal_loss",
     "topk_items",
     "topk_items_from_embeddings",
+    "use_backend",
 ]

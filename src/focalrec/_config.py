@@ -12,16 +12,18 @@ from typing import Any
 
 import torch
 
-from focalrec._focal import native, op, triton_kernel
+from focalrec._focal import backends, native, op
 from focalrec._focal.inputs import FocalInputs
 from focalrec._warnings import SlowPathWarning
 
 __all__ = ["SlowPathWarning", "show_config"]
 
 _TRITON_ON_CPU = (
-    "the default picks it for GPU tensors only (FOCALREC_BACKEND=triton runs it on CPU tensors "
-    "in Triton's interpreter, TRITON_INTERPRET=1: slow, for tests)"
+    "the default picks it for GPU tensors only (focalrec.use_backend('triton') or "
+    "FOCALREC_BACKEND=triton runs it on CPU tensors in Triton's interpreter, TRITON_INTERPRET=1: "
+    "slow, for tests)"
 )
+_NAMES = backends.ORDER
 
 
 def _inputs(dtype: torch.dtype, device: str) -> FocalInputs:
@@ -29,34 +31,25 @@ def _inputs(dtype: torch.dtype, device: str) -> FocalInputs:
     return FocalInputs(x, None, None, 0.25, None, 2.0, None, None)
 
 
-def _triton_reason(inp: FocalInputs) -> str | None:
-    """Why Triton does not take ``inp`` here (None: it does); imports Triton."""
-    if inp.logits.device.type == "cpu":
-        return _TRITON_ON_CPU
-    return triton_kernel.unavailable_reason(inp)
-
-
 def _why_not(name: str, inp: FocalInputs, chosen: str) -> str:
     """Why backend ``name`` does not serve ``inp`` (``chosen`` serves it)."""
-    reason = None
-    if name == "native":
-        if not native.supports(inp):
-            reason = "it takes float32 CPU logits only"
-        elif native.unavailable_reason() is not None:
-            reason = f"the compiled kernel is not available here: {native.unavailable_reason()}"
-    elif name == "triton":
-        reason = _triton_reason(inp)
-    if reason is not None:
-        return reason
-    forced = os.environ.get("FOCALREC_BACKEND", "auto").strip().lower() or "auto"
-    if forced != "auto":
-        return f"FOCALREC_BACKEND={forced} chooses {chosen}"
+    backend = backends.get(name)
+    if name == "triton" and inp.logits.device.type == "cpu":
+        return _TRITON_ON_CPU
+    refusal = backend.refusal(inp)
+    if refusal is not None:
+        return f"it {refusal}"
+    unavailable = backend.unavailable()
+    if unavailable is not None:
+        return f"not available here: {unavailable}"
+    if backends.requested() != "auto":
+        return f"{backends.asked_by()} chooses {chosen}"
     return f"{chosen} applies, and is faster"
 
 
 def _row(inp: FocalInputs) -> dict[str, Any]:
     """Which backend serves ``inp`` and why each other one does not."""
-    names = op.BACKENDS[1:]
+    names = _NAMES
     try:
         chosen = op.backend_name(inp, warn=False)
     except (RuntimeError, ValueError) as e:  # a forced backend that does not apply
@@ -102,7 +95,7 @@ def show_config(*, print_out: bool = True) -> dict[str, Any]:
         cuda = _row(_inputs(torch.float32, "cuda"))
     else:
         absent = "no CUDA device here (torch.cuda.is_available() is False)"
-        cuda = {"backend": None, "why_not": dict.fromkeys(op.BACKENDS[1:], absent)}
+        cuda = {"backend": None, "why_not": dict.fromkeys(_NAMES, absent)}
     config: dict[str, Any] = {
         "focalrec": __version__,
         "torch": torch.__version__,
@@ -118,7 +111,7 @@ def show_config(*, print_out: bool = True) -> dict[str, Any]:
         },
         "cpu_kernel": {
             "origin": native.origin(),
-            "unavailable": native.unavailable_reason(),
+            "unavailable": native.unavailable(),
             "uncached": native.uncached_reason(),
             "cache_folder": str(native.cache_folder()),
         },

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["FocalInputs"]
+__all__ = [
+    "FIELDS",
+    "SCHEMA",
+    "TENSOR_FIELDS",
+    "FocalInputs",
+    "join",
+    "schema_of",
+    "split",
+    "values_of",
+]
 
 
 @dataclass(frozen=True)
@@ -81,3 +91,49 @@ class FocalInputs:
     @property
     def has_alpha(self) -> bool:
         return self.alpha is not None or self.alpha_vec is not None
+
+
+_SCHEMA_TYPES = {
+    "Tensor": "Tensor",
+    "Tensor | None": "Tensor?",
+    "float": "float",
+    "float | None": "float?",
+    "int": "SymInt",
+    "torch.dtype": "ScalarType",
+}
+
+
+def schema_of(record: type) -> str:
+    """The fields of the dataclass ``record`` as the arguments of a ``torch.library`` operator
+    schema, in order: an operator that takes a record takes its fields positionally."""
+    return ", ".join(f"{_SCHEMA_TYPES[str(f.type)]} {f.name}" for f in fields(record))
+
+
+def values_of(record: Any) -> tuple[Any, ...]:
+    """The field values of the dataclass instance ``record`` in order (not copied)."""
+    return tuple(getattr(record, f.name) for f in fields(record))
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FocalInputs))
+"""The record's fields in order: the leading arguments of the loss's operators, positionally."""
+
+SCHEMA = schema_of(FocalInputs)
+"""The record's fields as the arguments of a ``torch.library`` operator schema."""
+
+TENSOR_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(FocalInputs) if "Tensor" in str(f.type)
+)
+"""The fields that hold tensors (or None): what autograd saves for backward."""
+
+
+def split(inp: FocalInputs) -> tuple[tuple[Tensor | None, ...], dict[str, Any]]:
+    """``inp`` as its tensors (in :data:`TENSOR_FIELDS` order) and its other fields."""
+    tensors = tuple(getattr(inp, name) for name in TENSOR_FIELDS)
+    others = {name: getattr(inp, name) for name in FIELDS if name not in TENSOR_FIELDS}
+    return tensors, others
+
+
+def join(tensors: tuple[Tensor | None, ...], others: dict[str, Any]) -> FocalInputs:
+    """The record that :func:`split` took apart (the tensors may be saved copies of them)."""
+    values: dict[str, Any] = dict(zip(TENSOR_FIELDS, tensors, strict=True))
+    return FocalInputs(**values, **others)

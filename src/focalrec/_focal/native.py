@@ -17,7 +17,7 @@ record (a truncated file would kill the process with SIGBUS when loaded) and exp
 kernel's functions, else it is rebuilt and replaced. A cache folder that cannot be written to is
 passed over for a private temporary folder. The compiler's version is asked once per process, and
 the outcome of loading, success or failure, is kept for the life of the process: :func:`origin`
-says where the kernel came from, :func:`unavailable_reason` why there is none.
+says where the kernel came from, :func:`unavailable` why there is none.
 
 The kernel works on float32 logits with a unit column stride; rows are split into blocks of
 about :data:`BLOCK_ELEMENTS` elements that Python threads (one per
@@ -57,8 +57,8 @@ __all__ = [
     "forward",
     "load",
     "origin",
-    "supports",
-    "unavailable_reason",
+    "refusal",
+    "unavailable",
     "uncached_reason",
 ]
 
@@ -415,7 +415,7 @@ def load() -> ctypes.CDLL | None:
     return _library
 
 
-def unavailable_reason() -> str | None:
+def unavailable() -> str | None:
     """Why the kernel cannot be used here (after :func:`load`), or None when it can."""
     load()
     return _reason
@@ -459,13 +459,9 @@ def _gamma_int(gamma: float) -> int:
     return int(gamma) if gamma in (0.0, 1.0, 2.0, 3.0, 4.0) else -1
 
 
-def supports(inp: FocalInputs) -> bool:
-    """Whether the kernel takes these inputs: float32 CPU logits."""
-    return refusal(inp) is None
-
-
 def refusal(inp: FocalInputs) -> str | None:
-    """Why the kernel does not take these inputs (a phrase after \"the kernel\"), or None."""
+    """Why the kernel does not take these inputs (a phrase after \"it\"), or None: it takes
+    float32 CPU logits."""
     x = inp.logits
     if not (x.device.type == "cpu" and x.dtype == torch.float32):
         return f"takes float32 CPU logits, got {x.dtype} logits on {x.device}"
@@ -478,9 +474,9 @@ def forward(
     """The loss (elementwise ``(R, C)``, or its sum, 0-d) and, if asked, its gradient.
 
     The gradient is written into ``grad_into`` when given (``(R, C)`` float32 with a unit column
-    stride; it may be the logits themselves), else into a new tensor. Inputs must satisfy
-    :func:`supports`; logits without a unit column stride are copied, dense targets other than
-    float32 or bool converted.
+    stride; it may be the logits themselves), else into a new tensor. Inputs must pass
+    :func:`refusal` (none); logits without a unit column stride are copied, dense targets other
+    than float32 or bool converted.
     """
     lib = load()
     if lib is None:

@@ -24,17 +24,24 @@ the operators' Python implementations directly, inside the same autograd functio
 values and gradients, without the import of ``torch._dynamo`` that the first call of a
 ``torch.library`` operator costs (a second and over 100 MB in a fresh process).
 
-Backends (:func:`backend_name`): ``native`` (the compiled CPU kernel, float32 CPU logits),
-``triton`` (the Triton kernel, float32/float16/bfloat16 logits on a GPU Triton supports, when
-``triton`` imports) and ``torch`` (everything else, and the second derivative).
-``FOCALREC_BACKEND=auto|native|triton|torch`` chooses: the default, ``auto``, picks ``native`` for
-CPU tensors it takes, ``triton`` for accelerator tensors it takes, else ``torch``; a forced backend
-that does not apply raises an error that says why (``triton`` applies to CPU tensors only under
-Triton's interpreter, ``TRITON_INTERPRET=1``, which the tests use).
+The inputs travel as one record, :class:`~focalrec._focal.inputs.FocalInputs`, from the public
+function to the backend: the operators take its fields positionally, in its order (their schema is
+written from the record's fields), and every function here rebuilds the record from them, or
+splits it into the tensors autograd saves and the rest.
+
+Backends (:func:`backend_name`, :mod:`focalrec._focal.backends`): ``native`` (the compiled CPU
+kernel, float32 CPU logits), ``triton`` (the Triton kernel, float32/float16/bfloat16 logits on a
+GPU Triton supports, when ``triton`` imports) and ``torch`` (everything else, and the second
+derivative). ``focalrec.use_backend(name)`` or ``FOCALREC_BACKEND=auto|native|triton|torch``
+chooses: the default, ``auto``, picks ``native`` for CPU tensors it takes, ``triton`` for
+accelerator tensors it takes, else ``torch``; a forced backend that does not apply raises an error
+that says why (``triton`` applies to CPU tensors only under Triton's interpreter,
+``TRITON_INTERPRET=1``, which the tests use).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -44,13 +51,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from focalrec._focal import native, torch_kernel, triton_kernel
-from focalrec._focal.inputs import FocalInputs
+from focalrec._focal import backends, native, torch_kernel
+from focalrec._focal.inputs import (
+    FIELDS,
+    SCHEMA,
+    TENSOR_FIELDS,
+    FocalInputs,
+    join,
+    split,
+    values_of,
+)
 from focalrec._indices import values_readable
 from focalrec._warnings import SlowPathWarning
 
 __all__ = [
-    "BACKENDS",
     "FocalDerivativeFunction",
     "FocalLossFunction",
     "SlowPathWarning",
@@ -59,48 +73,43 @@ __all__ = [
     "focal_loss",
 ]
 
-BACKENDS = ("auto", "native", "torch", "triton")
-"""Values of the ``FOCALREC_BACKEND`` environment variable."""
+_N = len(FIELDS)
+"""The number of the record's fields: the operators' leading arguments."""
 
 
 def backend_name(inp: FocalInputs, *, warn: bool = True) -> str:
-    """The backend that evaluates ``inp``: ``FOCALREC_BACKEND``, else the first that applies.
+    """The backend that evaluates ``inp``: the one asked for (:func:`focalrec.use_backend`,
+    ``FOCALREC_BACKEND``), else the first that runs here and takes ``inp``.
 
     With ``warn``, the first time in the process that a slower path serves than this machine
     could run, a :class:`SlowPathWarning` says why and how to fix it.
     """
-    forced = os.environ.get("FOCALREC_BACKEND", "auto").strip().lower() or "auto"
-    if forced not in BACKENDS:
-        raise ValueError(f"FOCALREC_BACKEND must be one of {BACKENDS}, got {forced!r}")
-    if forced == "torch":
-        return "torch"
-    if forced == "native":
-        if not native.supports(inp):
-            raise ValueError(f"FOCALREC_BACKEND=native {native.refusal(inp)}")
-        if native.load() is None:
+    asked = backends.requested()
+    if asked != "auto":
+        backend = backends.get(asked)
+        unavailable = backend.unavailable()
+        if unavailable is not None:
             raise RuntimeError(
-                f"FOCALREC_BACKEND=native: the compiled kernel is not available here "
-                f"({native.unavailable_reason()})"
+                f"{backends.asked_by()}: the {asked} backend is not available here ({unavailable})"
             )
-        return "native"
-    if forced == "triton":
-        missing = triton_kernel.import_error()
-        if missing is not None:
-            raise RuntimeError(f"FOCALREC_BACKEND=triton: Triton is not available here ({missing})")
-        reason = triton_kernel.unavailable_reason(inp)
-        if reason is not None:
-            raise ValueError(f"FOCALREC_BACKEND=triton does not apply: {reason}")
-        return "triton"
-    if inp.logits.device.type == "cpu":
-        if native.supports(inp):
-            if native.load() is not None:
-                if warn and native.uncached_reason() is not None:
-                    _warn_once("uncached", _UNCACHED.format(reason=native.uncached_reason()))
-                return "native"
-            if warn:
-                _warn_once("native", _NO_KERNEL.format(reason=native.unavailable_reason()))
-    elif triton_kernel.supports(inp):
-        return "triton"
+        refusal = backend.refusal(inp)
+        if refusal is not None:
+            raise ValueError(f"{backends.asked_by()} does not apply: the {asked} backend {refusal}")
+        return asked
+    on_cpu = inp.logits.device.type == "cpu"
+    for name in backends.ORDER:
+        if name == "triton" and on_cpu:
+            continue  # the interpreter runs Triton on CPU tensors, slowly: only when asked
+        backend = backends.get(name)
+        if backend.refusal(inp) is not None:
+            continue
+        unavailable = backend.unavailable()
+        if unavailable is None:
+            if warn and name == "native" and native.uncached_reason() is not None:
+                _warn_once("uncached", _UNCACHED.format(reason=native.uncached_reason()))
+            return name
+        if warn and name == "native":
+            _warn_once("native", _NO_KERNEL.format(reason=unavailable))
     return "torch"
 
 
@@ -144,15 +153,8 @@ def evaluate(
     The gradient is written into ``grad_into`` when given (``(R, C)`` in the logits' dtype with a
     unit column stride; it may be the logits themselves, as the fused output layer does).
     """
-    name = backend_name(inp)
-    if name == "native":
-        return native.forward(inp, elementwise, need_grad, grad_into)
-    if name == "triton":
-        loss, grad = triton_kernel.forward(inp, elementwise, need_grad)
-        if grad_into is not None and grad is not None:
-            grad = grad_into.copy_(grad)
-        return loss, grad
-    return torch_kernel.forward(inp, elementwise, need_grad, grad_into)
+    backend = backends.get(backend_name(inp))
+    return backend.forward(inp, elementwise, need_grad, grad_into)
 
 
 def _derivative(inp: FocalInputs, order: int) -> Tensor:
@@ -164,130 +166,52 @@ def _derivative(inp: FocalInputs, order: int) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# custom operators
+# custom operators: the record's fields, then the call's own arguments
 
 
-def _focal_loss_impl(
-    logits: Tensor,
-    dense: Tensor | None,
-    index: Tensor | None,
-    alpha_vec: Tensor | None,
-    alpha: float | None,
-    gamma: float,
-    weight: Tensor | None,
-    scale: Tensor | None,
-    col_offset: int,
-    elementwise: bool,
-    need_grad: bool,
-    gamma_neg: float | None,
-    clip: float,
-    pos_weight: float | None,
-    pos_weight_vec: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """The loss and, if asked, its gradient (empty if not): the operator's implementation."""
-    inp = FocalInputs(
-        logits,
-        dense,
-        index,
-        alpha,
-        alpha_vec,
-        gamma,
-        weight,
-        scale,
-        col_offset,
-        gamma_neg,
-        clip,
-        pos_weight,
-        pos_weight_vec,
-    )
+def _focal_loss_impl(*args: Any) -> tuple[Tensor, Tensor]:
+    """The loss and, if asked, its gradient (empty if not): the operator's implementation.
+    ``args``: the record's fields, ``elementwise``, ``need_grad``."""
+    inp = FocalInputs(*args[:_N])
+    elementwise, need_grad = args[_N:]
     out, grad = evaluate(inp, elementwise, need_grad)
-    return out, logits.new_empty(0) if grad is None else grad
+    return out, inp.logits.new_empty(0) if grad is None else grad
 
 
-_focal_loss_op = torch.library.custom_op("focalrec::focal_loss", mutates_args=())(_focal_loss_impl)
+_focal_loss_op = torch.library.custom_op(
+    "focalrec::focal_loss",
+    _focal_loss_impl,
+    mutates_args=(),
+    schema=f"({SCHEMA}, bool elementwise, bool need_grad) -> (Tensor, Tensor)",
+)
 
 
 @_focal_loss_op.register_fake
-def _(
-    logits: Tensor,
-    dense: Tensor | None,
-    index: Tensor | None,
-    alpha_vec: Tensor | None,
-    alpha: float | None,
-    gamma: float,
-    weight: Tensor | None,
-    scale: Tensor | None,
-    col_offset: int,
-    elementwise: bool,
-    need_grad: bool,
-    gamma_neg: float | None,
-    clip: float,
-    pos_weight: float | None,
-    pos_weight_vec: Tensor | None,
-) -> tuple[Tensor, Tensor]:
+def _(*args: Any) -> tuple[Tensor, Tensor]:
+    logits = args[0]
+    elementwise, need_grad = args[_N:]
     cd = torch.promote_types(logits.dtype, torch.float32)
     out = logits.new_empty(logits.shape if elementwise else (), dtype=cd)
     return out, torch.empty_like(logits) if need_grad else logits.new_empty(0)
 
 
-def _focal_loss_derivative_impl(
-    logits: Tensor,
-    dense: Tensor | None,
-    index: Tensor | None,
-    alpha_vec: Tensor | None,
-    alpha: float | None,
-    gamma: float,
-    weight: Tensor | None,
-    scale: Tensor | None,
-    col_offset: int,
-    order: int,
-    gamma_neg: float | None,
-    clip: float,
-    pos_weight: float | None,
-    pos_weight_vec: Tensor | None,
-) -> Tensor:
-    """The first or second derivative of each term: the operator's implementation."""
-    inp = FocalInputs(
-        logits,
-        dense,
-        index,
-        alpha,
-        alpha_vec,
-        gamma,
-        weight,
-        scale,
-        col_offset,
-        gamma_neg,
-        clip,
-        pos_weight,
-        pos_weight_vec,
-    )
-    return _derivative(inp, order)
+def _focal_loss_derivative_impl(*args: Any) -> Tensor:
+    """The first or second derivative of each term: the operator's implementation.
+    ``args``: the record's fields, ``order``."""
+    return _derivative(FocalInputs(*args[:_N]), args[_N])
 
 
 _focal_loss_derivative_op = torch.library.custom_op(
-    "focalrec::focal_loss_derivative", mutates_args=()
-)(_focal_loss_derivative_impl)
+    "focalrec::focal_loss_derivative",
+    _focal_loss_derivative_impl,
+    mutates_args=(),
+    schema=f"({SCHEMA}, SymInt order) -> Tensor",
+)
 
 
 @_focal_loss_derivative_op.register_fake
-def _(
-    logits: Tensor,
-    dense: Tensor | None,
-    index: Tensor | None,
-    alpha_vec: Tensor | None,
-    alpha: float | None,
-    gamma: float,
-    weight: Tensor | None,
-    scale: Tensor | None,
-    col_offset: int,
-    order: int,
-    gamma_neg: float | None,
-    clip: float,
-    pos_weight: float | None,
-    pos_weight_vec: Tensor | None,
-) -> Tensor:
-    return torch.empty_like(logits)
+def _(*args: Any) -> Tensor:
+    return torch.empty_like(args[0])
 
 
 def _loop_vmap(op: Any) -> Any:
@@ -354,9 +278,10 @@ def _loss_call(*args: Any) -> tuple[Tensor, Tensor]:
     return out
 
 
-def _derivative_call(*args: Any) -> Tensor:
-    """``focalrec::focal_loss_derivative``, or its implementation directly where
+def _derivative_call(inp: FocalInputs, order: int) -> Tensor:
+    """``focalrec::focal_loss_derivative`` of ``inp``, or its implementation directly where
     :func:`_direct`."""
+    args = (*values_of(inp), order)
     direct = _direct(args)
     out: Tensor = (_focal_loss_derivative_impl if direct else _focal_loss_derivative_op)(*args)
     return out
@@ -367,137 +292,53 @@ def _derivative_call(*args: Any) -> Tensor:
 
 
 class FocalDerivativeFunction(torch.autograd.Function):
-    """The first derivative of each term, differentiable once more (its backward is ``f''``)."""
+    """The first derivative of each term, differentiable once more (its backward is ``f''``).
+    Its arguments are the record's fields."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(
-        logits: Tensor,
-        dense: Tensor | None,
-        index: Tensor | None,
-        alpha_vec: Tensor | None,
-        alpha: float | None,
-        gamma: float,
-        weight: Tensor | None,
-        scale: Tensor | None,
-        col_offset: int,
-        gamma_neg: float | None,
-        clip: float,
-        pos_weight: float | None,
-        pos_weight_vec: Tensor | None,
-    ) -> Tensor:
-        out: Tensor = _derivative_call(
-            logits,
-            dense,
-            index,
-            alpha_vec,
-            alpha,
-            gamma,
-            weight,
-            scale,
-            col_offset,
-            1,
-            gamma_neg,
-            clip,
-            pos_weight,
-            pos_weight_vec,
-        )
-        return out
+    def forward(*args: Any) -> Tensor:
+        return _derivative_call(FocalInputs(*args), 1)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        logits, dense, index, alpha_vec, alpha, gamma, weight, scale, col_offset = inputs[:9]
-        gamma_neg, clip, pos_weight, pos_weight_vec = inputs[9:]
-        ctx.save_for_backward(logits, dense, index, alpha_vec, weight, scale, pos_weight_vec)
-        ctx.save_for_forward(logits, dense, index, alpha_vec, weight, scale, pos_weight_vec)
-        ctx.hyper = (alpha, gamma, col_offset, gamma_neg, clip, pos_weight)
+        tensors, ctx.others = split(FocalInputs(*inputs))
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
 
     @staticmethod
     def _second(ctx: Any, tensors: tuple[Tensor | None, ...]) -> Tensor:
-        logits, dense, index, alpha_vec, weight, scale, pos_weight_vec = tensors
-        alpha, gamma, col_offset, gamma_neg, clip, pos_weight = ctx.hyper
-        out: Tensor = _derivative_call(
-            logits,
-            dense,
-            index,
-            alpha_vec,
-            alpha,
-            gamma,
-            weight,
-            scale,
-            col_offset,
-            2,
-            gamma_neg,
-            clip,
-            pos_weight,
-            pos_weight_vec,
-        )
-        return out
+        return _derivative_call(join(tensors, ctx.others), 2)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         second = FocalDerivativeFunction._second(ctx, ctx.saved_tensors)
-        return (second * grad).to(second.dtype), *((None,) * 12)
+        return (second * grad).to(second.dtype), *((None,) * (_N - 1))
 
 
 class FocalLossFunction(torch.autograd.Function):
     """The loss (elementwise or summed), differentiable in the logits; see the module docstring.
 
-    ``forward`` returns ``(loss, grad)``; ``grad`` is a non-differentiable by-product (empty
-    unless ``need_grad``) that callers drop.
+    Its arguments are the record's fields, ``elementwise`` and ``need_grad``. ``forward`` returns
+    ``(loss, grad)``; ``grad`` is a non-differentiable by-product (empty unless ``need_grad``)
+    that callers drop.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(
-        logits: Tensor,
-        dense: Tensor | None,
-        index: Tensor | None,
-        alpha_vec: Tensor | None,
-        alpha: float | None,
-        gamma: float,
-        weight: Tensor | None,
-        scale: Tensor | None,
-        col_offset: int,
-        elementwise: bool,
-        need_grad: bool,
-        gamma_neg: float | None,
-        clip: float,
-        pos_weight: float | None,
-        pos_weight_vec: Tensor | None,
-    ) -> tuple[Tensor, Tensor]:
-        out: tuple[Tensor, Tensor] = _loss_call(
-            logits,
-            dense,
-            index,
-            alpha_vec,
-            alpha,
-            gamma,
-            weight,
-            scale,
-            col_offset,
-            elementwise,
-            need_grad,
-            gamma_neg,
-            clip,
-            pos_weight,
-            pos_weight_vec,
-        )
-        return out
+    def forward(*args: Any) -> tuple[Tensor, Tensor]:
+        return _loss_call(*args)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        logits, dense, index, alpha_vec, alpha, gamma, weight, scale = inputs[:8]
-        col_offset, elementwise, need_grad = inputs[8:11]
-        gamma_neg, clip, pos_weight, pos_weight_vec = inputs[11:]
+        tensors, ctx.others = split(FocalInputs(*inputs[:_N]))
+        ctx.elementwise, need_grad = inputs[_N:]
         grad = output[1]
         ctx.mark_non_differentiable(grad)
         ctx.set_materialize_grads(False)  # no zeros for the gradient's (absent) gradient
-        ctx.hyper = (alpha, gamma, col_offset, elementwise, gamma_neg, clip, pos_weight)
         ctx.eager = values_readable()  # neither torch.compile nor torch.func is running
-        tensors = (logits, dense, index, alpha_vec, weight, scale, pos_weight_vec)
         ctx.save_for_forward(*tensors)
         if ctx.eager:
             ctx.kept = grad if need_grad else None  # handed to the first backward
@@ -507,51 +348,46 @@ class FocalLossFunction(torch.autograd.Function):
             ctx.save_for_backward(*tensors, grad if need_grad else None)
 
     @staticmethod
-    def _args(ctx: Any, saved: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The derivative function's arguments after the logits."""
-        alpha, gamma, col_offset, _, gamma_neg, clip, pos_weight = ctx.hyper
-        return (
-            *saved[1:4],
-            alpha,
-            gamma,
-            saved[4],
-            saved[5],
-            col_offset,
-            gamma_neg,
-            clip,
-            pos_weight,
-            saved[6],
-        )
+    def _inputs(ctx: Any, saved: tuple[Any, ...]) -> FocalInputs:
+        """The record again, from the saved tensors (backward's, which may end with the kept
+        gradient, or forward mode's) and the other fields."""
+        return join(saved[: len(TENSOR_FIELDS)], ctx.others)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor | None, _: Tensor | None) -> tuple[Tensor | None, ...]:
         saved = ctx.saved_tensors
-        logits = saved[0]
-        rest: tuple[None, ...] = (None,) * 14
+        rest: tuple[None, ...] = (None,) * (_N + 1)
         if grad_out is None:
             return None, *rest
-        elementwise = ctx.hyper[3]
-        args = FocalLossFunction._args(ctx, saved)
+        inp = FocalLossFunction._inputs(ctx, saved)
+        logits = inp.logits
         if torch.is_grad_enabled():  # backward is differentiated: a differentiable gradient
-            grad = _derivative_function().apply(logits, *args)  # type: ignore[no-untyped-call]
+            grad = _derivative_function().apply(*values_of(inp))  # type: ignore[no-untyped-call]
             return (grad * grad_out).to(logits.dtype), *rest
         if not ctx.eager:
-            kept = saved[7]
+            kept = saved[len(TENSOR_FIELDS)]
             if kept is None:
-                kept = _derivative_call_from(logits, args, 1)
+                kept = _derivative_call(inp, 1)
             return (kept * grad_out).to(logits.dtype), *rest
         grad = ctx.kept
         ctx.kept = None  # handed on: a second backward (retain_graph=True) recomputes it
         if grad is None:
-            grad = _derivative_call_from(logits, args, 1)
-        if elementwise or grad_out.device.type != "cpu" or float(grad_out) != 1.0:
+            grad = _derivative_call(inp, 1)
+        if ctx.elementwise or grad_out.device.type != "cpu" or float(grad_out) != 1.0:
             grad.mul_(grad_out.to(grad.dtype))
         return grad, *rest
 
 
-def _derivative_call_from(logits: Tensor, args: tuple[Any, ...], order: int) -> Tensor:
-    """:func:`_derivative_call` with the derivative function's arguments ``args``."""
-    return _derivative_call(logits, *args[:8], order, *args[8:])
+def _positional(names: tuple[str, ...]) -> inspect.Signature:
+    """A signature of these positional parameters. ``torch.compile`` reads the signature of an
+    ``autograd.Function``'s ``forward`` to tell whether it takes ``ctx`` (it does not when it has
+    one parameter per argument), which ``*args`` hides."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return inspect.Signature([inspect.Parameter(name, kind) for name in names])
+
+
+FocalDerivativeFunction.forward.__signature__ = _positional(FIELDS)  # type: ignore[attr-defined]
+FocalLossFunction.forward.__signature__ = _positional((*FIELDS, "elementwise", "need_grad"))  # type: ignore[attr-defined]
 
 
 class _ForwardModeDerivative(FocalDerivativeFunction):
@@ -572,17 +408,15 @@ class _ForwardModeFocalLoss(FocalLossFunction):
 
     @staticmethod
     def jvp(ctx: Any, tangent: Tensor | None, *_: Any) -> tuple[Tensor, None]:
-        saved = ctx.saved_tensors
-        logits = saved[0]
-        elementwise = ctx.hyper[3]
+        inp = FocalLossFunction._inputs(ctx, ctx.saved_tensors)
+        logits = inp.logits
         cd = torch.promote_types(logits.dtype, torch.float32)
         if tangent is None:
-            out = logits.new_zeros(logits.shape if elementwise else (), dtype=cd)
+            out = logits.new_zeros(logits.shape if ctx.elementwise else (), dtype=cd)
             return out, None
-        args = FocalLossFunction._args(ctx, saved)
-        grad = _derivative_function().apply(logits, *args)  # type: ignore[no-untyped-call]
+        grad = _derivative_function().apply(*values_of(inp))  # type: ignore[no-untyped-call]
         product = (grad * tangent).to(cd)
-        return (product if elementwise else product.sum()), None
+        return (product if ctx.elementwise else product.sum()), None
 
 
 def _derivative_function() -> type[FocalDerivativeFunction]:
@@ -591,24 +425,7 @@ def _derivative_function() -> type[FocalDerivativeFunction]:
 
 def focal_loss(inp: FocalInputs, elementwise: bool) -> Tensor:
     """The loss of ``inp`` (elementwise ``(R, C)``, or the sum), differentiable in its logits."""
-    logits = inp.logits
-    need_grad = torch.is_grad_enabled() and logits.requires_grad
+    need_grad = torch.is_grad_enabled() and inp.logits.requires_grad
     function = FocalLossFunction if torch.compiler.is_compiling() else _ForwardModeFocalLoss
-    out: tuple[Tensor, Tensor] = function.apply(  # type: ignore[no-untyped-call]
-        logits,
-        inp.dense,
-        inp.index,
-        inp.alpha_vec,
-        inp.alpha,
-        inp.gamma,
-        inp.weight,
-        inp.scale,
-        inp.col_offset,
-        elementwise,
-        need_grad,
-        inp.gamma_neg,
-        inp.clip,
-        inp.pos_weight,
-        inp.pos_weight_vec,
-    )
+    out: tuple[Tensor, Tensor] = function.apply(*values_of(inp), elementwise, need_grad)  # type: ignore[no-untyped-call]
     return out[0]

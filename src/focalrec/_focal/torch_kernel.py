@@ -22,7 +22,14 @@ from focalrec._focal.blocks import run_blocks
 from focalrec._focal.inputs import FocalInputs
 from focalrec._focal.terms import hard_terms, margin_terms, soft_terms
 
-__all__ = ["BLOCK_ELEMENTS", "DEVICE_BLOCK_ELEMENTS", "derivative", "forward"]
+__all__ = [
+    "BLOCK_ELEMENTS",
+    "DEVICE_BLOCK_ELEMENTS",
+    "derivative",
+    "forward",
+    "refusal",
+    "unavailable",
+]
 
 BLOCK_ELEMENTS = 1 << 15
 """Elements per block of rows on CPU (128 KiB of float32 per temporary), ATen's grain size."""
@@ -204,6 +211,16 @@ def _block_terms(
     if derivative is not None:
         derivative = torch.where(keep, derivative * factor, 0.0)
     return (value if need_value else None), derivative
+
+
+def unavailable() -> None:
+    """The torch backend runs everywhere torch does."""
+    return None
+
+
+def refusal(inp: FocalInputs) -> None:
+    """The torch backend takes every input the loss accepts."""
+    return None
 
 
 def forward(

@@ -54,11 +54,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "forward",
-    "import_error",
     "interpreting",
     "launch_arguments",
-    "supports",
-    "unavailable_reason",
+    "refusal",
+    "unavailable",
 ]
 
 TILE_ELEMENTS = 2048
@@ -373,8 +372,8 @@ def _kernel(interpret: bool) -> Any:
 
 
 @functools.cache
-def import_error() -> str | None:
-    """Why ``import triton`` fails here, or None when it works."""
+def unavailable() -> str | None:
+    """Why Triton cannot run here at all (``import triton`` fails), or None."""
     try:
         importlib.import_module("triton")
         importlib.import_module("triton.language")
@@ -414,25 +413,20 @@ def _device_reason(device: torch.device) -> str | None:
     return f"Triton does not run on {device.type} devices"
 
 
-def unavailable_reason(inp: FocalInputs) -> str | None:
-    """Why this backend cannot evaluate ``inp``, or None when it can."""
+def refusal(inp: FocalInputs) -> str | None:
+    """Why this backend does not take ``inp`` (a phrase after "it"), or None: it takes float32,
+    float16 or bfloat16 ``(R, C)`` logits with a unit column stride on a device Triton runs on
+    (CUDA, ROCm, XPU; the CPU under ``TRITON_INTERPRET=1``)."""
     x = inp.logits
     if x.dtype not in _DTYPES:
         return f"it takes float32, float16 or bfloat16 logits, got {x.dtype}"
     if x.dim() != 2 or (x.stride(-1) != 1 and x.shape[-1] > 1):
         return "it takes (R, C) logits with a unit column stride"
-    error = import_error()
+    error = unavailable()
     if error is not None:
         return error
     reason = _device_reason(x.device)
     return None if reason is None else f"{reason}; got logits on {x.device}"
-
-
-def supports(inp: FocalInputs) -> bool:
-    """Whether the kernel takes these inputs: Triton imports, the logits are float32, float16 or
-    bfloat16 on a device Triton supports (CUDA, ROCm, XPU; the CPU under ``TRITON_INTERPRET=1``).
-    """
-    return unavailable_reason(inp) is None
 
 
 def _tile(rows: int, cols: int) -> tuple[int, int]:
@@ -459,7 +453,7 @@ def forward(
 
     The gradient is written into ``grad_into`` when given (``(R, C)`` in the logits' dtype, any
     strides; it may be the logits themselves: each tile is read before it is written), else into
-    a new tensor. Inputs must satisfy :func:`supports`. Nothing is read back to the host: the
+    a new tensor. Inputs must pass :func:`refusal` (none). Nothing is read back to the host: the
     scale stays a device tensor, and the sum is a device tensor.
     """
     x = inp.logits.detach()

@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from focalrec._focal.inputs import schema_of, values_of
 from focalrec._linear.loop import finish_divisor, fused_pass
 from focalrec._linear.plan import Chunks, Plan
 
@@ -118,25 +120,7 @@ def apply_plan(
     if plan.group is not None:
         return eager_over_group()(x, w, b, plan, need)
     ch = plan.chunks
-    total: Tensor = linear_focal_loss_op(
-        x,
-        w,
-        b,
-        ch.index,
-        ch.dense,
-        ch.weight,
-        ch.alpha_vec,
-        ch.alpha,
-        ch.gamma,
-        ch.gamma_neg,
-        ch.clip,
-        ch.pos_weight,
-        ch.pos_weight_vec,
-        ch.rows,
-        ch.items,
-        ch.dtype,
-        *need,
-    )[0]
+    total: Tensor = linear_focal_loss_op(x, w, b, *values_of(ch), *need)[0]
     divisor = finish_divisor(plan.reduction, plan.divisor_part)
     return (total / divisor).to(torch.promote_types(ch.dtype, torch.float32))
 
@@ -163,67 +147,41 @@ def eager_over_group() -> Callable[..., Tensor]:
 # the operator that torch.compile sees
 
 
-@torch.library.custom_op("focalrec::linear_focal_loss", mutates_args=())
-def linear_focal_loss_op(
-    x: Tensor,
-    w: Tensor,
-    b: Tensor | None,
-    index: Tensor | None,
-    dense: Tensor | None,
-    weight: Tensor | None,
-    alpha_vec: Tensor | None,
-    alpha: float | None,
-    gamma: float,
-    gamma_neg: float | None,
-    clip: float,
-    pos_weight: float | None,
-    pos_weight_vec: Tensor | None,
-    rows: int,
-    items: int,
-    dtype: torch.dtype,
-    need_x: bool,
-    need_w: bool,
-    need_b: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+_CHUNKS = len(fields(Chunks))
+
+
+def _linear_focal_loss_impl(*args: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(total, grad_x, grad_w, grad_b)``: the sum of the terms (float64) and the unscaled
     gradients (float32 for half precision, else ``dtype``; empty where not asked for), by
-    :func:`fused_pass`."""
-    chunks = Chunks(
-        index, dense, weight, alpha, alpha_vec, gamma, rows, items, dtype,
-        gamma_neg, clip, pos_weight, pos_weight_vec,
-    )  # fmt: skip
-    total, grads = fused_pass(chunks, x, w, b, (need_x, need_w, need_b))
-    acc = torch.promote_types(dtype, torch.float32)
+    :func:`fused_pass`. ``args``: ``x, w, b``, the fields of :class:`Chunks` in order, and
+    ``need_x, need_w, need_b``."""
+    x, w, b = args[:3]
+    chunks = Chunks(*args[3 : 3 + _CHUNKS])
+    total, grads = fused_pass(chunks, x, w, b, args[3 + _CHUNKS :])
+    acc = torch.promote_types(chunks.dtype, torch.float32)
     gx, gw, gb = (x.new_empty(0, dtype=acc) if g is None else g for g in grads)
     return total, gx, gw, gb
 
 
+linear_focal_loss_op = torch.library.custom_op(
+    "focalrec::linear_focal_loss",
+    _linear_focal_loss_impl,
+    mutates_args=(),
+    schema=(
+        f"(Tensor x, Tensor w, Tensor? b, {schema_of(Chunks)}, bool need_x, bool need_w, "
+        "bool need_b) -> (Tensor, Tensor, Tensor, Tensor)"
+    ),
+)
+
+
 @linear_focal_loss_op.register_fake
-def _(
-    x: Tensor,
-    w: Tensor,
-    b: Tensor | None,
-    index: Tensor | None,
-    dense: Tensor | None,
-    weight: Tensor | None,
-    alpha_vec: Tensor | None,
-    alpha: float | None,
-    gamma: float,
-    gamma_neg: float | None,
-    clip: float,
-    pos_weight: float | None,
-    pos_weight_vec: Tensor | None,
-    rows: int,
-    items: int,
-    dtype: torch.dtype,
-    need_x: bool,
-    need_w: bool,
-    need_b: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _(*args: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, w, b = args[:3]
+    dtype = Chunks(*args[3 : 3 + _CHUNKS]).dtype
     acc = torch.promote_types(dtype, torch.float32)
     gx, gw, gb = (
         x.new_empty(t.shape if t is not None and wanted else (0,), dtype=acc)
-        for t, wanted in ((x, need_x), (w, need_w), (b, need_b))
+        for t, wanted in zip((x, w, b), args[3 + _CHUNKS :], strict=True)
     )
     return x.new_empty((), dtype=torch.float64), gx, gw, gb
 
@@ -243,7 +201,7 @@ def _op_backward(ctx: Any, grad_total: Tensor, *_: Tensor) -> tuple[Tensor | Non
         (g * grad_total.to(g.dtype)).to(dtype) if wanted else None
         for g, dtype, wanted in zip(ctx.saved_tensors, ctx.dtypes, ctx.need, strict=True)
     ]
-    return (*out, *(None,) * 16)
+    return (*out, *(None,) * (_CHUNKS + 3))
 
 
 linear_focal_loss_op.register_autograd(_op_backward, setup_context=_op_setup_context)
