@@ -130,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--lr",
         type=number(0, low_open=True),
-        default=1e-3,
+        default=1e-2,
         help="Adam's learning rate (default: %(default)s)",
     )
     p.add_argument(

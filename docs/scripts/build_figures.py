@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "docs" / "generated"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "av-challenge"
+DEFAULT_ML_DATA = ROOT.parent / "shared" / "data" / "ml-1m"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Step:
     argv: tuple[str, ...]
     output: str
     needs_data: bool = False
+    needs_ml_data: bool = False
     needs_gpu: bool = False
     capture_stdout: bool = False
     copy_from: str | None = None  # a file the command writes (under {tmp} unless it names {work})
@@ -209,6 +211,48 @@ STEPS: tuple[Step, ...] = (
         env={"OMP_NUM_THREADS": "1"},
     ),
     Step(
+        # The default run with --max-minutes 25, on every core: the page states its steps and
+        # seconds to the best epoch.
+        "movielens_default",
+        (
+            "examples/movielens.py",
+            "--data",
+            "{ml_data}",
+            "--output",
+            "{tmp}/run",
+            "--max-minutes",
+            "25",
+            "--quiet",
+        ),
+        "movielens_default.json",
+        needs_ml_data=True,
+        copy_from="run/metrics.json",
+    ),
+    Step(
+        # Every loss of examples/movielens.py, 3 seeds, 10 minutes of training each, two runs at
+        # a time on one thread each (about 70 minutes on 2 cores). Resumable: the runs finished
+        # in WORK/movielens are kept.
+        "movielens",
+        (
+            "docs/scripts/movielens_runs.py",
+            "--data",
+            "{ml_data}",
+            "--work",
+            "{work}/movielens",
+            "--max-minutes",
+            "10",
+            "--jobs",
+            "2",
+            "--threads",
+            "1",
+            "--json",
+            "{out}",
+        ),
+        "movielens.json",
+        needs_ml_data=True,
+        timeout_s=4 * 3600,
+    ),
+    Step(
         "focal_comparison",
         ("docs/scripts/focal_comparison.py", "--json", "{out}"),
         "focal_comparison.json",
@@ -253,10 +297,13 @@ def git_commit() -> str:
     return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def run_step(step: Step, data: Path, work: Path) -> dict[str, object] | None:
+def run_step(step: Step, data: Path, work: Path, ml_data: Path) -> dict[str, object] | None:
     """Run one step; return its provenance record, or ``None`` when it was skipped."""
     if step.needs_data and not (data / "train.csv").is_file():
         print(f"[{step.name}] skipped: no challenge data at {data} (pass --data DIR)")
+        return None
+    if step.needs_ml_data and not (ml_data / "train" / "input.txt").is_file():
+        print(f"[{step.name}] skipped: no MovieLens-1M split at {ml_data} (pass --ml-data DIR)")
         return None
     if step.needs_gpu and not _has_cuda():
         print(f"[{step.name}] skipped: no CUDA GPU here (benchmarks/gpu.sh on a GPU makes it)")
@@ -266,7 +313,14 @@ def run_step(step: Step, data: Path, work: Path) -> dict[str, object] | None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / step.output
         argv = [
-            a.format(out=out, tmp=tmp, work=work, data=_shown_path(data), python=sys.executable)
+            a.format(
+                out=out,
+                tmp=tmp,
+                work=work,
+                data=_shown_path(data),
+                ml_data=_shown_path(ml_data),
+                python=sys.executable,
+            )
             for a in step.argv
         ]
         command = [sys.executable, *argv]
@@ -298,6 +352,7 @@ def run_step(step: Step, data: Path, work: Path) -> dict[str, object] | None:
             tmp="OUT",
             work="WORK",
             data=_shown_path(data),
+            ml_data=_shown_path(ml_data),
             python="python",
         )
         for a in step.argv
@@ -344,6 +399,9 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the steps and exit")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="challenge data folder")
     parser.add_argument(
+        "--ml-data", type=Path, default=DEFAULT_ML_DATA, help="MovieLens-1M split (gSASRec's)"
+    )
+    parser.add_argument(
         "--work",
         type=Path,
         default=ROOT / ".figures-work",
@@ -362,7 +420,7 @@ def main() -> None:
     for step in STEPS:
         if args.only and step.name not in args.only:
             continue
-        record = run_step(step, args.data.resolve(), args.work.resolve())
+        record = run_step(step, args.data.resolve(), args.work.resolve(), args.ml_data.resolve())
         if record is not None:
             record_provenance(step.name, record)
     if not args.no_render:

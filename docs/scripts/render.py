@@ -798,6 +798,101 @@ def ablation_png(name: str, data: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------------
 
+
+def movielens_default_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    best, config = data["best"], data["config"]
+    rows = [
+        [
+            str(e["epoch"]),
+            f"{e['steps']:,}",
+            f"{e['seconds']:,.0f}",
+            f"{e['loss']:.4f}",
+            f"{e['val']['ndcg@10']:.4f}",
+            f"{e['val']['recall@10']:.4f}",
+        ]
+        for e in data["epochs"]
+    ]
+    headers = ["epoch", "steps", "seconds", "training loss", "val NDCG@10", "val Recall@10"]
+    val = data["val"]
+    return (
+        f"`--loss {config['loss']}`, the defaults (embedding {config['embedding_dim']}, "
+        f"{config['blocks']} blocks, {config['heads']} head(s), dropout {config['dropout']:g}, "
+        f"length {config['max_length']}, batch {config['batch_size']}, Adam at "
+        f"{config['lr']:g}), `--max-minutes {config['max_minutes']:g}`: the best validation "
+        f"epoch, {best['epoch']}, after {best['steps']:,} steps and {best['seconds']:,.0f} s, "
+        f"gives **NDCG@10 {val['ndcg@10']:.4f}**, Recall@10 {val['recall@10']:.4f}, Recall@1 "
+        f"{val['recall@1']:.4f}; the run stopped by `{data['stopped_by']}` after "
+        f"{data['steps']:,} steps and {data['seconds']:,.0f} s.\n\n"
+        + md_table(headers, rows)
+        + "\n"
+        + provenance_line(name, provenance)
+    )
+
+
+def movielens_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    config = data["config"]
+    losses = data["losses"]
+
+    def shown(cell: dict[str, Any], digits: int = 4) -> str:
+        width = cell["half_width"]
+        text = f"{cell['mean']:.{digits}f}"
+        return text if width is None else f"{text} ± {width:.{digits}f}"
+
+    rows = [
+        [
+            f"`{loss}`",
+            shown(row["ndcg@10"]),
+            shown(row["recall@10"]),
+            shown(row["recall@1"]),
+            f"{row['steps_to_best']['mean']:,.0f}",
+            f"{row['seconds_to_best']['mean']:,.0f}",
+            f"{row['steps']['mean']:,.0f}",
+            ", ".join(f"{r['ndcg@10']:.4f}" for r in row["runs"]),
+        ]
+        for loss, row in losses.items()
+    ]
+    headers = [
+        "--loss",
+        "val NDCG@10",
+        "val Recall@10",
+        "val Recall@1",
+        "steps to the best epoch",
+        "seconds to the best epoch",
+        "steps in the run",
+        "val NDCG@10 per seed",
+    ]
+    seeds = len(config["seeds"])
+    text = (
+        md_table(headers, rows)
+        + f"\nThe best validation epoch of each run: mean over {seeds} seeds "
+        f"({', '.join(map(str, config['seeds']))}) ± the half-width of its 95% Student-t "
+        f"interval; each run `--max-minutes {config['max_minutes']:g}` with the example's "
+        f"defaults otherwise, {config['jobs']} runs at a time with {config['threads']} torch "
+        f"thread(s) each on a {config['cpu_count']}-core machine (so the steps a run takes "
+        "depend on the load beside it).\n"
+    )
+    pairs = [loss for loss in ("bce", "gbce") if loss in losses]
+    if len(pairs) == 2:
+        at = [r for r in data["equal_steps"] if r["steps"]["bce"] == r["steps"]["gbce"]]
+        if at:
+            ahead = sum(r["bce"] > r["gbce"] for r in at)
+            last = {}
+            for r in at:
+                last[r["seed"]] = r
+            per_seed = "; ".join(
+                f"seed {seed}: after {r['steps']['bce']:,} steps `bce` {r['bce']:.4f}, "
+                f"`gbce` {r['gbce']:.4f}"
+                for seed, r in sorted(last.items())
+            )
+            text += (
+                f"\nAt equal steps (after each epoch both runs of a seed completed, "
+                f"{len(at)} pairs), the full-catalogue `bce` is ahead of `gbce` with 256 "
+                f"negatives in {ahead} of {len(at)}; the last common epoch of each seed: "
+                f"{per_seed}.\n"
+            )
+    return text + "\n" + provenance_line(name, provenance)
+
+
 Markdown = Callable[[str, dict[str, Any], dict[str, Any]], str]
 Figure = Callable[[str, dict[str, Any]], None]
 # What a page says where a fragment's JSON has not been made (default: how to make it).
@@ -822,6 +917,8 @@ RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "challenge": (challenge_md, challenge_png),
     "challenge_synthetic": (challenge_md, challenge_png),
     "ablation": (ablation_md, ablation_png),
+    "movielens": (movielens_md, no_figure),
+    "movielens_default": (movielens_default_md, no_figure),
 }
 
 
