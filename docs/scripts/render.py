@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -869,7 +870,10 @@ def movielens_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) ->
         f"interval; each run `--max-minutes {config['max_minutes']:g}` with the example's "
         f"defaults otherwise, {config['jobs']} runs at a time with {config['threads']} torch "
         f"thread(s) each on a {config['cpu_count']}-core machine (so the steps a run takes "
-        "depend on the load beside it).\n"
+        "depend on the load beside it). The runs trained for "
+        f"{sum(r['seconds'] for row in losses.values() for r in row['runs']) / 60:,.0f} minutes "
+        "in all; the command keeps the runs already finished in its work folder, so its own time "
+        "below can be shorter.\n"
     )
     pairs = [loss for loss in ("bce", "gbce") if loss in losses]
     if len(pairs) == 2:
@@ -890,6 +894,23 @@ def movielens_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) ->
                 f"negatives in {ahead} of {len(at)}; the last common epoch of each seed: "
                 f"{per_seed}.\n"
             )
+    # Every loss at the same step count: the last epoch that every run completed.
+    names = list(losses)
+    full = {}  # (seed, epoch) -> row, where every loss took the same steps
+    for r in data["equal_steps"]:
+        if len({r["steps"][loss] for loss in names}) == 1:
+            full[(r["seed"], r["epoch"])] = r
+    seeds_run = sorted({r["seed"] for r in data["equal_steps"]})
+    common = [e for e in {e for _, e in full} if all((s, e) in full for s in seeds_run)]
+    if common:
+        epoch = max(common)
+        at = [full[(s, epoch)] for s in seeds_run]
+        cells = [f"`{loss}` {statistics.fmean(r[loss] for r in at):.4f}" for loss in names]
+        text += (
+            f"\nEvery loss after the same {at[0]['steps'][names[0]]:,} steps (epoch {epoch}, the "
+            f"last that every run completed; mean val NDCG@10 over the seeds): "
+            f"{', '.join(cells)}.\n"
+        )
     return text + "\n" + provenance_line(name, provenance)
 
 
