@@ -252,6 +252,43 @@ def test_index_lists_dense_and_bool_agree_with_the_reference(
 
 
 @pytest.mark.parametrize("name", _backends())
+@pytest.mark.parametrize("ones", [0, 1, 32, 33, 150, 256])
+@pytest.mark.parametrize(
+    "hyper",
+    [
+        {},
+        {"gamma_pos": 1.0, "gamma_neg": 4.0, "clip": 0.05},
+        {"gamma_pos": 0.5, "gamma_neg": 1.7, "clip": 0.3, "alpha": 0.3, "pos_weight": 2.5},
+        {"gamma_pos": 2.0, "gamma_neg": 3.0, "clip": 0.0},
+    ],
+)
+def test_every_share_of_positives_per_tile_agrees_with_the_reference(
+    name: str, ones: int, hyper: dict[str, object]
+) -> None:
+    """Rows of 300 logits (a tile of 256 and one of 44 in the C kernel) with ``ones`` targets 1
+    in the first tile: the kernel computes the negative term everywhere and the positive one at
+    the ones where at most an eighth of a tile is 1, and both terms everywhere otherwise."""
+    g = torch.Generator().manual_seed(ones)
+    n, c = 4, 300
+    x = (torch.randn(n, c, generator=g) * 6).double()  # float32 values
+    dense = torch.zeros(n, c)
+    for row in range(n):
+        dense[row, torch.randperm(256, generator=g)[:ones]] = 1.0
+    x64 = x.clone().requires_grad_()
+    want = _reference(x64, dense, **{"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05, **hyper})  # type: ignore[arg-type]
+    (want_grad,) = torch.autograd.grad(want.sum(), x64)
+    with _on(name):
+        value, grad = _loss_and_grad(asymmetric_loss, x.float(), dense, reduction="none", **hyper)
+        bool_value, bool_grad = _loss_and_grad(
+            asymmetric_loss, x.float(), dense.bool(), reduction="none", **hyper
+        )
+    assert torch.equal(value, bool_value)
+    assert torch.equal(grad, bool_grad)
+    torch.testing.assert_close(value.double(), want.detach(), rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(grad.double(), want_grad, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", _backends())
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 3.7])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_the_focal_loss_is_asl_with_equal_gammas_and_no_margin_bit_for_bit(

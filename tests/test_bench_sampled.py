@@ -15,9 +15,12 @@ def test_quick_run_writes_a_consistent_report(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert [size["c"] for size in report["sizes"]] == [2000, 20000]
     for size in report["sizes"]:
-        for key in ("full_ms", "sampled_ms", "dense_gradient_ms", "speedup"):
+        for key in (
+            "full_ms", "sampled_ms", "sampled_sparse_ms", "dense_gradient_ms", "speedup",
+            "sparse_speedup",
+        ):  # fmt: skip
             assert size[key] > 0
-        assert set(size["times_s"]) == {"full", "sampled", "dense_gradient"}
+        assert set(size["times_s"]) == {"full", "sampled", "sampled_sparse", "dense_gradient"}
     check = report["check_vs_gathered"]
     assert set(check) == {
         "loss_abs_diff",

@@ -85,10 +85,17 @@ SAMPLED = [(r, s) for r in LINEAR_REDUCTIONS for s in (False, True)]
 
 
 def _sampled(
-    d: dict[str, torch.Tensor], lo: int, hi: int, reduction: str, shared: bool, group: object
+    d: dict[str, torch.Tensor],
+    lo: int,
+    hi: int,
+    reduction: str,
+    shared: bool,
+    group: object,
+    sparse_grad: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The fused loss with sampled negatives over items ``[lo, hi)``: catalogue ids on both
-    ranges, at the border of the split (6 and 7), repeated and equal to row 0's positives."""
+    ranges, at the border of the split (6 and 7), repeated and equal to row 0's positives
+    (``sparse_grad``: the weight's and bias's sparse gradients, made dense)."""
     g = torch.Generator().manual_seed(1)
     neg = torch.tensor([6, 7, 7, 20, 1]) if shared else torch.randint(0, C, (N, 5), generator=g)
     if not shared:
@@ -108,8 +115,12 @@ def _sampled(
         num_items=C,
         process_group=group,  # type: ignore[arg-type]
         negatives=neg,
+        sparse_grad=sparse_grad,
     )
     gx, gw, gb = torch.autograd.grad(loss, (x, w, b))
+    if sparse_grad:
+        assert gw.layout == gb.layout == torch.sparse_coo
+        gw, gb = gw.to_dense(), gb.to_dense()
     return {"loss": loss.detach(), "x": gx, "w": gw, "b": gb}
 
 
@@ -151,8 +162,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         }
         results["compiled"] = _compiled_over_group(lo, hi)
         for reduction, shared in SAMPLED:
-            results[f"sampled-{reduction}-{shared}"] = _sampled(
-                _data(torch.float64), lo, hi, reduction, shared, dist.group.WORLD
+            results[f"sampled-{reduction}-{shared}"] = _sampled(  # sparse on the ranks
+                _data(torch.float64), lo, hi, reduction, shared, dist.group.WORLD, True
             )
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:

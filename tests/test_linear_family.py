@@ -164,6 +164,7 @@ def test_reductions(reduction: str) -> None:
     pos_weight=st.one_of(st.none(), st.floats(0, 10)),
     shared=st.booleans(),
     hits=st.sampled_from(["keep", "remove"]),
+    sparse=st.booleans(),
 )
 def test_sampled_negatives_equal_the_gathered_formula(
     seed: int,
@@ -173,6 +174,7 @@ def test_sampled_negatives_equal_the_gathered_formula(
     pos_weight: float | None,
     shared: bool,
     hits: str,
+    sparse: bool,
 ) -> None:
     x, w, b = _layer(seed)
     g = torch.Generator().manual_seed(seed)
@@ -181,7 +183,7 @@ def test_sampled_negatives_equal_the_gathered_formula(
     options = {"gamma_pos": gamma_pos, "gamma_neg": gamma_neg, "clip": clip}
     got = fr.linear_asymmetric_loss(
         x, w, target, linear_bias=b, negatives=negatives, pos_weight=pos_weight,
-        accidental_hits=hits, **options,
+        accidental_hits=hits, sparse_grad=sparse, **options,
     )  # fmt: skip
     # written out: each row's positive and its 7 drawn ids, gathered from the full logits
     z = F.linear(x, w, b)
@@ -197,7 +199,8 @@ def test_sampled_negatives_equal_the_gathered_formula(
     for a, e in zip(
         torch.autograd.grad(got, (x, w, b)), torch.autograd.grad(want, (x, w, b)), strict=True
     ):
-        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+        assert a.layout == (torch.sparse_coo if sparse and a.shape != x.shape else torch.strided)
+        torch.testing.assert_close(a.to_dense(), e, rtol=1e-9, atol=1e-12)
 
 
 def test_sampled_per_item_pos_weight_is_the_positive_items_factor() -> None:

@@ -93,10 +93,17 @@ def reference(
 def run(
     x: Tensor, w: Tensor, b: Tensor | None, fn: Any, **kwargs: Any
 ) -> tuple[Tensor, list[Tensor]]:
+    """The loss and the gradients of ``x``, ``w`` and ``b``; with ``sparse_grad=True``, those of
+    ``w`` and ``b`` checked to be sparse and made dense."""
     tensors = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
     bias = tensors[2] if b is not None else None
     loss = fn(tensors[0], tensors[1], linear_bias=bias, **kwargs)
-    return loss.detach(), list(torch.autograd.grad(loss, tensors))
+    grads = list(torch.autograd.grad(loss, tensors))
+    if kwargs.get("sparse_grad", False) and w.shape[0] > 0:
+        layouts = [g.layout for g in grads]
+        assert layouts == [torch.strided] + [torch.sparse_coo] * (len(grads) - 1), layouts
+        grads = [g.to_dense() for g in grads]
+    return loss.detach(), grads
 
 
 def assert_same(got: tuple[Tensor, list[Tensor]], want: tuple[Tensor, list[Tensor]]) -> None:
@@ -114,6 +121,7 @@ def fused(x: Tensor, w: Tensor, *, linear_bias: Tensor | None, **kwargs: Any) ->
 
 def unfused(x: Tensor, w: Tensor, *, linear_bias: Tensor | None, **kwargs: Any) -> Tensor:
     kwargs.pop("num_items", None)
+    kwargs.pop("sparse_grad", None)
     target, negatives = kwargs.pop("target"), kwargs.pop("negatives")
     return reference(x, w, linear_bias, target, negatives, **kwargs)
 
@@ -135,12 +143,13 @@ def per_row_negatives() -> Tensor:
 ALPHAS = {"0.25": 0.25, "none": None, "per-item": "per-item"}
 
 
+@pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize(
     ("reduction", "shared", "hits", "alpha", "bias"),
     list(itertools.product(LINEAR_REDUCTIONS, (False, True), ("remove", "keep"), ALPHAS, (1, 0))),
 )
 def test_matches_gathered_unfused(
-    reduction: str, shared: bool, hits: str, alpha: str, bias: int
+    reduction: str, shared: bool, hits: str, alpha: str, bias: int, sparse: bool
 ) -> None:
     x, w, b = layer(N, D, C)
     a: float | Tensor | None = ALPHAS[alpha]  # type: ignore[assignment]
@@ -154,7 +163,7 @@ def test_matches_gathered_unfused(
         "reduction": reduction,
         "accidental_hits": hits,
     }
-    got = run(x, w, b if bias else None, fused, **kwargs)
+    got = run(x, w, b if bias else None, fused, sparse_grad=sparse, **kwargs)
     want = run(x, w, b if bias else None, unfused, **kwargs)
     assert_same(got, want)
 
@@ -186,7 +195,8 @@ def test_weight_and_gamma(gamma: float, weight: str) -> None:
 
 @pytest.mark.parametrize("reduction", LINEAR_REDUCTIONS)
 @pytest.mark.parametrize("shared", [False, True])
-def test_item_range_borders(reduction: str, shared: bool) -> None:
+@pytest.mark.parametrize("sparse", [False, True])
+def test_item_range_borders(reduction: str, shared: bool, sparse: bool) -> None:
     """A layer holding items [5, 10) of 13: ids 4, 5, 9 and 10 sit at the range's borders, and
     the loss is that range's share of the whole catalogue's terms."""
     x, w, b = layer(N, D, C, seed=4)
@@ -206,6 +216,7 @@ def test_item_range_borders(reduction: str, shared: bool) -> None:
         alpha=alpha[lo:hi],
         item_offset=lo,
         num_items=C,
+        sparse_grad=sparse,
         **common,
     )
     want = run(x, w[lo:hi], b[lo:hi], unfused, alpha=alpha[lo:hi], item_offset=lo, **common)
@@ -235,6 +246,25 @@ def test_empty_cases() -> None:
     assert w0.grad.shape == (0, D)
     assert x0.grad is not None
     assert not x0.grad.any()
+    # sparse_grad: the empty range's gradients are dense (and empty); a full range's are sparse
+    # even when no row of it is scored, and then hold no entry.
+    w0.grad = None
+    linear_sigmoid_focal_loss(
+        x0, w0, targets(), negatives=per_row_negatives(), item_offset=3, num_items=C,
+        sparse_grad=True,
+    ).backward()  # fmt: skip
+    assert w0.grad is not None
+    assert w0.grad.layout == torch.strided
+    assert w0.grad.shape == (0, D)
+    w1 = w.clone().requires_grad_()
+    linear_sigmoid_focal_loss(
+        x, w1, torch.full((N, 1), -1), negatives=torch.zeros(N, 0, dtype=torch.int64),
+        sparse_grad=True,
+    ).backward()  # fmt: skip
+    assert w1.grad is not None
+    assert w1.grad.layout == torch.sparse_coo
+    assert w1.grad.shape == w.shape
+    assert not w1.grad.to_dense().any()
 
 
 def test_all_rows_hit_remove_mean_is_zero_not_nan() -> None:
@@ -312,6 +342,7 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
         "reduction": draw(st.sampled_from(LINEAR_REDUCTIONS)),
         "accidental_hits": draw(st.sampled_from(["remove", "keep"])),
         "gamma": draw(st.sampled_from([0.0, 1.0, 2.0])),
+        "sparse_grad": draw(st.booleans()),
         "seed": draw(st.integers(0, 2**16)),
     }
 
@@ -328,7 +359,9 @@ def test_property_matches_gathered_unfused(case: dict[str, Any]) -> None:
         "gamma": case["gamma"],
         "item_offset": case["lo"],
     }
-    got = run(x, w, b, fused, num_items=case["catalogue"], **common)
+    got = run(
+        x, w, b, fused, num_items=case["catalogue"], sparse_grad=case["sparse_grad"], **common
+    )
     want = run(x, w, b, unfused, **common)
     assert_same(got, want)
 
@@ -356,7 +389,8 @@ def test_float32_and_module() -> None:
 
 
 class LargestOutput(TorchDispatchMode):
-    """Records the most elements of any tensor an operation returns."""
+    """Records the most elements of any tensor an operation returns (of a sparse one, the
+    elements it stores)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -365,14 +399,18 @@ class LargestOutput(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, Tensor):
-                self.largest = max(self.largest, t.numel())
+            if isinstance(t, Tensor):  # a sparse tensor: its stored values
+                size = t._values().numel() if t.layout == torch.sparse_coo else t.numel()
+                self.largest = max(self.largest, size)
         return out
 
 
-def test_no_catalogue_sized_logits() -> None:
+@pytest.mark.parametrize("sparse", [False, True])
+def test_no_catalogue_sized_logits(sparse: bool) -> None:
     """A catalogue of 10**6 items with d = 4 and 64 rows: no operation returns a tensor larger
-    than the weight (4 * 10**6 elements), while (N, C) would be 6.4 * 10**7."""
+    than the weight (4 * 10**6 elements), while (N, C) would be 6.4 * 10**7; with
+    ``sparse_grad=True``, none as large as the weight (the largest is the bias's ``(C, 1)``
+    copy)."""
     n, d, c = 64, 4, 10**6
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, d, generator=g, requires_grad=True)
@@ -381,11 +419,14 @@ def test_no_catalogue_sized_logits() -> None:
     target = torch.randint(0, c, (n, 2), generator=g)
     neg = sample_negatives(n, 32, c, exclude=target, generator=g)
     with LargestOutput() as mode:
-        loss = linear_sigmoid_focal_loss(x, w, target, linear_bias=b, negatives=neg)
+        loss = linear_sigmoid_focal_loss(
+            x, w, target, linear_bias=b, negatives=neg, sparse_grad=sparse
+        )
         loss.backward()
-    assert mode.largest <= c * d
+    assert mode.largest <= (c if sparse else c * d)
     assert w.grad is not None
-    assert int((w.grad != 0).any(dim=1).sum()) <= n * (2 + 32)
+    assert w.grad.layout == (torch.sparse_coo if sparse else torch.strided)
+    assert int((w.grad.to_dense() != 0).any(dim=1).sum()) <= n * (2 + 32)
 
 
 @pytest.mark.parametrize("form", ["autocast", "bfloat16"])
@@ -415,6 +456,61 @@ def test_compile_fullgraph_matches_eager() -> None:
     compiled = torch.compile(fused, fullgraph=True, backend="eager")
     got = run(x, w, b, compiled, **kwargs)
     assert_same(got, run(x, w, b, fused, **kwargs))
+
+
+def test_compile_fullgraph_sparse_grad() -> None:
+    x, w, b = layer(N, D, C, seed=8)
+    kwargs = {"target": targets(), "negatives": per_row_negatives(), "sparse_grad": True}
+    compiled = torch.compile(fused, fullgraph=True, backend="eager")
+    assert_same(run(x, w, b, compiled, **kwargs), run(x, w, b, fused, **kwargs))
+
+
+def test_sparse_grad_in_training() -> None:
+    """The sparse gradients hold the scored rows only, accumulate in place into a dense
+    ``.grad`` kept between steps (equal to the dense gradients' sum), and drive
+    ``torch.optim.SparseAdam``, which moves the scored rows only; the module passes the option
+    to calls with ``negatives`` and gives dense gradients over the whole catalogue."""
+    torch.manual_seed(0)
+    n, d, c = 8, 4, 1000
+    dense_head = LinearFocalLoss(d, c)
+    head = LinearFocalLoss(d, c, sparse_grad=True)
+    head.load_state_dict(dense_head.state_dict())
+    assert "sparse_grad=True" in repr(head)
+    x = torch.randn(n, d)
+    target = torch.randint(0, c, (n, 2))
+    neg = sample_negatives(n, 16, c, exclude=target, generator=torch.Generator().manual_seed(0))
+    head(x, target, negatives=neg).backward()
+    assert head.weight.grad is not None
+    assert head.bias is not None
+    assert head.bias.grad is not None
+    assert head.weight.grad.layout == torch.sparse_coo
+    assert head.bias.grad.layout == torch.sparse_coo
+    scored = torch.cat([target, neg], dim=1).unique()
+    assert set(head.weight.grad.coalesce().indices()[0].tolist()) == set(scored.tolist())
+    # In place into a kept dense gradient: two steps' sum.
+    for p in head.parameters():
+        p.grad = torch.zeros_like(p)
+    for _ in range(2):
+        head(x, target, negatives=neg).backward()
+        dense_head(x, target, negatives=neg).backward()
+    for p, q in zip(head.parameters(), dense_head.parameters(), strict=True):
+        assert p.grad is not None
+        assert p.grad.layout == torch.strided
+        torch.testing.assert_close(p.grad, q.grad)
+    # SparseAdam moves the scored rows only.
+    head.zero_grad(set_to_none=True)
+    before = head.weight.detach().clone()
+    optimizer = torch.optim.SparseAdam(list(head.parameters()), lr=0.1)
+    head(x, target, negatives=neg).backward()
+    optimizer.step()
+    moved = (head.weight.detach() != before).any(dim=1).nonzero().squeeze(1)
+    assert set(moved.tolist()) <= set(scored.tolist())
+    assert len(moved) > 0
+    # Without negatives: the whole catalogue, dense gradients.
+    head.zero_grad(set_to_none=True)
+    head(x, target).backward()
+    assert head.weight.grad is not None
+    assert head.weight.grad.layout == torch.strided
 
 
 def test_errors() -> None:
@@ -450,6 +546,12 @@ def test_errors() -> None:
     if torch.device("meta") != x.device:
         with pytest.raises(TypeError, match="`negatives` must be on the device of `input`"):
             call(x, w, t, negatives=torch.tensor([0], device="meta"))
+    with pytest.raises(ValueError, match=r"`sparse_grad=True` needs `negatives`"):
+        call(x, w, t, sparse_grad=True)
+    with pytest.raises(TypeError, match="`sparse_grad` must be a bool, got int"):
+        call(x, w, t, negatives=torch.tensor([0]), sparse_grad=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`sparse_grad` must be a bool, got str"):
+        LinearFocalLoss(D, C, sparse_grad="yes")  # type: ignore[arg-type]
     # validate_args=False skips the read of the ids.
     call(x, w, t, negatives=torch.tensor([0, 12]), validate_args=False)
     with pytest.raises(ValueError, match="the loss is NaN"):

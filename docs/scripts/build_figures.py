@@ -137,10 +137,23 @@ STEPS: tuple[Step, ...] = (
         "bench_linear_compile.json",
     ),
     Step(
+        # ASL against BCE-with-logits and timm's two ASL classes, 4096 x 5501, 2 threads.
+        "bench_family",
+        ("benchmarks/bench_family.py", "--json", "{out}"),
+        "bench_family.json",
+    ),
+    Step(
         # The sampled fused layer (k = 256) against the full one, N = 512, d = 64.
         "bench_sampled",
         ("benchmarks/bench_sampled.py", "--threads", "1", "--repeats", "3", "--json", "{out}"),
         "bench_sampled.json",
+    ),
+    Step(
+        # The same with glibc keeping freed memory for reuse (no page faults per step).
+        "bench_sampled_reuse",
+        ("benchmarks/bench_sampled.py", "--threads", "1", "--repeats", "3", "--json", "{out}"),
+        "bench_sampled_reuse.json",
+        env={"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "17179869184"},
     ),
     Step(
         "bench_metrics",

@@ -490,8 +490,8 @@ def bench_sampled_md(name: str, data: dict[str, Any], provenance: dict[str, Any]
         [
             f"{size['c']:,}",
             f"{size['full_ms']:,.0f}",
-            f"{size['sampled_ms']:,.1f}",
-            f"{size['speedup']:,.1f}x",
+            f"{size['sampled_ms']:,.1f} ({size['speedup']:,.1f}x)",
+            f"{size['sampled_sparse_ms']:,.1f} ({size['sparse_speedup']:,.1f}x)",
             f"{size['dense_gradient_ms']:,.0f}",
         ]
         for size in data["sizes"]
@@ -499,24 +499,84 @@ def bench_sampled_md(name: str, data: dict[str, Any], provenance: dict[str, Any]
     headers = [
         "C",
         "full layer, ms / step",
-        "sampled, ms / step",
-        "speed-up (full / sampled)",
+        "sampled, dense gradients, ms / step (speed-up)",
+        "sampled, `sparse_grad=True`, ms / step (speed-up)",
         "allocating the dense gradients alone, ms",
     ]
+    malloc = env.get("malloc") or {}
+    allocator = (
+        "glibc keeping freed memory for reuse ("
+        + ", ".join(f"`{k}={v}`" for k, v in malloc.items())
+        + ")"
+        if malloc
+        else "glibc's default allocator settings"
+    )
     check = data["check_vs_gathered"]
     return (
         md_table(headers, rows)
         + f"\nForward + backward of `linear_sigmoid_focal_loss`, N = {env['n']:,} rows, "
         f"d = {env['d']}, {env['positives']} positive(s) per row: the full layer over all C "
         f"items against `negatives=` k = {env['k']} ids per row drawn by `sample_negatives` "
-        f"(the draw included); float32, {env['threads']} torch thread(s), median of "
-        f"{data['repeats']} interleaved repeats on a shared machine, the speed-up the median of "
-        "the per-repeat ratios. Both steps hand the weight and the bias dense gradients; the last "
-        "column is the time to allocate them (`torch.zeros` of `(C, d)` and `(C,)`), which the "
-        "sampled step cannot go below. Sampled against the gathered unfused loss in float64, "
-        f"largest absolute differences: loss {check['loss_abs_diff']:.1e}, gradients of the input "
+        f"(the draw included), with dense gradients of the weight and the bias and with sparse "
+        f"ones; float32, {env['threads']} torch thread(s), {allocator}, median of "
+        f"{data['repeats']} interleaved repeats on a shared machine, each speed-up the median of "
+        "the per-repeat ratios to the full layer. The last column is the time to allocate the "
+        "dense gradients (`torch.zeros` of `(C, d)` and `(C,)`), which a step with dense "
+        "gradients cannot go below. Sampled (both kinds of gradients) against the gathered "
+        f"unfused loss in float64, largest absolute differences: loss "
+        f"{check['loss_abs_diff']:.1e}, gradients of the input "
         f"{check['grad_input_abs_diff']:.1e}, the weight {check['grad_weight_abs_diff']:.1e}, "
         f"the bias {check['grad_bias_abs_diff']:.1e}.\n\n" + provenance_line(name, provenance)
+    )
+
+
+FAMILY_NAMES = {
+    "bce_with_logits": "`F.binary_cross_entropy_with_logits`",
+    "focalrec_asl_index": "`focalrec.asymmetric_loss`, index-list target",
+    "focalrec_asl_dense": "`focalrec.asymmetric_loss`, dense target",
+    "timm_multilabel": "timm `AsymmetricLossMultiLabel`",
+    "timm_optimized": "timm `AsymmetricLossOptimized`",
+}
+
+
+def bench_family_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    config, env, results = data["config"], data["environment"], data["results"]
+
+    def cell(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    rows = [
+        [
+            FAMILY_NAMES.get(case, case),
+            f"{r['wall_ms']:,.1f}",
+            f"{r['vs_bce']:.2f}x",
+            cell(r.get("speedup_vs_timm_optimized"), ".1f"),
+            cell(r.get("speedup_vs_timm_multilabel"), ".1f"),
+            cell(r.get("peak_extra_x_logits"), ".2f"),
+            cell(r.get("rel_diff_vs_float64"), ".1e"),
+        ]
+        for case, r in results.items()
+    ]
+    headers = [
+        "implementation",
+        "ms (forward + backward)",
+        "time / BCE",
+        "speed-up over timm Optimized",
+        "over timm MultiLabel",
+        "peak extra memory, x logits",
+        "loss rel. diff. to float64",
+    ]
+    return (
+        md_table(headers, rows)
+        + f"\nThe sum of ASL ($\\gamma_+ = {config['gamma_pos']:g}$, "
+        f"$\\gamma_- = {config['gamma_neg']:g}$, margin {config['clip']:g}) over "
+        f"{config['n']:,} x {config['c']:,} {config['dtype']} logits with {config['positives']} "
+        f"positives per row, forward + backward; focalrec on its `{env['focalrec_backend']}` "
+        f"backend, {env['threads']} torch threads; median of {config['repeats']} interleaved "
+        "repeats on a shared machine, each ratio the median of the per-repeat ratios. Peak "
+        "extra memory: the resident memory that one forward + backward adds in a fresh process, "
+        "in units of the logits' size (the logits' gradient, one unit, included).\n\n"
+        + provenance_line(name, provenance)
     )
 
 
@@ -931,7 +991,9 @@ RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "bench_focal": (bench_focal_md, bench_focal_png),
     "bench_linear": (bench_linear_md, bench_linear_png),
     "bench_linear_compile": (bench_linear_compile_md, no_figure),
+    "bench_family": (bench_family_md, no_figure),
     "bench_sampled": (bench_sampled_md, no_figure),
+    "bench_sampled_reuse": (bench_sampled_md, no_figure),
     "bench_metrics": (bench_metrics_md, bench_metrics_png),
     "bench_gpu": (bench_gpu_md, no_figure),
     "bench_topk": (bench_topk_md, bench_topk_png),

@@ -32,7 +32,12 @@ from focalrec._linear.plan import (
     check_reduction,
     make_plan,
 )
-from focalrec._linear.sampled import AccidentalHits, check_accidental_hits, sampled_loss
+from focalrec._linear.sampled import (
+    AccidentalHits,
+    check_accidental_hits,
+    check_sparse_grad,
+    sampled_loss,
+)
 from focalrec.losses import (
     _check_clip,
     _check_gamma,
@@ -71,6 +76,7 @@ def linear_sigmoid_focal_loss(
     process_group: ProcessGroup | None = None,
     negatives: Tensor | None = None,
     accidental_hits: AccidentalHits = "remove",
+    sparse_grad: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     r"""Sigmoid focal loss of the logits ``F.linear(input, linear_weight, linear_bias)``, computed
@@ -157,7 +163,14 @@ def linear_sigmoid_focal_loss(
     weight are gathered: the logits are ``(N, P + k)``, formed by a batched matmul (one matmul
     for shared negatives), at a cost of :math:`N (P + k) d` instead of :math:`N C d`; the
     gradients of ``linear_weight`` and ``linear_bias`` are scattered into the gathered rows
-    (the other rows get 0). Memory: the gathered rows, :math:`N (P + k) d` elements (shared
+    (the other rows get 0), or, with ``sparse_grad=True``, are sparse COO tensors holding the
+    gathered rows only (uncoalesced: an id gathered twice appears twice), as
+    ``nn.Embedding(sparse=True)`` and ``torch.gather(sparse_grad=True)`` give them. Allocating
+    and filling a dense ``(C, d)`` gradient costs more than the sampled loss itself once ``C``
+    is large (``benchmarks/bench_sampled.py``); optimizers that take sparse gradients
+    (``torch.optim.SGD``, ``SparseAdam``, ``Adagrad``) then update the scored rows only, and a
+    dense ``.grad`` kept between steps (``zero_grad(set_to_none=False)``) receives them in
+    place. Memory: the gathered rows, :math:`N (P + k) d` elements (shared
     negatives: :math:`N P d + k d`), and as much for their gradient; ``chunk_size`` does not
     apply. **Duplicates** in ``negatives`` count as drawn (an id drawn twice is two terms);
     repeated positives count once, as always. **Accidental hits**, a negative equal to one of
@@ -211,6 +224,8 @@ def linear_sigmoid_focal_loss(
             "Sampled negatives" above.
         accidental_hits: ``"remove"`` or ``"keep"``: what a negative equal to one of its
             row's positives does (used with ``negatives`` only).
+        sparse_grad: Give ``linear_weight`` and ``linear_bias`` sparse COO gradients
+            (with ``negatives`` only; ``True`` without them is a ``ValueError``).
         validate_args: Check the values of ``target``, ``negatives``, ``alpha`` and
             ``weight`` and that the loss is not NaN (reads them from the device). Shapes,
             dtypes and ``gamma`` are always checked.
@@ -263,7 +278,8 @@ def linear_sigmoid_focal_loss(
     family = Family(alpha, gamma, pos_weight=pos_weight)
     return _linear_loss(
         input, linear_weight, target, linear_bias, family, reduction, weight, chunk_size,
-        item_offset, num_items, process_group, negatives, accidental_hits, validate_args,
+        item_offset, num_items, process_group, negatives, accidental_hits, sparse_grad,
+        validate_args,
     )  # fmt: skip
 
 
@@ -286,6 +302,7 @@ def linear_asymmetric_loss(
     process_group: ProcessGroup | None = None,
     negatives: Tensor | None = None,
     accidental_hits: AccidentalHits = "remove",
+    sparse_grad: bool = False,
     validate_args: bool = True,
 ) -> Tensor:
     r"""Asymmetric loss (ASL) of the logits ``F.linear(input, linear_weight, linear_bias)``,
@@ -332,7 +349,8 @@ def linear_asymmetric_loss(
     )
     return _linear_loss(
         input, linear_weight, target, linear_bias, family, reduction, weight, chunk_size,
-        item_offset, num_items, process_group, negatives, accidental_hits, validate_args,
+        item_offset, num_items, process_group, negatives, accidental_hits, sparse_grad,
+        validate_args,
     )  # fmt: skip
 
 
@@ -350,19 +368,34 @@ def _linear_loss(
     process_group: ProcessGroup | None,
     negatives: Tensor | None,
     accidental_hits: str,
+    sparse_grad: bool,
     validate_args: bool,
 ) -> Tensor:
     """The fused layer's loss of any member of the family: over the whole catalogue in chunks,
     or over the sampled ``negatives``."""
     if negatives is not None:
         loss = sampled_loss(
-            input, linear_weight, target, negatives, linear_bias, family, reduction, weight,
-            chunk_size, item_offset, num_items, process_group, accidental_hits, validate_args,
-        )  # fmt: skip
+            input,
+            linear_weight,
+            target,
+            negatives,
+            linear_bias,
+            family,
+            reduction=reduction,
+            weight=weight,
+            chunk_size=chunk_size,
+            item_offset=item_offset,
+            num_items=num_items,
+            process_group=process_group,
+            accidental_hits=accidental_hits,
+            sparse_grad=sparse_grad,
+            validate_args=validate_args,
+        )
         if validate_args and values_readable() and bool(torch.isnan(loss)):
             raise_nan(input, linear_weight, linear_bias)
         return loss
     check_accidental_hits(accidental_hits)
+    check_sparse_grad(sparse_grad, with_negatives=False)
     plan = make_plan(
         input, linear_weight, target, linear_bias, family, reduction, weight, chunk_size,
         item_offset, num_items, process_group, validate_args,
@@ -432,6 +465,9 @@ class LinearFocalLoss(nn.Module):
         accidental_hits: ``"remove"`` or ``"keep"``: sampled negatives (``forward``'s
             ``negatives``) equal to a positive of their row; see
             :func:`linear_sigmoid_focal_loss`.
+        sparse_grad: Give ``weight`` and ``bias`` sparse COO gradients in calls with
+            ``negatives`` (as ``nn.Embedding(sparse=True)``; calls without them, over the
+            whole catalogue, give dense ones); see :func:`linear_sigmoid_focal_loss`.
         validate_args: Check argument values on every call.
         device: Device of the parameters.
         dtype: Dtype of the parameters.
@@ -467,6 +503,7 @@ class LinearFocalLoss(nn.Module):
         chunk_size: tuple[int, int] | None = None,
         process_group: ProcessGroup | None = None,
         accidental_hits: AccidentalHits = "remove",
+        sparse_grad: bool = False,
         validate_args: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -481,6 +518,7 @@ class LinearFocalLoss(nn.Module):
         check_chunk_size(chunk_size)
         check_process_group(process_group)
         check_accidental_hits(accidental_hits)
+        check_sparse_grad(sparse_grad)
         if process_group is not None:
             eager_over_group()  # so that under torch.compile the graph break says why
         self.in_features = in_features
@@ -503,6 +541,7 @@ class LinearFocalLoss(nn.Module):
         self.reduction: LinearReduction = reduction
         self.chunk_size = chunk_size
         self.accidental_hits: AccidentalHits = accidental_hits
+        self.sparse_grad = sparse_grad
         self.validate_args = validate_args
 
     def forward(
@@ -532,6 +571,7 @@ class LinearFocalLoss(nn.Module):
             process_group=self.process_group,
             negatives=negatives,
             accidental_hits=self.accidental_hits,
+            sparse_grad=self.sparse_grad and negatives is not None,
             validate_args=self.validate_args,
         )
 
@@ -584,6 +624,8 @@ class LinearFocalLoss(nn.Module):
         if self.pos_weight is not None:
             pw = "per-item" if isinstance(self.pos_weight, Tensor) else self.pos_weight
             text += f", pos_weight={pw}"
+        if self.sparse_grad:
+            text += ", sparse_grad=True"
         if self.process_group is not None:
             text += f", items=[{self.item_offset}, {self.item_offset + self.num_items_local})"
         return text

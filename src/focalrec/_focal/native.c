@@ -25,7 +25,11 @@
  *     L- = u^g l,    dL-/dx = a ((g u^(g - 1)) l + u^g / w)    where u > 0, else 0 (also at u = 0).
  *
  * Hard targets with m = 0 and gamma_neg = gamma run the focal loop itself (the focal loss is that
- * special case, bit for bit).
+ * special case, bit for bit). A tile of hard targets of which at most an eighth are 1 (index
+ * lists, sparse dense targets) takes L- at every column in one vectorized loop and L+ at the ones
+ * alone; other tiles evaluate both terms at every column. Both logarithms of L- (log1p(-u) for
+ * u < 1/2, log w above) share one series and one division, and an integer gamma_neg gives u^g
+ * and u^(g - 1) by products.
  *
  * Every factor is bounded, and products are ordered so that no intermediate overflows: values
  * and gradients are finite for every finite logit, and at +-inf they are the limits (the loss
@@ -225,13 +229,36 @@ ALWAYS_INLINE_EARLY void margin_terms(float x, float gamma, int32_t gamma_int, f
     float u = p - m;
     int32_t zero = p <= m; /* NaN logits propagate */
     float us = zero ? 1.0f : u;
-    float w = omp + m;
-    /* log1p(-u) = 2 atanh(-u / (2 - u)), |.| <= 1/3 for u <= 1/2: fr_log1p01 takes e = -u. */
-    float ell = us < 0.5f ? -fr_log1p01(-us) : -fr_log(w);
-    /* The branch not taken gets neutral arguments (no subnormal intermediates: they are slow). */
+    float w = omp + m; /* > 0 */
+    /* log(w) = log1p(-u) in one series 2 atanh(f / (2 + f)) (as fr_log1p01 and fr_log): for
+     * u < 1/2 with f = -u (|s| <= 1/3), else f the mantissa of w less 1 plus its exponent. */
+    int32_t small = us < 0.5f;
+    int32_t sub = w < FLT_MIN;
+    float ws = sub ? w * 8388608.0f : w; /* 2^23 */
+    int32_t i;
+    memcpy(&i, &ws, sizeof i);
+    int32_t ex = ((i >> 23) & 0xff) - 127;
+    float mant = f_from_bits((i & 0x007fffff) | 0x3f800000); /* [1, 2) */
+    int32_t big = mant > 1.41421356f;
+    mant = big ? mant * 0.5f : mant;
+    ex = ex + big - (sub ? 23 : 0);
+    float f = small ? -us : mant - 1.0f;
+    float ef = small ? 0.0f : (float)ex;
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float q = 2.0f / 13.0f;
+    q = q * z + 2.0f / 11.0f;
+    q = q * z + 2.0f / 9.0f;
+    q = q * z + 2.0f / 7.0f;
+    q = q * z + 2.0f / 5.0f;
+    q = q * z + 2.0f / 3.0f;
+    q = q * z + 2.0f;
+    float ell = -(ef * 0.693145751953125f + (s * q + ef * 1.428606765330187045e-6f));
+    /* u^g and u^(g - 1): repeated products for an integer g (no division), else exp and log.
+     * The branch not taken gets neutral arguments (no subnormal intermediates: they are slow). */
     float pg = gamma_int >= 0 ? int_power(us, gamma_int)
                               : fr_exp_neg(-gamma * fr_log(gamma_int >= 0 ? 1.0f : us));
-    float pg1 = pg / us;
+    float pg1 = gamma_int > 0 ? int_power(us, gamma_int - 1) : gamma_int == 0 ? 0.0f : pg / us;
     float a = p * omp;
     *v = zero ? 0.0f : pg * ell;
     *g = zero ? 0.0f : a * ((pg1 * gamma) * ell + pg / w);
@@ -294,6 +321,45 @@ ALWAYS_INLINE float asl_loop(int64_t n, const float *xb, const float *tb, const 
         vb[j] = v;
         gb[j] = (wp == 0.0f ? 0.0f : -wp * gp) + (wn == 0.0f ? 0.0f : wn * gn);
         sum += v;
+    }
+    return sum;
+}
+
+/* ASL's negative terms over a tile of hard targets: (1 - t) fn L-, 0 where t = 1 (asl_positives
+ * then fills those columns in). Half the work of asl_loop where few targets are 1. */
+ALWAYS_INLINE float asl_negatives(int64_t n, const float *xb, const float *tb, const float *fnb,
+                                  float *vb, float *gb, float gamma_neg, int32_t gni, float m,
+                                  int32_t clip_zero) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; j++) {
+        float vn, gn;
+        if (clip_zero)
+            hard_terms(xb[j], gamma_neg, gni, &vn, &gn);
+        else
+            margin_terms(xb[j], gamma_neg, gni, m, &vn, &gn);
+        float wn = tb[j] != 0.0f ? 0.0f : fnb[j];
+        float v = wn == 0.0f ? 0.0f : wn * vn;
+        vb[j] = v;
+        gb[j] = wn == 0.0f ? 0.0f : wn * gn;
+        sum += v;
+    }
+    return sum;
+}
+
+/* ASL's positive terms fp L+ at the tile's columns whose (hard) target is 1, one by one; returns
+ * their sum. */
+static float asl_positives(int64_t n, const float *xb, const float *tb, const float *fpb,
+                           float *vb, float *gb, float gamma, int32_t gi) {
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n; j++) {
+        if (tb[j] == 0.0f) continue;
+        float vp, gp;
+        hard_terms(-xb[j], gamma, gi, &vp, &gp);
+        const float wp = fpb[j];
+        vb[j] = wp == 0.0f ? 0.0f : wp * vp;
+        gb[j] = wp == 0.0f ? 0.0f : -wp * gp;
+        sum += vb[j];
     }
     return sum;
 }
@@ -408,7 +474,20 @@ static double tile(const focal_args *a, int64_t row, int64_t c0, int64_t n) {
          * constants for the paper's (gamma_pos 0, gamma_neg 4) and timm's (1, 4) defaults. */
         const float m = a->clip;
         const int32_t gi = a->gamma_int, gni = a->gamma_neg_int;
-        if (m != 0.0f && gi == 0 && gni == 4)
+        int64_t ones = 0;
+        if (hard)
+            for (int64_t j = 0; j < n; j++) ones += tb[j] != 0.0f;
+        if (hard && 8 * ones <= n) {
+            /* Few targets 1 (index lists, sparse dense targets): the negative term everywhere
+             * (vectorized), then the positive term at the ones. */
+            if (m != 0.0f && gni == 4)
+                sum = asl_negatives(n, xb, tb, pb, vb, gb, a->gamma_neg, 4, m, 0);
+            else if (m != 0.0f)
+                sum = asl_negatives(n, xb, tb, pb, vb, gb, a->gamma_neg, gni, m, 0);
+            else
+                sum = asl_negatives(n, xb, tb, pb, vb, gb, a->gamma_neg, gni, 0.0f, 1);
+            if (ones > 0) sum += asl_positives(n, xb, tb, fb, vb, gb, gamma, gi);
+        } else if (m != 0.0f && gi == 0 && gni == 4)
             sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, 0, a->gamma_neg, 4, m, 0);
         else if (m != 0.0f && gi == 1 && gni == 4)
             sum = asl_loop(n, xb, tb, fb, pb, vb, gb, gamma, 1, a->gamma_neg, 4, m, 0);

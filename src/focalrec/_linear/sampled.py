@@ -4,8 +4,9 @@ The logits of the scored items are formed by gathering their rows of the weight,
 of them (``P`` the width of the index-list target), at a cost of :math:`N (P + k) d`; the focal
 terms are :func:`focalrec.sigmoid_focal_loss`'s on those logits (targets 1 for the positives, 0
 for the negatives), and autograd scatters the gradients back into the rows of the weight and the
-bias that were gathered (an ``index_add``). Nothing of size ``(N, C)`` is formed and no matmul
-runs over the whole catalogue.
+bias that were gathered (an ``index_add`` into a dense gradient, or, with ``sparse_grad``, a
+sparse COO gradient holding the gathered rows only, as ``nn.Embedding(sparse=True)`` gives).
+Nothing of size ``(N, C)`` is formed and no matmul runs over the whole catalogue.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 
 from focalrec._checks import (
@@ -49,6 +51,7 @@ __all__ = [
     "AccidentalHits",
     "check_accidental_hits",
     "check_negatives",
+    "check_sparse_grad",
     "sampled_loss",
 ]
 
@@ -61,6 +64,18 @@ def check_accidental_hits(accidental_hits: object) -> None:
     if accidental_hits not in ACCIDENTAL_HITS:
         raise ValueError(
             f"`accidental_hits` must be one of {ACCIDENTAL_HITS}, got {accidental_hits!r}"
+        )
+
+
+def check_sparse_grad(sparse_grad: object, with_negatives: bool = True) -> None:
+    """``sparse_grad`` is a bool, and ``True`` only in a call with ``negatives`` (over the whole
+    catalogue every row of the weight gets a gradient)."""
+    if not isinstance(sparse_grad, bool):
+        raise TypeError(f"`sparse_grad` must be a bool, got {type(sparse_grad).__name__}")
+    if sparse_grad and not with_negatives:
+        raise ValueError(
+            "`sparse_grad=True` needs `negatives`: over the whole catalogue every row of the "
+            "weight gets a gradient, which is dense"
         )
 
 
@@ -101,6 +116,7 @@ def sampled_loss(
     negatives: Tensor,
     linear_bias: Tensor | None,
     family: Family,
+    *,
     reduction: str,
     weight: Tensor | None,
     chunk_size: tuple[int, int] | None,
@@ -108,6 +124,7 @@ def sampled_loss(
     num_items: int | None,
     process_group: ProcessGroup | None,
     accidental_hits: str,
+    sparse_grad: bool,
     validate_args: bool,
 ) -> Tensor:
     """The loss of :func:`focalrec.linear_sigmoid_focal_loss` with ``negatives`` (its docstring
@@ -117,6 +134,7 @@ def sampled_loss(
     n, c = input.shape[0], linear_weight.shape[0]
     check_reduction(reduction)
     check_accidental_hits(accidental_hits)
+    check_sparse_grad(sparse_grad)
     read_values = validate_args and values_readable()
     _check_hyper(family.alpha, family.gamma, reduction, c, read_values)
     _check_pos_weight(family.pos_weight, c, input, read_values)
@@ -142,11 +160,11 @@ def sampled_loss(
     if process_group is not None:
         return _over_group()(
             input, linear_weight, linear_bias, target, neg, family, reduction, weight,
-            offset, accidental_hits, process_group,
+            offset, accidental_hits, sparse_grad, process_group,
         )  # fmt: skip
     total, divisor_part = _local_terms(
         input, linear_weight, linear_bias, target, neg, family, reduction, weight,
-        offset, accidental_hits,
+        offset, accidental_hits, sparse_grad,
     )  # fmt: skip
     divisor = finish_divisor(reduction, divisor_part)
     return total / divisor.to(total.dtype)
@@ -163,6 +181,7 @@ def _local_terms(
     weight: Tensor | None,
     offset: int,
     accidental_hits: str,
+    sparse_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     """``(sum, divisor_part)``: the weighted sum of the focal terms of this range's scored
     entries (differentiable) and their count for the reduction's divisor (float64)."""
@@ -183,6 +202,7 @@ def _local_terms(
         else:
             keep_neg = keep_neg & ~isin_rows(neg, target)
     keep_neg = keep_neg.expand(n, k)
+    sparse = sparse_grad and c > 0  # an empty range's gradients are empty, and dense
     if c == 0:  # an empty range: one zero row to gather from, still in the graph of w and b
         w = torch.cat([w, w.new_zeros(1, d)])
         b = None if b is None else torch.cat([b, b.new_zeros(1)])
@@ -195,15 +215,15 @@ def _local_terms(
     if shared:
         picked = torch.cat([pos_cols.reshape(-1), neg_cols])
         sizes = [n * m, k]  # split, not sliced: a slice's backward fills a zero tensor
-        w_pos, w_neg = w.index_select(0, picked).split_with_sizes(sizes)
+        w_pos, w_neg = _rows(w, picked, sparse).split_with_sizes(sizes)
         z_pos = torch.bmm(w_pos.view(n, m, d), x.unsqueeze(-1)).squeeze(-1)
         logits = torch.cat([z_pos, (x @ w_neg.t())], dim=1)
     else:
         picked = torch.cat([pos_cols, neg_cols], dim=1).reshape(-1)
-        w_rows = w.index_select(0, picked).view(n, m + k, d)
+        w_rows = _rows(w, picked, sparse).view(n, m + k, d)
         logits = torch.bmm(w_rows, x.unsqueeze(-1)).squeeze(-1)
     if b is not None:
-        bias = b.index_select(0, picked)
+        bias = _rows(b, picked, sparse)
         if shared:
             b_pos, b_neg = bias.split_with_sizes(sizes)
             bias = torch.cat([b_pos.view(n, m), b_neg.expand(n, k)], dim=1)
@@ -250,6 +270,17 @@ def _local_terms(
     return total, divisor_part
 
 
+def _rows(source: Tensor, index: Tensor, sparse: bool) -> Tensor:
+    """``source[index]`` along dim 0, whose backward scatters into a dense gradient of
+    ``source`` or, with ``sparse``, gives a sparse COO one (``F.embedding(sparse=True)``'s)."""
+    if not sparse:
+        return source.index_select(0, index)
+    if source.ndim == 1:  # a bias: embedding takes (C, e); stacked, as a sparse gradient cannot
+        # go back through a view
+        return F.embedding(index, torch.stack([source], dim=1), sparse=True).squeeze(1)
+    return F.embedding(index, source, sparse=True)
+
+
 def _over_group_impl(
     x: Tensor,
     w: Tensor,
@@ -261,13 +292,14 @@ def _over_group_impl(
     weight: Tensor | None,
     offset: int,
     accidental_hits: str,
+    sparse_grad: bool,
     group: ProcessGroup,
 ) -> Tensor:
     """Over a process group: this range's terms, the sum and divisor all-reduced (one
     all-reduce of two numbers), the gradient of ``x`` all-reduced in backward."""
     x_all = _AllReduceGrad.apply(x, group) if x.requires_grad else x  # type: ignore[no-untyped-call]
     total, divisor_part = _local_terms(
-        x_all, w, b, target, neg, family, reduction, weight, offset, accidental_hits
+        x_all, w, b, target, neg, family, reduction, weight, offset, accidental_hits, sparse_grad
     )
     stats = torch.stack([total.detach().to(torch.float64), divisor_part])
     dist.all_reduce(stats, group=group)
