@@ -160,8 +160,9 @@ def linear_sigmoid_focal_loss(
         + \sum_{l < k} m_{il}\, w_{i n_{il}}\,\mathrm{FL}(z_{i n_{il}}, 0) \Big),
 
     the focal terms being :func:`focalrec.sigmoid_focal_loss`'s. Only the scored rows of the
-    weight are gathered: the logits are ``(N, P + k)``, formed by a batched matmul (one matmul
-    for shared negatives), at a cost of :math:`N (P + k) d` instead of :math:`N C d`; the
+    weight are gathered: the logits are ``(N, P + k)``, each row's dot products with its
+    gathered rows, a block of rows at a time (one matmul for shared negatives), at a cost of
+    :math:`N (P + k) d` instead of :math:`N C d`; the
     gradients of ``linear_weight`` and ``linear_bias`` are scattered into the gathered rows
     (the other rows get 0), or, with ``sparse_grad=True``, are sparse COO tensors holding the
     gathered rows only (uncoalesced: an id gathered twice appears twice), as
@@ -170,9 +171,10 @@ def linear_sigmoid_focal_loss(
     is large (``benchmarks/bench_sampled.py``); optimizers that take sparse gradients
     (``torch.optim.SGD``, ``SparseAdam``, ``Adagrad``) then update the scored rows only, and a
     dense ``.grad`` kept between steps (``zero_grad(set_to_none=False)``) receives them in
-    place. Memory: the gathered rows, :math:`N (P + k) d` elements (shared
-    negatives: :math:`N P d + k d`), and as much for their gradient; ``chunk_size`` does not
-    apply. **Duplicates** in ``negatives`` count as drawn (an id drawn twice is two terms);
+    place. Memory: per-row negatives hold about 1 MiB of gathered rows at a time and the
+    sparse gradient :math:`N (P + k) d` elements (the dense one is the weight's size); shared
+    negatives hold :math:`N P d + k d` gathered elements and as much for their gradient;
+    ``chunk_size`` does not apply. **Duplicates** in ``negatives`` count as drawn (an id drawn twice is two terms);
     repeated positives count once, as always. **Accidental hits**, a negative equal to one of
     its row's positives: ``accidental_hits="remove"`` (the default) masks it out
     (:math:`m_{il} = 0`: no term, not counted by the divisor), ``"keep"`` scores it as a
@@ -235,8 +237,10 @@ def linear_sigmoid_focal_loss(
         Gradients flow to ``input``, ``linear_weight`` and ``linear_bias``; they cannot be
         differentiated again (``create_graph=True`` gives first derivatives whose own backward
         raises). A second backward through a retained graph recomputes them. With
-        ``negatives`` the call is ordinary autograd operations around
-        :func:`focalrec.sigmoid_focal_loss`, and its second derivatives are defined.
+        ``negatives`` the second derivatives are defined (the dense gradients' own backward
+        is made of differentiable operations), and ``torch.func`` transforms and
+        ``torch.compile`` run the loss as ordinary operations around
+        :func:`focalrec.sigmoid_focal_loss`.
 
     Raises:
         TypeError: If an argument has the wrong type or dtype.

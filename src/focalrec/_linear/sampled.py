@@ -1,12 +1,13 @@
 r"""The fused layer over sampled negatives: each row's positives and ``k`` given item ids only.
 
-The logits of the scored items are formed by gathering their rows of the weight, ``(N, P + k)``
-of them (``P`` the width of the index-list target), at a cost of :math:`N (P + k) d`; the focal
-terms are :func:`focalrec.sigmoid_focal_loss`'s on those logits (targets 1 for the positives, 0
-for the negatives), and autograd scatters the gradients back into the rows of the weight and the
-bias that were gathered (an ``index_add`` into a dense gradient, or, with ``sparse_grad``, a
-sparse COO gradient holding the gathered rows only, as ``nn.Embedding(sparse=True)`` gives).
-Nothing of size ``(N, C)`` is formed and no matmul runs over the whole catalogue.
+The logits of the scored items are formed from their rows of the weight, ``(N, P + k)`` of them
+(``P`` the width of the index-list target), at a cost of :math:`N (P + k) d`: per-row negatives
+by :class:`_GatheredDot`, a block of rows at a time, shared ones by one matmul. The focal terms
+are :func:`focalrec.sigmoid_focal_loss`'s on those logits (targets 1 for the positives, 0 for
+the negatives), and backward scatters the gradients into the rows of the weight and the bias that
+were scored (an ``index_add`` into a dense gradient, or, with ``sparse_grad``, a sparse COO
+gradient holding those rows only, as ``nn.Embedding(sparse=True)`` gives). Nothing of size
+``(N, C)`` is formed and no matmul runs over the whole catalogue.
 """
 
 from __future__ import annotations
@@ -219,9 +220,13 @@ def _local_terms(
         z_pos = torch.bmm(w_pos.view(n, m, d), x.unsqueeze(-1)).squeeze(-1)
         logits = torch.cat([z_pos, (x @ w_neg.t())], dim=1)
     else:
-        picked = torch.cat([pos_cols, neg_cols], dim=1).reshape(-1)
-        w_rows = _rows(w, picked, sparse).view(n, m + k, d)
-        logits = torch.bmm(w_rows, x.unsqueeze(-1)).squeeze(-1)
+        scored = torch.cat([pos_cols, neg_cols], dim=1)
+        picked = scored.reshape(-1)
+        if _plain_autograd():
+            logits = _GatheredDot.apply(x, w, scored, sparse)  # type: ignore[no-untyped-call]
+        else:  # the same as operations that every transform and torch.compile take
+            w_rows = _rows(w, picked, sparse).view(n, m + k, d)
+            logits = torch.bmm(w_rows, x.unsqueeze(-1)).squeeze(-1)
     if b is not None:
         bias = _rows(b, picked, sparse)
         if shared:
@@ -275,10 +280,89 @@ def _rows(source: Tensor, index: Tensor, sparse: bool) -> Tensor:
     ``source`` or, with ``sparse``, gives a sparse COO one (``F.embedding(sparse=True)``'s)."""
     if not sparse:
         return source.index_select(0, index)
-    if source.ndim == 1:  # a bias: embedding takes (C, e); stacked, as a sparse gradient cannot
-        # go back through a view
-        return F.embedding(index, torch.stack([source], dim=1), sparse=True).squeeze(1)
+    if source.ndim == 1:  # a bias (embedding takes (C, e), and a view would refuse the
+        # sparse gradient)
+        return torch.gather(source, 0, index, sparse_grad=True)
     return F.embedding(index, source, sparse=True)
+
+
+def _plain_autograd() -> bool:
+    """Whether no ``torch.compile`` tracing, ``torch.func`` transform or forward-mode AD level is
+    active: where :class:`_GatheredDot` serves (dynamo cannot trace its sparse gradient, and it
+    has no vmap or jvp rule)."""
+    return (
+        not torch.compiler.is_compiling()
+        and torch._C._functorch.peek_interpreter_stack() is None
+        and torch.autograd.forward_ad._current_level < 0
+    )
+
+
+_BLOCK_BYTES = 1 << 20
+"""The gathered rows of the weight that :class:`_GatheredDot` holds at once: about 1 MiB."""
+
+
+class _GatheredDot(torch.autograd.Function):
+    """``logits[i, j] = w[cols[i, j]] . x[i]`` for ``x`` ``(N, d)``, ``w`` ``(C, d)`` and ``cols``
+    ``(N, J)``, without holding the ``(N, J, d)`` gathered rows at once: blocks of rows are
+    gathered into one buffer of about ``_BLOCK_BYTES`` and scored. A fresh tensor of that size
+    would cost more than the products themselves where the allocator maps new pages for it on
+    every call (glibc does above 32 MiB). Backward gathers the blocks again for the gradient of
+    ``x``; the gradient of ``w`` is ``g[i, j] x[i]`` added into its rows ``cols[i, j]``: into a
+    dense zero gradient block by block, or, with ``sparse``, one sparse COO tensor (the rows
+    ``cols`` flattened, uncoalesced, as ``F.embedding(sparse=True)`` gives)."""
+
+    @staticmethod
+    def forward(x: Tensor, w: Tensor, cols: Tensor, sparse: bool) -> Tensor:
+        n, j = cols.shape
+        d = x.shape[1]
+        step = max(1, _BLOCK_BYTES // max(1, j * d * w.element_size()))
+        buffer = w.new_empty(min(n, step) * j, d)
+        blocks = []
+        for lo in range(0, n, step):
+            ids = cols[lo : lo + step].reshape(-1)
+            rows = torch.index_select(w, 0, ids, out=buffer[: ids.numel()])
+            size = min(step, n - lo)
+            blocks.append(torch.bmm(rows.view(size, j, d), x[lo : lo + step, :, None])[..., 0])
+        return torch.cat(blocks) if blocks else x.new_zeros(n, j)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, w, cols, sparse = inputs
+        ctx.save_for_backward(x, w, cols)
+        ctx.sparse = sparse
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        x, w, cols = ctx.saved_tensors
+        n, j = cols.shape
+        d = x.shape[1]
+        step = max(1, _BLOCK_BYTES // max(1, j * d * w.element_size()))
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            blocks = [
+                torch.bmm(
+                    grad[lo : lo + step, None, :].to(w.dtype),
+                    w.index_select(0, cols[lo : lo + step].reshape(-1)).view(
+                        min(step, n - lo), j, d
+                    ),
+                )[:, 0]
+                for lo in range(0, n, step)
+            ]
+            grad_x = torch.cat(blocks).to(x.dtype) if blocks else torch.zeros_like(x)
+        if ctx.needs_input_grad[1]:
+            if ctx.sparse:
+                values = (grad[..., None] * x[:, None, :]).to(w.dtype).reshape(-1, d)
+                # F.embedding(sparse=True)'s backward: (ids, values) as a sparse COO tensor
+                grad_w = torch.ops.aten.embedding_backward(
+                    values, cols.reshape(-1), w.shape[0], -1, False, True
+                )
+            else:
+                grad_w = torch.zeros_like(w)
+                for lo in range(0, n, step):
+                    terms = grad[lo : lo + step, :, None] * x[lo : lo + step, None, :]
+                    ids = cols[lo : lo + step].reshape(-1)
+                    grad_w.index_add_(0, ids, terms.to(w.dtype).reshape(-1, d))
+        return grad_x, grad_w, None, None
 
 
 def _over_group_impl(
