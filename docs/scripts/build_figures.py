@@ -298,7 +298,8 @@ def machine() -> dict[str, object]:
 
 
 def git_commit() -> str:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it."""
+    """The checkout's commit, with ``+dirty`` when tracked files other than the generated ones
+    (``docs/generated/``, which a build rewrites step by step) differ from it."""
 
     def git(*args: str) -> str:
         result = subprocess.run(
@@ -307,7 +308,8 @@ def git_commit() -> str:
         return result.stdout.strip()
 
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/generated")
+    return commit + ("+dirty" if changed else "")
 
 
 def run_step(step: Step, data: Path, work: Path, ml_data: Path) -> dict[str, object] | None:
