@@ -161,27 +161,28 @@ def linear_sigmoid_focal_loss(
 
     the focal terms being :func:`focalrec.sigmoid_focal_loss`'s. Only the scored rows of the
     weight are gathered: the logits are ``(N, P + k)``, each row's dot products with its
-    gathered rows, a block of rows at a time (one matmul for shared negatives), at a cost of
-    :math:`N (P + k) d` instead of :math:`N C d`; the
-    gradients of ``linear_weight`` and ``linear_bias`` are scattered into the gathered rows
-    (the other rows get 0), or, with ``sparse_grad=True``, are sparse COO tensors holding the
-    gathered rows only (uncoalesced: an id gathered twice appears twice), as
-    ``nn.Embedding(sparse=True)`` and ``torch.gather(sparse_grad=True)`` give them. Allocating
-    and filling a dense ``(C, d)`` gradient costs more than the sampled loss itself once ``C``
-    is large (``benchmarks/bench_sampled.py``); optimizers that take sparse gradients
+    gathered rows (on CPUs a block of rows at a time; one matmul for shared negatives), at a
+    cost of :math:`N (P + k) d` instead of :math:`N C d`; the gradients of ``linear_weight`` and
+    ``linear_bias`` are scattered into the gathered rows (the other rows get 0), or, with
+    ``sparse_grad=True``, are sparse COO tensors holding the gathered rows only (uncoalesced: an
+    id gathered twice appears twice), as ``nn.Embedding(sparse=True)`` and
+    ``torch.gather(sparse_grad=True)`` give them. Allocating and filling a dense ``(C, d)``
+    gradient costs more than the sampled loss itself once ``C`` is large
+    (``benchmarks/bench_sampled.py``); optimizers that take sparse gradients
     (``torch.optim.SGD``, ``SparseAdam``, ``Adagrad``) then update the scored rows only, and a
     dense ``.grad`` kept between steps (``zero_grad(set_to_none=False)``) receives them in
-    place. Memory: per-row negatives hold about 1 MiB of gathered rows at a time and the
-    sparse gradient :math:`N (P + k) d` elements (the dense one is the weight's size); shared
-    negatives hold :math:`N P d + k d` gathered elements and as much for their gradient;
-    ``chunk_size`` does not apply. **Duplicates** in ``negatives`` count as drawn (an id drawn twice is two terms);
-    repeated positives count once, as always. **Accidental hits**, a negative equal to one of
-    its row's positives: ``accidental_hits="remove"`` (the default) masks it out
-    (:math:`m_{il} = 0`: no term, not counted by the divisor), ``"keep"`` scores it as a
-    negative as well (gSASRec's behaviour; :math:`m_{il} = 1`). The divisor :math:`D`:
-    ``"mean"``, the number of scored entries (with ``weight``, their summed weight),
-    :math:`\sum_i (P_i + k)` less the removed hits, so one positive and ``k`` negatives per
-    row give gSASRec's mean over :math:`1 + k` terms; ``"sum"``, 1; ``"sum_over_positives"``,
+    place. Memory: per-row negatives hold about 1 MiB of gathered rows at a time on CPUs
+    (elsewhere all :math:`N (P + k) d` at once) and the sparse gradient :math:`N (P + k) d`
+    elements (the dense one is the weight's size); shared negatives hold :math:`N P d + k d`
+    gathered elements and as much for their gradient; ``chunk_size`` does not apply.
+    **Duplicates** in ``negatives`` count as drawn (an id drawn twice is two terms); repeated
+    positives count once, as always. **Accidental hits**, a negative equal to one of its row's
+    positives: ``accidental_hits="remove"`` (the default) masks it out (:math:`m_{il} = 0`: no
+    term, not counted by the divisor), ``"keep"`` scores it as a negative as well (gSASRec's
+    behaviour; :math:`m_{il} = 1`). The divisor :math:`D`: ``"mean"``, the number of scored
+    entries (with ``weight``, their summed weight), :math:`\sum_i (P_i + k)` less the removed
+    hits, so one positive and ``k`` negatives per row give gSASRec's mean over :math:`1 + k`
+    terms; ``"sum"``, 1; ``"sum_over_positives"``,
     the number of positives as in the full layer. With item shards, negatives are catalogue
     ids: each rank scores those in its range (the others give nothing there), the divisor
     counts over all ranks, and the gradient of ``input`` is all-reduced, as in the full

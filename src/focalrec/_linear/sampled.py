@@ -2,7 +2,8 @@ r"""The fused layer over sampled negatives: each row's positives and ``k`` given
 
 The logits of the scored items are formed from their rows of the weight, ``(N, P + k)`` of them
 (``P`` the width of the index-list target), at a cost of :math:`N (P + k) d`: per-row negatives
-by :class:`_GatheredDot`, a block of rows at a time, shared ones by one matmul. The focal terms
+on CPUs by :class:`_GatheredDot`, a block of rows at a time, elsewhere by one gather and a
+batched matmul, shared ones by one matmul. The focal terms
 are :func:`focalrec.sigmoid_focal_loss`'s on those logits (targets 1 for the positives, 0 for
 the negatives), and backward scatters the gradients into the rows of the weight and the bias that
 were scored (an ``index_add`` into a dense gradient, or, with ``sparse_grad``, a sparse COO
@@ -222,9 +223,10 @@ def _local_terms(
     else:
         scored = torch.cat([pos_cols, neg_cols], dim=1)
         picked = scored.reshape(-1)
-        if _plain_autograd():
+        if x.device.type == "cpu" and _plain_autograd():
             logits = _GatheredDot.apply(x, w, scored, sparse)  # type: ignore[no-untyped-call]
-        else:  # the same as operations that every transform and torch.compile take
+        else:  # the same as operations, which every transform and torch.compile take (and
+            # accelerators, whose caching allocators make one large gather cheap)
             w_rows = _rows(w, picked, sparse).view(n, m + k, d)
             logits = torch.bmm(w_rows, x.unsqueeze(-1)).squeeze(-1)
     if b is not None:
@@ -302,14 +304,15 @@ _BLOCK_BYTES = 1 << 20
 
 
 class _GatheredDot(torch.autograd.Function):
-    """``logits[i, j] = w[cols[i, j]] . x[i]`` for ``x`` ``(N, d)``, ``w`` ``(C, d)`` and ``cols``
-    ``(N, J)``, without holding the ``(N, J, d)`` gathered rows at once: blocks of rows are
-    gathered into one buffer of about ``_BLOCK_BYTES`` and scored. A fresh tensor of that size
-    would cost more than the products themselves where the allocator maps new pages for it on
-    every call (glibc does above 32 MiB). Backward gathers the blocks again for the gradient of
-    ``x``; the gradient of ``w`` is ``g[i, j] x[i]`` added into its rows ``cols[i, j]``: into a
-    dense zero gradient block by block, or, with ``sparse``, one sparse COO tensor (the rows
-    ``cols`` flattened, uncoalesced, as ``F.embedding(sparse=True)`` gives)."""
+    """``logits[i, j] = w[cols[i, j]] . x[i]`` for ``x`` ``(N, d)``, ``w`` ``(C, d)`` and
+    ``cols`` ``(N, J)``, without holding the ``(N, J, d)`` gathered rows at once: blocks of rows
+    are gathered into one buffer of about ``_BLOCK_BYTES`` and scored. On CPUs a fresh tensor of
+    that size would cost more than the products themselves where the allocator maps new pages
+    for it on every call (glibc does above 32 MiB). Backward gathers the blocks again for the
+    gradient of ``x``; the gradient of ``w`` is ``g[i, j] x[i]`` added into its rows
+    ``cols[i, j]``: into a dense zero gradient block by block, or, with ``sparse``, one sparse
+    COO tensor (the rows ``cols`` flattened, uncoalesced, as ``F.embedding(sparse=True)``
+    gives)."""
 
     @staticmethod
     def forward(x: Tensor, w: Tensor, cols: Tensor, sparse: bool) -> Tensor:
