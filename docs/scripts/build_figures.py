@@ -137,6 +137,12 @@ STEPS: tuple[Step, ...] = (
         "bench_linear_compile.json",
     ),
     Step(
+        # A SequenceTransformer training step with focalrec's dropout against nn.Dropout's.
+        "bench_dropout",
+        ("benchmarks/bench_dropout.py", "--json", "{out}"),
+        "bench_dropout.json",
+    ),
+    Step(
         # ASL against BCE-with-logits and timm's two ASL classes, 4096 x 5501, 2 threads.
         "bench_family",
         ("benchmarks/bench_family.py", "--json", "{out}"),

@@ -567,8 +567,7 @@ def bench_family_md(name: str, data: dict[str, Any], provenance: dict[str, Any])
         "loss rel. diff. to float64",
     ]
     return (
-        md_table(headers, rows)
-        + f"\nThe sum of ASL ($\\gamma_+ = {config['gamma_pos']:g}$, "
+        md_table(headers, rows) + f"\nThe sum of ASL ($\\gamma_+ = {config['gamma_pos']:g}$, "
         f"$\\gamma_- = {config['gamma_neg']:g}$, margin {config['clip']:g}) over "
         f"{config['n']:,} x {config['c']:,} {config['dtype']} logits with {config['positives']} "
         f"positives per row, forward + backward; focalrec on its `{env['focalrec_backend']}` "
@@ -577,6 +576,29 @@ def bench_family_md(name: str, data: dict[str, Any], provenance: dict[str, Any])
         "extra memory: the resident memory that one forward + backward adds in a fresh process, "
         "in units of the logits' size (the logits' gradient, one unit, included).\n\n"
         + provenance_line(name, provenance)
+    )
+
+
+def bench_dropout_md(name: str, data: dict[str, Any], provenance: dict[str, Any]) -> str:
+    env, ms = data["environment"], data["ms_per_step"]
+    rows = [
+        ["`torch.nn.Dropout`", f"{ms['torch_dropout']:,.0f}", "1.00x"],
+        [
+            "focalrec's dropout (`SequenceTransformer`'s)",
+            f"{ms['focalrec_dropout']:,.0f}",
+            f"{data['ratio_to_torch_dropout']:.2f}x",
+        ],
+        ["no dropout (probability 0)", f"{ms['no_dropout']:,.0f}", "-"],
+    ]
+    return (
+        md_table(["dropout layers", "ms / training step", "time / `nn.Dropout`'s"], rows)
+        + f"\nOne `SequenceTransformer` training step as `examples/movielens.py` takes it: "
+        f"{env['n']} histories of {env['length']} items, embedding {env['d']}, "
+        f"{env['items']:,} items through the fused output layer, dropout {env['dropout']:g}, "
+        f"forward + backward + Adam; {env['threads']} torch thread(s), median of "
+        f"{data['repeats']} interleaved repeats on a shared machine, the ratio the median of the "
+        f"per-repeat ratios. With `nn.Dropout`, its layers take "
+        f"{data['torch_dropout_share']:.0%} of the step.\n\n" + provenance_line(name, provenance)
     )
 
 
@@ -992,6 +1014,7 @@ RENDERERS: dict[str, tuple[Markdown, Figure]] = {
     "bench_linear": (bench_linear_md, bench_linear_png),
     "bench_linear_compile": (bench_linear_compile_md, no_figure),
     "bench_family": (bench_family_md, no_figure),
+    "bench_dropout": (bench_dropout_md, no_figure),
     "bench_sampled": (bench_sampled_md, no_figure),
     "bench_sampled_reuse": (bench_sampled_md, no_figure),
     "bench_metrics": (bench_metrics_md, bench_metrics_png),
