@@ -294,3 +294,51 @@ def test_bad_asl_options_name_the_argument(
     x, w, b = _layer(8)
     with pytest.raises(error, match=match):
         fr.linear_asymmetric_loss(x, w, _index_target(8), linear_bias=b, **kwargs)
+    with pytest.raises(error, match=match):
+        fr.LinearAsymmetricLoss(D, C, **kwargs)
+
+
+def test_the_asymmetric_module_is_the_function_and_the_unfused_loss() -> None:
+    """``LinearAsymmetricLoss`` computes ``linear_asymmetric_loss`` with its parameters (the
+    same tensors, bit for bit, over the whole catalogue and over sampled negatives with sparse
+    gradients), equals ``AsymmetricLoss`` on ``nn.Linear``'s logits in float64, and shares
+    ``LinearFocalLoss``'s state dict."""
+    torch.manual_seed(0)
+    pw = torch.rand(C, dtype=torch.float64) * 3
+    options: dict[str, Any] = {
+        "gamma_pos": 1.0, "gamma_neg": 3.0, "clip": 0.1, "alpha": 0.4, "pos_weight": pw,
+    }  # fmt: skip
+    head = fr.LinearAsymmetricLoss(D, C, prior=0.02, dtype=torch.float64, **options)
+    text = repr(head)
+    assert "gamma_pos=1.0, gamma_neg=3.0, clip=0.1" in text
+    assert "gamma=" not in text
+    assert "pos_weight=per-item" in text
+    x = torch.randn(N, D, dtype=torch.float64, requires_grad=True)
+    target = _index_target(9)
+    got = head(x, target)
+    want = fr.linear_asymmetric_loss(x, head.weight, target, linear_bias=head.bias, **options)
+    assert torch.equal(got, want)
+    logits = F.linear(x, head.weight, head.bias)
+    unfused = fr.AsymmetricLoss(**options)(logits, target)
+    torch.testing.assert_close(got, unfused, rtol=1e-12, atol=1e-14)
+    grads = torch.autograd.grad(got, (x, head.weight, head.bias))
+    for a, e in zip(grads, torch.autograd.grad(unfused, (x, head.weight, head.bias)), strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+    # Sampled negatives with sparse gradients.
+    sparse_head = fr.LinearAsymmetricLoss(D, C, sparse_grad=True, dtype=torch.float64, **options)
+    sparse_head.load_state_dict(head.state_dict())
+    negatives = torch.randint(0, C, (N, 4), generator=torch.Generator().manual_seed(2))
+    sampled = sparse_head(x, target, negatives=negatives)
+    assert torch.equal(
+        sampled,
+        fr.linear_asymmetric_loss(
+            x, head.weight, target, linear_bias=head.bias, negatives=negatives, **options
+        ),
+    )
+    sampled.backward()
+    assert sparse_head.weight.grad is not None
+    assert sparse_head.weight.grad.layout == torch.sparse_coo
+    # The state dict is LinearFocalLoss's.
+    focal = fr.LinearFocalLoss(D, C, dtype=torch.float64)
+    focal.load_state_dict(head.state_dict())
+    assert torch.equal(focal.weight, head.weight)

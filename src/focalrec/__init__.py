@@ -9,7 +9,12 @@ from focalrec._focal.backends import use_backend
 from focalrec._indices import dense_to_index_list, index_list_to_dense
 from focalrec._topk import topk_items_from_embeddings
 from focalrec._warnings import SlowPathWarning
-from focalrec.linear import LinearFocalLoss, linear_asymmetric_loss, linear_sigmoid_focal_loss
+from focalrec.linear import (
+    LinearAsymmetricLoss,
+    LinearFocalLoss,
+    linear_asymmetric_loss,
+    linear_sigmoid_focal_loss,
+)
 from focalrec.losses import AsymmetricLoss, FocalLoss, asymmetric_loss, sigmoid_focal_loss
 from focalrec.metrics import MeanAveragePrecisionAtK, RankingMetricsAtK
 from focalrec.negatives import gbce_beta, sample_negatives
@@ -30,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsymmetricLoss",
     "FocalLoss",
+    "LinearAsymmetricLoss",
     "LinearFocalLoss",
     "MeanAveragePrecisionAtK",
     "RankingMetricsAtK",

@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEVICE_CHUNK_SIZE",
     "AccidentalHits",
+    "LinearAsymmetricLoss",
     "LinearFocalLoss",
     "LinearReduction",
     "linear_asymmetric_loss",
@@ -560,13 +561,13 @@ class LinearFocalLoss(nn.Module):
         """The loss of ``F.linear(input, self.weight, self.bias)`` against ``target``; with
         ``negatives`` (catalogue ids ``(N, k)`` or ``(k,)``), over each row's positives and
         those items only (see :func:`linear_sigmoid_focal_loss`)."""
-        return linear_sigmoid_focal_loss(
+        return self._loss(
             input,
             self.weight,
             target,
             linear_bias=self.bias,
             alpha=self.alpha,
-            gamma=self.gamma,
+            **self._focusing(),
             pos_weight=self.pos_weight,
             reduction=self.reduction,
             weight=weight,
@@ -619,11 +620,20 @@ class LinearFocalLoss(nn.Module):
         out = torch.bmm(self.weight[local], input.unsqueeze(-1)).squeeze(-1)
         return out if self.bias is None else out + self.bias[local]
 
+    def _loss(self, *args: Any, **kwargs: Any) -> Tensor:
+        """The fused loss the module computes."""
+        return linear_sigmoid_focal_loss(*args, **kwargs)
+
+    def _focusing(self) -> dict[str, float]:
+        """The loss's own hyper-parameters, as keyword arguments of :meth:`_loss`."""
+        return {"gamma": self.gamma}
+
     def extra_repr(self) -> str:
         alpha = "per-item" if isinstance(self.alpha, Tensor) else self.alpha
+        focusing = ", ".join(f"{name}={value}" for name, value in self._focusing().items())
         text = (
             f"in_features={self.in_features}, num_items={self.num_items}, "
-            f"bias={self.bias is not None}, alpha={alpha}, gamma={self.gamma}, "
+            f"bias={self.bias is not None}, alpha={alpha}, {focusing}, "
             f"reduction={self.reduction!r}"
         )
         if self.pos_weight is not None:
@@ -634,3 +644,105 @@ class LinearFocalLoss(nn.Module):
         if self.process_group is not None:
             text += f", items=[{self.item_offset}, {self.item_offset + self.num_items_local})"
         return text
+
+
+class LinearAsymmetricLoss(LinearFocalLoss):
+    r"""An output layer and its asymmetric loss (ASL) in one module, fused: a drop-in for
+    ``nn.Linear(in_features, num_items)`` followed by :class:`focalrec.AsymmetricLoss`.
+
+    ``loss = head(features, target)`` equals ``AsymmetricLoss(...)(linear(features), target)``
+    for an ``nn.Linear`` with the same weight and bias, computed by
+    :func:`linear_asymmetric_loss` without forming the ``(N, C)`` logits. Everything but the loss
+    is :class:`LinearFocalLoss`'s: the parameters and their initialization (the bias at the
+    logit of ``prior``), the state dict (either module loads the other's), item shards over
+    ``process_group``, sampled ``negatives`` with ``sparse_grad``, and :meth:`scores`.
+
+    Args:
+        in_features: Size ``d`` of each feature vector.
+        num_items: Number of items ``C`` in the catalogue (all ranks together).
+        bias: Whether the layer has a bias.
+        gamma_pos: Focusing exponent of the positive terms, ``>= 0``.
+        gamma_neg: Focusing exponent of the negative terms, ``>= 0``.
+        clip: Probability margin ``m`` of the negative terms, in ``[0, 1)``.
+        alpha: Positive-class weight in ``[0, 1]``, a per-item tensor ``(num_items,)``, or
+            ``None`` (the default, as :class:`focalrec.AsymmetricLoss`'s).
+        pos_weight: Factor of the positive terms, ``>= 0``: a float, a per-item tensor
+            ``(num_items,)``, or ``None``.
+        reduction: ``"mean"``, ``"sum"`` or ``"sum_over_positives"``.
+        prior: The positive rate the bias starts from: a float in ``(0, 1)``, a per-item
+            tensor ``(num_items,)``, or ``None`` to keep ``nn.Linear``'s initialization.
+        chunk_size: ``(rows, items)`` of one chunk of logits; see
+            :func:`linear_sigmoid_focal_loss`.
+        process_group: The group over which the catalogue is split, or ``None``.
+        accidental_hits: ``"remove"`` or ``"keep"``: sampled negatives equal to a positive of
+            their row; see :func:`linear_sigmoid_focal_loss`.
+        sparse_grad: Give ``weight`` and ``bias`` sparse COO gradients in calls with
+            ``negatives``; see :class:`LinearFocalLoss`.
+        validate_args: Check argument values on every call.
+        device: Device of the parameters.
+        dtype: Dtype of the parameters.
+
+    Example:
+        >>> from focalrec import AsymmetricLoss
+        >>> _ = torch.manual_seed(0)
+        >>> head = LinearAsymmetricLoss(16, 1000, gamma_neg=4.0, clip=0.05)
+        >>> features = torch.randn(32, 16)
+        >>> target = torch.randint(-1, 1000, (32, 3))
+        >>> logits = nn.functional.linear(features, head.weight, head.bias)
+        >>> torch.allclose(head(features, target), AsymmetricLoss()(logits, target))
+        True
+        >>> head.gamma_pos, head.gamma_neg, head.clip
+        (0.0, 4.0, 0.05)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_items: int,
+        *,
+        bias: bool = True,
+        gamma_pos: float = 0.0,
+        gamma_neg: float = 4.0,
+        clip: float = 0.05,
+        alpha: float | Tensor | None = None,
+        pos_weight: float | Tensor | None = None,
+        reduction: LinearReduction = "mean",
+        prior: float | Tensor | None = 0.01,
+        chunk_size: tuple[int, int] | None = None,
+        process_group: ProcessGroup | None = None,
+        accidental_hits: AccidentalHits = "remove",
+        sparse_grad: bool = False,
+        validate_args: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        gamma_pos = _check_gamma(gamma_pos, "gamma_pos")  # named as given, before the
+        gamma_neg = _check_gamma(gamma_neg, "gamma_neg")  # focal module checks its "gamma"
+        clip = _check_clip(clip)
+        super().__init__(
+            in_features,
+            num_items,
+            bias=bias,
+            alpha=alpha,
+            gamma=gamma_pos,
+            pos_weight=pos_weight,
+            reduction=reduction,
+            prior=prior,
+            chunk_size=chunk_size,
+            process_group=process_group,
+            accidental_hits=accidental_hits,
+            sparse_grad=sparse_grad,
+            validate_args=validate_args,
+            device=device,
+            dtype=dtype,
+        )
+        del self.gamma  # gamma_pos, by its name
+        self.gamma_pos = float(gamma_pos)
+        self.gamma_neg = float(gamma_neg)
+        self.clip = float(clip)
+
+    def _loss(self, *args: Any, **kwargs: Any) -> Tensor:
+        return linear_asymmetric_loss(*args, **kwargs)
+
+    def _focusing(self) -> dict[str, float]:
+        return {"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "clip": self.clip}
