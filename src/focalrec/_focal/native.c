@@ -125,9 +125,8 @@ ALWAYS_INLINE_EARLY float fr_exp_neg(float a) {
     return x == x ? res : x;
 }
 
-/* log(1 + e) for e in [0, 1] (NaN -> NaN): 2 atanh(s), s = e / (2 + e) in [0, 1/3]. */
-ALWAYS_INLINE_EARLY float fr_log1p01(float e) {
-    float s = e / (2.0f + e);
+/* 2 atanh(s) for |s| <= 1/3, the series to s^13: log(1 + f) with s = f / (2 + f). */
+ALWAYS_INLINE_EARLY float fr_atanh2(float s) {
     float z = s * s;
     float p = 2.0f / 13.0f;
     p = p * z + 2.0f / 11.0f;
@@ -139,8 +138,12 @@ ALWAYS_INLINE_EARLY float fr_log1p01(float e) {
     return s * p;
 }
 
-/* log(v) for v >= 0 (0 -> -inf, inf -> inf, NaN -> NaN), subnormals included. */
-ALWAYS_INLINE_EARLY float fr_log(float v) {
+/* log(1 + e) for e in [0, 1] (NaN -> NaN): 2 atanh(s), s = e / (2 + e) in [0, 1/3]. */
+ALWAYS_INLINE_EARLY float fr_log1p01(float e) { return fr_atanh2(e / (2.0f + e)); }
+
+/* v > 0 (subnormals included) as 2^e (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)]: returns f and
+ * sets *e, the reduction of fr_log. */
+ALWAYS_INLINE_EARLY float fr_log_reduce(float v, float *e) {
     int32_t sub = v < FLT_MIN;
     float w = sub ? v * 8388608.0f : v; /* 2^23 */
     int32_t i;
@@ -150,7 +153,14 @@ ALWAYS_INLINE_EARLY float fr_log(float v) {
     int32_t big = m > 1.41421356f;
     m = big ? m * 0.5f : m;
     ex = ex + big - (sub ? 23 : 0);
-    float f = m - 1.0f;
+    *e = (float)ex;
+    return m - 1.0f;
+}
+
+/* log(v) for v >= 0 (0 -> -inf, inf -> inf, NaN -> NaN), subnormals included. */
+ALWAYS_INLINE_EARLY float fr_log(float v) {
+    float e;
+    float f = fr_log_reduce(v, &e);
     float s = f / (2.0f + f);
     float z = s * s;
     float p = 2.0f / 11.0f;
@@ -159,7 +169,6 @@ ALWAYS_INLINE_EARLY float fr_log(float v) {
     p = p * z + 2.0f / 5.0f;
     p = p * z + 2.0f / 3.0f;
     p = p * z + 2.0f;
-    float e = (float)ex;
     float res = e * 0.693145751953125f + (s * p + e * 1.428606765330187045e-6f);
     res = v == 0.0f ? -INFINITY : res;
     res = v == INFINITY ? INFINITY : res;
@@ -230,30 +239,16 @@ ALWAYS_INLINE_EARLY void margin_terms(float x, float gamma, int32_t gamma_int, f
     int32_t zero = p <= m; /* NaN logits propagate */
     float us = zero ? 1.0f : u;
     float w = omp + m; /* > 0 */
-    /* log(w) = log1p(-u) in one series 2 atanh(f / (2 + f)) (as fr_log1p01 and fr_log): for
-     * u < 1/2 with f = -u (|s| <= 1/3), else f the mantissa of w less 1 plus its exponent. */
+    /* log(w) = log1p(-u) in one series 2 atanh(f / (2 + f)) (fr_atanh2): for u < 1/2 with
+     * f = -u (|s| <= 1/3), else fr_log's reduction of w (the branch-free select computes the
+     * reduction either way, and divides once). */
     int32_t small = us < 0.5f;
-    int32_t sub = w < FLT_MIN;
-    float ws = sub ? w * 8388608.0f : w; /* 2^23 */
-    int32_t i;
-    memcpy(&i, &ws, sizeof i);
-    int32_t ex = ((i >> 23) & 0xff) - 127;
-    float mant = f_from_bits((i & 0x007fffff) | 0x3f800000); /* [1, 2) */
-    int32_t big = mant > 1.41421356f;
-    mant = big ? mant * 0.5f : mant;
-    ex = ex + big - (sub ? 23 : 0);
-    float f = small ? -us : mant - 1.0f;
-    float ef = small ? 0.0f : (float)ex;
-    float s = f / (2.0f + f);
-    float z = s * s;
-    float q = 2.0f / 13.0f;
-    q = q * z + 2.0f / 11.0f;
-    q = q * z + 2.0f / 9.0f;
-    q = q * z + 2.0f / 7.0f;
-    q = q * z + 2.0f / 5.0f;
-    q = q * z + 2.0f / 3.0f;
-    q = q * z + 2.0f;
-    float ell = -(ef * 0.693145751953125f + (s * q + ef * 1.428606765330187045e-6f));
+    float ew;
+    float fw = fr_log_reduce(w, &ew);
+    float f = small ? -us : fw;
+    float ef = small ? 0.0f : ew;
+    float series = fr_atanh2(f / (2.0f + f));
+    float ell = -(ef * 0.693145751953125f + (series + ef * 1.428606765330187045e-6f));
     /* u^g and u^(g - 1): repeated products for an integer g (no division), else exp and log.
      * The branch not taken gets neutral arguments (no subnormal intermediates: they are slow). */
     float pg = gamma_int >= 0 ? int_power(us, gamma_int)
@@ -262,6 +257,16 @@ ALWAYS_INLINE_EARLY void margin_terms(float x, float gamma, int32_t gamma_int, f
     float a = p * omp;
     *v = zero ? 0.0f : pg * ell;
     *g = zero ? 0.0f : a * ((pg1 * gamma) * ell + pg / w);
+}
+
+/* ASL's negative term at x: the focal t = 0 term with gamma_neg without a margin (clip_zero, a
+ * constant of each loop instance), else margin_terms. */
+ALWAYS_INLINE_EARLY void negative_terms(float x, float gamma_neg, int32_t gni, float m,
+                                        int32_t clip_zero, float *v, float *g) {
+    if (clip_zero)
+        hard_terms(x, gamma_neg, gni, v, g);
+    else
+        margin_terms(x, gamma_neg, gni, m, v, g);
 }
 
 /* The t = 0 / t = 1 loop over a tile: values into vb, derivatives into gb; returns the sum (in
@@ -311,10 +316,7 @@ ALWAYS_INLINE float asl_loop(int64_t n, const float *xb, const float *tb, const 
     for (int64_t j = 0; j < n; j++) {
         float vp, gp, vn, gn;
         hard_terms(-xb[j], gamma, gi, &vp, &gp);
-        if (clip_zero) /* a constant of each instance: the focal t = 0 term with gamma_neg */
-            hard_terms(xb[j], gamma_neg, gni, &vn, &gn);
-        else
-            margin_terms(xb[j], gamma_neg, gni, m, &vn, &gn);
+        negative_terms(xb[j], gamma_neg, gni, m, clip_zero, &vn, &gn);
         float wp = tb[j] * fpb[j];
         float wn = (1.0f - tb[j]) * fnb[j];
         float v = (wp == 0.0f ? 0.0f : wp * vp) + (wn == 0.0f ? 0.0f : wn * vn);
@@ -334,10 +336,7 @@ ALWAYS_INLINE float asl_negatives(int64_t n, const float *xb, const float *tb, c
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < n; j++) {
         float vn, gn;
-        if (clip_zero)
-            hard_terms(xb[j], gamma_neg, gni, &vn, &gn);
-        else
-            margin_terms(xb[j], gamma_neg, gni, m, &vn, &gn);
+        negative_terms(xb[j], gamma_neg, gni, m, clip_zero, &vn, &gn);
         float wn = tb[j] != 0.0f ? 0.0f : fnb[j];
         float v = wn == 0.0f ? 0.0f : wn * vn;
         vb[j] = v;

@@ -303,6 +303,12 @@ _BLOCK_BYTES = 1 << 20
 """The gathered rows of the weight that :class:`_GatheredDot` holds at once: about 1 MiB."""
 
 
+def _block_rows(w: Tensor, j: int) -> int:
+    """The rows of ``x`` per block of :class:`_GatheredDot`: their ``j`` gathered rows of ``w``
+    fill about ``_BLOCK_BYTES`` (at least one row)."""
+    return max(1, _BLOCK_BYTES // max(1, j * w.shape[1] * w.element_size()))
+
+
 class _GatheredDot(torch.autograd.Function):
     """``logits[i, j] = w[cols[i, j]] . x[i]`` for ``x`` ``(N, d)``, ``w`` ``(C, d)`` and
     ``cols`` ``(N, J)``, without holding the ``(N, J, d)`` gathered rows at once: blocks of rows
@@ -318,7 +324,7 @@ class _GatheredDot(torch.autograd.Function):
     def forward(x: Tensor, w: Tensor, cols: Tensor, sparse: bool) -> Tensor:
         n, j = cols.shape
         d = x.shape[1]
-        step = max(1, _BLOCK_BYTES // max(1, j * d * w.element_size()))
+        step = _block_rows(w, j)
         buffer = w.new_empty(min(n, step) * j, d)
         blocks = []
         for lo in range(0, n, step):
@@ -339,7 +345,7 @@ class _GatheredDot(torch.autograd.Function):
         x, w, cols = ctx.saved_tensors
         n, j = cols.shape
         d = x.shape[1]
-        step = max(1, _BLOCK_BYTES // max(1, j * d * w.element_size()))
+        step = _block_rows(w, j)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             blocks = [
